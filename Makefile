@@ -1,0 +1,47 @@
+# sav-assets: the README's two commands are `make demo` and `make test`.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.sav-installed
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+export SAV_DATA_ROOT ?= $(CURDIR)/data
+DEMO_SOURCE ?= $(CURDIR)/demo_source
+
+.PHONY: setup demo test bench dev lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip setuptools wheel
+	# torch first (wheels on this machine's disk), then sam2 built against it (no isolation, no CUDA ext)
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
+	SAM2_BUILD_CUDA=0 $(BIN)/pip install -q --no-build-isolation sam2==1.1.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	mkdir -p $(DAGSTER_HOME)
+	$(BIN)/sav-assets demo --out $(DEMO_SOURCE)
+	$(BIN)/sav-assets run --source $(DEMO_SOURCE) --root $(SAV_DATA_ROOT)
+	$(BIN)/sav-assets sql --root $(SAV_DATA_ROOT) "select status, count(*) as videos from videos group by 1 order by 1"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_ingest.py
+	$(BIN)/python benchmarks/bench_labeling.py --smoke
+	$(BIN)/python benchmarks/bench_sql.py
+	$(BIN)/python benchmarks/bench_shards.py
+
+dev: $(STAMP)
+	mkdir -p $(DAGSTER_HOME)
+	$(BIN)/dagster dev -w workspace.yaml
+
+lint: $(STAMP)
+	$(BIN)/ruff check sav_assets tests benchmarks definitions.py
+
+clean:
+	rm -rf data demo_source .dagster_home

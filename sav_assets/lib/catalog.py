@@ -1,0 +1,183 @@
+"""DuckDB over the lake: views named after the tables, SQL loaded from ``sql/``, read-only ad hoc SQL.
+
+A local lake gets a persistent ``<root>/sav.duckdb`` whose views glob the Parquet parts, so
+``duckdb data/sav.duckdb -c "select * from videos"`` sees every batch written so far. An S3 lake
+is queried in-process: each table is a pyarrow dataset over ``pyarrow.fs.S3FileSystem`` (honouring
+``AWS_ENDPOINT_URL``), registered under the table's name, so no DuckDB extension is downloaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from .storage import Lake
+from .tables import SCHEMAS
+
+SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
+DB_NAME = "sav.duckdb"
+_IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
+READ_ONLY_TYPES = {"SELECT", "EXPLAIN"}
+
+
+class ReadOnlyViolation(ValueError):
+    """An ad hoc statement that would write, copy or otherwise leave the read-only path."""
+
+
+def sql_text(rel: str) -> str:
+    path = (SQL_DIR / rel).resolve()
+    if SQL_DIR.resolve() not in path.parents:
+        raise ValueError(f"SQL file outside sql/: {rel}")
+    return path.read_text()
+
+
+def _literal(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+def _derived_views() -> list[tuple[str, str]]:
+    d = SQL_DIR / "views"
+    if not d.exists():
+        return []
+    return [(p.stem, p.read_text()) for p in sorted(d.glob("*.sql"))]
+
+
+def _create_views(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
+    template = sql_text("table_view.sql")
+    for name in SCHEMAS:
+        assert _IDENT.match(name), name
+        if lake.is_s3:
+            continue
+        con.execute(template.replace("{{name}}", name).replace("{{files}}", _literal(lake.table_glob(name))))
+    for _name, text in _derived_views():
+        try:
+            con.execute(text)
+        except duckdb.Error:
+            # A derived view over a table a later stage has not written yet; it appears on refresh.
+            pass
+
+
+def ensure_schemas(lake: Lake) -> None:
+    for name, schema in SCHEMAS.items():
+        lake.ensure_schema(name, schema)
+
+
+@contextlib.contextmanager
+def _lock(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(str(path) + ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def refresh_catalog(lake: Lake) -> str | None:
+    """(Re)create the views in ``<root>/sav.duckdb`` (local lakes). Returns the file path.
+
+    For an S3 lake nothing is written: ``connect`` builds the views in memory each time.
+    """
+    ensure_schemas(lake)
+    if lake.is_s3:
+        return None
+    db = Path(lake.root) / DB_NAME
+    with _lock(db):
+        con = duckdb.connect(str(db))
+        try:
+            _create_views(con, lake)
+        finally:
+            con.close()
+    return str(db)
+
+
+def connect(lake: Lake, read_only: bool = True) -> duckdb.DuckDBPyConnection:
+    """A connection with every table view; read-only ones may only read the lake's own files."""
+    if lake.is_s3:
+        import pyarrow.dataset as ds
+
+        con = duckdb.connect(":memory:")
+        fs, base = lake.arrow_filesystem()
+        for name, schema in SCHEMAS.items():
+            dataset = ds.dataset(f"{base}/tables/{name}", filesystem=fs, format="parquet",
+                                 schema=schema) if _s3_has(lake, name) else schema.empty_table()
+            con.register(name, dataset)
+        _create_views(con, lake)
+    else:
+        db = Path(lake.root) / DB_NAME
+        if not db.exists():
+            refresh_catalog(lake)
+        con = duckdb.connect(str(db), read_only=read_only)
+    if read_only:
+        if not lake.is_s3:
+            con.execute(f"SET allowed_directories = [{_literal(lake.uri('tables'))}]")
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+    return con
+
+
+def _s3_has(lake: Lake, name: str) -> bool:
+    return bool(lake.list(Lake.table_dir(name)))
+
+
+def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error as e:
+        raise ReadOnlyViolation(f"could not parse SQL: {e}") from e
+    if not statements:
+        raise ReadOnlyViolation("no SQL statement given")
+    for st in statements:
+        kind = str(st.type).rsplit(".", 1)[-1]
+        if kind not in READ_ONLY_TYPES:
+            raise ReadOnlyViolation(
+                f"{kind} statements are refused: ad hoc SQL is read-only (SELECT / EXPLAIN over the views)"
+            )
+
+
+def query(lake: Lake, sql: str, params: list | dict | None = None) -> pa.Table:
+    """Run read-only SQL over the lake's views and return an Arrow table."""
+    con = connect(lake, read_only=True)
+    try:
+        check_read_only(con, sql)
+        statements = con.extract_statements(sql)
+        result = None
+        for st in statements:
+            result = con.execute(st.query, params) if params else con.execute(st.query)
+        return result.fetch_arrow_table() if result is not None else pa.table({})
+    finally:
+        con.close()
+
+
+def run_sql_file(con: duckdb.DuckDBPyConnection, rel: str, params: list | dict | None = None) -> pa.Table:
+    """Execute one SQL file from ``sql/`` with bound parameters and return Arrow."""
+    text = sql_text(rel)
+    return (con.execute(text, params) if params else con.execute(text)).fetch_arrow_table()
+
+
+def markdown_table(tbl: pa.Table, max_rows: int = 50) -> str:
+    cols = tbl.column_names
+    if not cols:
+        return "_(no columns)_"
+    rows = tbl.slice(0, max_rows).to_pylist()
+
+    def fmt(v):
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return "" if v is None else str(v).replace("|", "\\|")
+
+    out = ["| " + " | ".join(cols) + " |", "| " + " | ".join("---" for _ in cols) + " |"]
+    out += ["| " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in rows]
+    if tbl.num_rows > max_rows:
+        out.append(f"\n_{tbl.num_rows - max_rows} more rows_")
+    return "\n".join(out)
+
+
+def default_root() -> str:
+    return os.environ.get("SAV_DATA_ROOT") or "./data"

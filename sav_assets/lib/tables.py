@@ -1,0 +1,152 @@
+"""Table names and Arrow schemas: the column contract users query with DuckDB.
+
+Column names follow the SA-V JSON field names wherever SA-V has the field. Every table carries
+``batch_id`` (the ingestion batch partition that wrote the row).
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+TS = pa.timestamp("us", tz="UTC")
+
+VIDEOS = pa.schema([
+    ("video_id", pa.string()),
+    ("batch_id", pa.string()),
+    ("source_uri", pa.string()),
+    ("source_key", pa.string()),
+    ("source_version", pa.string()),
+    ("content_sha256", pa.string()),
+    ("bytes", pa.int64()),
+    ("video_duration", pa.float64()),
+    ("video_frame_count", pa.int64()),
+    ("video_height", pa.int32()),
+    ("video_width", pa.int32()),
+    ("video_resolution", pa.int64()),
+    ("video_fps", pa.float64()),
+    ("codec", pa.string()),
+    ("rotation", pa.int32()),
+    ("status", pa.string()),          # ok | quarantined
+    ("error_class", pa.string()),
+    ("error_message", pa.string()),
+    ("sidecar_json", pa.string()),    # <name>.json beside the video or S3 user metadata, verbatim
+    ("ingested_at", TS),
+])
+
+SOURCE_OBJECTS = pa.schema([
+    ("batch_id", pa.string()),
+    ("source_uri", pa.string()),
+    ("source_key", pa.string()),
+    ("source_version", pa.string()),  # ETag on S3, size+mtime locally
+    ("bytes", pa.int64()),
+    ("content_sha256", pa.string()),
+    ("disposition", pa.string()),     # video | duplicate_content | non_video | sidecar | annotation
+    ("video_id", pa.string()),
+    ("duplicate_of", pa.string()),
+    ("seen_at", TS),
+])
+
+VIDEO_QUALITY = pa.schema([
+    ("video_id", pa.string()),
+    ("batch_id", pa.string()),
+    ("passed", pa.bool_()),
+    ("reasons", pa.list_(pa.string())),
+    ("duplicate_of", pa.string()),
+    ("short_side", pa.int32()),
+    ("video_duration", pa.float64()),
+    ("video_fps", pa.float64()),
+    ("sampled_frames", pa.int32()),
+    ("sharpness", pa.float64()),
+    ("brightness", pa.float64()),
+    ("clipped_fraction", pa.float64()),
+    ("motion", pa.float64()),
+    ("camera_shake", pa.float64()),
+    ("phash", pa.list_(pa.string())),
+    ("licence", pa.string()),
+    ("source_group", pa.string()),
+    ("video_environment", pa.string()),
+    ("evaluated_at", TS),
+])
+
+MASKLETS = pa.schema([
+    ("video_id", pa.string()),
+    ("batch_id", pa.string()),
+    ("masklet_id", pa.int32()),
+    ("masklet_type", pa.string()),    # auto | manual | prompted
+    ("masklet_size_abs", pa.float64()),
+    ("masklet_size_rel", pa.float64()),
+    ("masklet_size_bucket", pa.string()),
+    ("masklet_visibility_changes", pa.int32()),
+    ("masklet_first_appeared_frame", pa.int64()),
+    ("masklet_frame_count", pa.int32()),
+    ("masklet_edited_frame_count", pa.int32()),
+    ("masklet_stability_mean", pa.float64()),
+    ("masklet_stability_min", pa.float64()),
+    ("source", pa.string()),          # sam2_auto | sam2_prompted | sav_import
+    ("model_name", pa.string()),
+    ("checkpoint_sha256", pa.string()),
+    ("config_sha256", pa.string()),
+    ("random_weights", pa.bool_()),
+    ("label_key", pa.string()),
+    ("sav_fields_json", pa.string()),  # the masklet's SA-V fields verbatim (imports), for exact export
+    ("created_at", TS),
+])
+
+MASKLET_FRAMES = pa.schema([
+    ("video_id", pa.string()),
+    ("batch_id", pa.string()),
+    ("masklet_id", pa.int32()),
+    ("masklet_type", pa.string()),
+    ("ann_idx", pa.int32()),          # index into the annotated-frame list (SA-V's outer list)
+    ("frame_idx", pa.int64()),        # frame number in the video's own numbering
+    ("size", pa.list_(pa.int32())),   # COCO RLE [h, w]
+    ("counts", pa.string()),          # COCO RLE counts, exactly as pycocotools writes them
+    ("area", pa.int64()),
+    ("bbox", pa.list_(pa.float64())),  # [x, y, w, h]
+    ("visible", pa.bool_()),
+    ("predicted_iou", pa.float32()),
+    ("stability_score", pa.float32()),
+])
+
+LABEL_RUNS = pa.schema([
+    ("video_id", pa.string()),
+    ("batch_id", pa.string()),
+    ("label_key", pa.string()),
+    ("status", pa.string()),          # labeled | failed | skipped
+    ("error_class", pa.string()),
+    ("error_message", pa.string()),
+    ("masklets", pa.int32()),
+    ("frames_labeled", pa.int32()),
+    ("seconds", pa.float64()),
+    ("peak_host_mb", pa.float64()),
+    ("peak_gpu_mb", pa.float64()),
+    ("model_name", pa.string()),
+    ("random_weights", pa.bool_()),
+    ("finished_at", TS),
+])
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "videos": VIDEOS,
+    "source_objects": SOURCE_OBJECTS,
+    "video_quality": VIDEO_QUALITY,
+    "masklets": MASKLETS,
+    "masklet_frames": MASKLET_FRAMES,
+    "label_runs": LABEL_RUNS,
+}
+
+
+def register_schema(name: str, schema: pa.Schema) -> None:
+    """Later stages (QC, splits, shards) add their tables here."""
+    SCHEMAS[name] = schema
+
+
+def to_table(rows: list[dict], schema: pa.Schema) -> pa.Table:
+    """Rows (dicts) to a table with exactly the schema's columns, missing keys as nulls."""
+    cols = {f.name: [r.get(f.name) for r in rows] for f in schema}
+    return pa.table({f.name: pa.array(cols[f.name], type=f.type) for f in schema}, schema=schema)
+
+
+def schema_markdown(schema: pa.Schema) -> str:
+    lines = ["| column | type |", "| --- | --- |"]
+    lines += [f"| `{f.name}` | {f.type} |" for f in schema]
+    return "\n".join(lines)
