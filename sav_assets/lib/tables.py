@@ -88,6 +88,7 @@ MASKLETS = pa.schema([
     ("config_sha256", pa.string()),
     ("random_weights", pa.bool_()),
     ("label_key", pa.string()),
+    ("masklet_cycle_iou", pa.float64()),  # forward-vs-backward propagation agreement (no ground truth)
     ("sav_fields_json", pa.string()),  # the masklet's SA-V fields verbatim (imports), for exact export
     ("created_at", TS),
 ])
@@ -125,6 +126,22 @@ LABEL_RUNS = pa.schema([
     ("finished_at", TS),
 ])
 
+# Video-level header of an imported SA-V JSON file (for exact export).
+SAV_ANNOTATIONS = pa.schema([
+    ("video_id", pa.string()),
+    ("batch_id", pa.string()),
+    ("masklet_type", pa.string()),    # manual | auto (which file)
+    ("source_uri", pa.string()),
+    ("header_json", pa.string()),     # every top-level key except the per-masklet lists, verbatim
+    ("imported_at", TS),
+])
+
+# --- QC schemas (masklet_qc) ---
+# (filled in by the QC work)
+
+# --- split / shard schemas ---
+# (filled in by the splits and shards work)
+
 SCHEMAS: dict[str, pa.Schema] = {
     "videos": VIDEOS,
     "source_objects": SOURCE_OBJECTS,
@@ -132,6 +149,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     "masklets": MASKLETS,
     "masklet_frames": MASKLET_FRAMES,
     "label_runs": LABEL_RUNS,
+    "sav_annotations": SAV_ANNOTATIONS,
 }
 
 
