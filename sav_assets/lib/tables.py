@@ -140,7 +140,36 @@ SAV_ANNOTATIONS = pa.schema([
 # (filled in by the QC work)
 
 # --- split / shard schemas ---
-# (filled in by the splits and shards work)
+# One row per video, written once and never changed (sticky): a later run only appends rows for
+# videos that have no assignment yet. ``split`` is train | val | test, or ``excluded`` for a new
+# video whose group already straddles splits (it would leak whichever split it joined).
+SPLITS = pa.schema([
+    ("video_id", pa.string()),
+    ("batch_id", pa.string()),            # the run / batch that made the assignment
+    ("split", pa.string()),               # train | val | test | excluded
+    ("group_key", pa.string()),           # near-duplicate / source group: never straddles splits
+    ("stratum", pa.string()),             # size_bucket|environment|occlusion of the video
+    ("assignment_reason", pa.string()),   # group_sticky | stratum_quota | global_quota | remainder | group_conflict
+    ("config_hash", pa.string()),         # hash of the SplitConfig that made the assignment
+    ("assigned_at", TS),
+])
+
+# One row per published WebDataset shard (the manifest, as a table).
+SHARDS = pa.schema([
+    ("shard", pa.string()),               # file name, e.g. train-000000.tar
+    ("batch_id", pa.string()),            # dataset version / run that wrote it
+    ("uri", pa.string()),
+    ("split", pa.string()),
+    ("samples", pa.int64()),
+    ("bytes", pa.int64()),
+    ("sha256", pa.string()),
+    ("window", pa.int32()),
+    ("stride", pa.int32()),
+    ("first_key", pa.string()),
+    ("last_key", pa.string()),
+    ("config_hash", pa.string()),
+    ("created_at", TS),
+])
 
 SCHEMAS: dict[str, pa.Schema] = {
     "videos": VIDEOS,
@@ -150,6 +179,8 @@ SCHEMAS: dict[str, pa.Schema] = {
     "masklet_frames": MASKLET_FRAMES,
     "label_runs": LABEL_RUNS,
     "sav_annotations": SAV_ANNOTATIONS,
+    "splits": SPLITS,
+    "shards": SHARDS,
 }
 
 

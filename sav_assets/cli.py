@@ -1,0 +1,194 @@
+"""`sav-assets`: a thin command line over the same Dagster definitions.
+
+  sav-assets demo --out DIR                       write a demo corpus (videos + SA-V manual masks)
+  sav-assets run --source URI --root URI          ingest what is new as one batch, run the graph for it
+  sav-assets sql [--root URI] "SELECT ..."        read-only SQL over the table views
+  sav-assets export-sav [--root URI] --dest DIR   write SA-V JSON for every labeled video
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def _dagster_home() -> str:
+    home = os.environ.get("DAGSTER_HOME")
+    if not home:
+        home = str(Path.cwd() / ".dagster_home")
+        os.environ["DAGSTER_HOME"] = home
+    Path(home).mkdir(parents=True, exist_ok=True)
+    return home
+
+
+def _lake(root: str | None):
+    from sav_assets.resources import LakeResource
+
+    return LakeResource(root=root).lake()
+
+
+def cmd_demo(args) -> int:
+    from sav_assets.lib.demo import write_demo_corpus
+
+    out = write_demo_corpus(args.out, n_videos=args.videos, seconds=args.seconds, seed=args.seed,
+                            include_bad=not args.no_bad)
+    print(f"demo corpus written to {Path(args.out).resolve()}")
+    for k, v in out.items():
+        if isinstance(v, list):
+            print(f"  {k}: {len(v)}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    import dagster as dg
+
+    from sav_assets.defs.automation import PIPELINE_JOB
+    from sav_assets.defs.common import batches
+    from sav_assets.definitions import build_definitions
+    from sav_assets.lib.source import plan_batch, write_manifest
+    from sav_assets.resources import LakeResource, SAM2Resource, SourceResource
+
+    _dagster_home()
+    lake_res = LakeResource(root=args.root)
+    source_res = SourceResource(uri=args.source, settle_seconds=args.settle)
+    lk = lake_res.lake()
+    if args.batch:
+        batch_id = args.batch
+    else:
+        plan = plan_batch(source_res.source(), lk, settle_seconds=args.settle)
+        if plan is None:
+            print(f"nothing new under {source_res.source_uri}; lake {lk.root} unchanged")
+            _print_summary(lk)
+            return 0
+        write_manifest(lk, plan)
+        batch_id = plan.batch_id
+        print(f"batch {batch_id}: {len(plan.objects)} new object(s) from {plan.source_uri}"
+              + (f" ({len(plan.pending)} still being written, left for later)" if plan.pending else ""))
+    resources = {"lake": lake_res, "source": source_res, "sam2": SAM2Resource()}
+    defs = build_definitions(resources)
+    instance = dg.DagsterInstance.get()
+    if not instance.has_dynamic_partition(batches.name, batch_id):
+        instance.add_dynamic_partitions(batches.name, [batch_id])
+    if args.select:
+        job = dg.define_asset_job("sav_cli_run", selection=args.select, partitions_def=batches)
+        defs = dg.Definitions.merge(defs, dg.Definitions(jobs=[job]))
+        job_def = defs.resolve_job_def("sav_cli_run")
+    else:
+        job_def = defs.resolve_job_def(PIPELINE_JOB)
+    result = job_def.execute_in_process(partition_key=batch_id, instance=instance, raise_on_error=False,
+                                        tags={"sav/batch": batch_id, "sav/launched_by": "cli"})
+    failed_checks = [e for e in result.all_events
+                     if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.event_specific_data.evaluation.passed]
+    for e in failed_checks:
+        ev = e.event_specific_data.evaluation
+        print(f"check failed: {ev.asset_key.to_user_string()}:{ev.check_name}", file=sys.stderr)
+    _print_summary(lk)
+    if not result.success:
+        failed = [e.step_key for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+        print(f"run {result.run_id} failed at: {', '.join(failed) or 'unknown step'}", file=sys.stderr)
+        return 1
+    print(f"run {result.run_id} succeeded (batch {batch_id}); DAGSTER_HOME={os.environ['DAGSTER_HOME']}")
+    return 0
+
+
+def _print_summary(lk) -> None:
+    from sav_assets.lib.catalog import query, refresh_catalog, sql_text
+
+    try:
+        refresh_catalog(lk)
+        tbl = query(lk, sql_text("summary.sql"))
+        print(_format(tbl, "table"))
+    except Exception as e:
+        print(f"(summary unavailable: {e})", file=sys.stderr)
+
+
+def _format(tbl, fmt: str) -> str:
+    import io
+
+    if fmt == "json":
+        return json.dumps(tbl.to_pylist(), default=str, indent=1)
+    if fmt == "csv":
+        import pyarrow.csv as pacsv
+
+        buf = io.BytesIO()
+        pacsv.write_csv(tbl, buf)
+        return buf.getvalue().decode()
+    rows = tbl.to_pylist()
+    cols = tbl.column_names
+    cells = [[("" if r[c] is None else str(r[c])) for c in cols] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(cols)]
+    line = "  ".join(c.ljust(w) for c, w in zip(cols, widths))
+    sep = "  ".join("-" * w for w in widths)
+    body = ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
+    return "\n".join([line, sep, *body, f"({len(rows)} row{'s' if len(rows) != 1 else ''})"])
+
+
+def cmd_sql(args) -> int:
+    from sav_assets.lib.catalog import ReadOnlyViolation, query
+
+    lk = _lake(args.root)
+    try:
+        tbl = query(lk, args.query)
+    except ReadOnlyViolation as e:
+        print(f"refused: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # SQL errors: show DuckDB's message, not a traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(_format(tbl, args.format))
+    return 0
+
+
+def cmd_export_sav(args) -> int:
+    from sav_assets.lib.exports import export_sav_all
+
+    lk = _lake(args.root)
+    written = export_sav_all(lk, args.dest, video_ids=args.video_id or None)
+    print(f"wrote {len(written)} SA-V JSON file(s) to {args.dest or lk.uri('exports/sav')}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="sav-assets", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    d = sub.add_parser("demo", help="write a procedurally generated demo corpus with exact SA-V manual masks")
+    d.add_argument("--out", default="demo_source")
+    d.add_argument("--videos", type=int, default=3)
+    d.add_argument("--seconds", type=float, default=5.0)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--no-bad", action="store_true", help="leave out the corrupt and non-video example files")
+    d.set_defaults(fn=cmd_demo)
+
+    r = sub.add_parser("run", help="ingest what is new at the source as one batch and materialize the graph")
+    r.add_argument("--source", default=None, help="local folder or s3://bucket/prefix (default $SAV_SOURCE_URI)")
+    r.add_argument("--root", default=None, help="lake root, local path or s3:// (default $SAV_DATA_ROOT or ./data)")
+    r.add_argument("--select", default=None, help="Dagster asset selection, e.g. 'raw_videos video_quality' "
+                                                   "or 'group:ingestion' (default: everything)")
+    r.add_argument("--batch", default=None, help="re-run an existing batch instead of planning a new one")
+    r.add_argument("--settle", type=float, default=0.0,
+                   help="skip local files modified in the last N seconds (still being copied)")
+    r.set_defaults(fn=cmd_run)
+
+    s = sub.add_parser("sql", help="read-only DuckDB SQL over the table views")
+    s.add_argument("query")
+    s.add_argument("--root", default=None)
+    s.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    s.set_defaults(fn=cmd_sql)
+
+    e = sub.add_parser("export-sav", help="write <video_id>_auto.json / _manual.json in the SA-V schema")
+    e.add_argument("--root", default=None)
+    e.add_argument("--dest", default=None, help="local folder or s3:// prefix (default <root>/exports/sav)")
+    e.add_argument("--video-id", action="append")
+    e.set_defaults(fn=cmd_export_sav)
+
+    args = p.parse_args(argv)
+    return int(args.fn(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""Table contracts as asset checks: each GX suite in expectations/ validates the batch's rows.
+
+Blocking checks stop downstream assets in the same run, and downstream automation only proceeds
+when upstream blocking checks passed (AutomationCondition.all_deps_blocking_checks_passed).
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from sav_assets.resources import LakeResource
+
+# table -> (asset it belongs to, blocking)
+GX_TABLES: dict[str, tuple[str, bool]] = {
+    "videos": ("raw_videos", True),
+    "video_quality": ("video_quality", True),
+    "masklets": ("masklets", True),
+    "masklet_frames": ("masklets", True),
+    "masklet_qc": ("masklet_qc", True),
+    "splits": ("splits", True),
+    "shards": ("training_shards", False),
+}
+
+
+def gx_table_check(table: str, asset: str, blocking: bool) -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        asset=asset,
+        name=f"gx_{table}",
+        blocking=blocking,
+        description=f"Great Expectations suite expectations/{table}.json over the batch's `{table}` rows.",
+    )
+    def _check(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
+        from sav_assets.lib.gx_validate import validate_table
+        from sav_assets.lib.tables import SCHEMAS
+
+        lk = lake.lake()
+        batches = [context.partition_key] if context.has_partition_key else None
+        tbl = lk.read_table(table, batches=batches, schema=SCHEMAS[table])
+        res = validate_table(table, tbl)
+        return dg.AssetCheckResult(
+            passed=res.success,
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata={
+                "rows": res.rows,
+                "expectations": len(res.outcomes),
+                "failed_expectations": len(res.failed),
+                "results": dg.MetadataValue.md(res.markdown()),
+            },
+        )
+
+    return _check
+
+
+gx_checks = [gx_table_check(t, a, b) for t, (a, b) in GX_TABLES.items() if t in ("videos", "video_quality")]
+
+
+@dg.asset_check(asset="raw_videos", name="video_ids_unique_across_batches", blocking=True,
+                description="No video_id or content hash appears in two batches (exactly-once ingestion).")
+def video_ids_unique_across_batches(lake: LakeResource) -> dg.AssetCheckResult:
+    from sav_assets.lib.catalog import connect, refresh_catalog, run_sql_file
+
+    lk = lake.lake()
+    refresh_catalog(lk)
+    con = connect(lk)
+    try:
+        dups = run_sql_file(con, "checks/duplicate_videos.sql").to_pylist()
+    finally:
+        con.close()
+    return dg.AssetCheckResult(passed=not dups, metadata={"duplicates": len(dups),
+                                                          "sample": dg.MetadataValue.json(dups[:10])})
