@@ -6,7 +6,6 @@ key is the batch id: a second tick that sees the same objects plans nothing (the
 a duplicate request would be dropped by its run key.
 """
 
-from __future__ import annotations
 
 import os
 

@@ -4,7 +4,6 @@ Blocking checks stop downstream assets in the same run, and downstream automatio
 when upstream blocking checks passed (AutomationCondition.all_deps_blocking_checks_passed).
 """
 
-from __future__ import annotations
 
 import dagster as dg
 
@@ -51,7 +50,8 @@ def gx_table_check(table: str, asset: str, blocking: bool) -> dg.AssetChecksDefi
     return _check
 
 
-gx_checks = [gx_table_check(t, a, b) for t, (a, b) in GX_TABLES.items() if t in ("videos", "video_quality")]
+gx_checks = [gx_table_check(t, a, b) for t, (a, b) in GX_TABLES.items()
+             if t in ("videos", "video_quality", "masklets", "masklet_frames")]
 
 
 @dg.asset_check(asset="raw_videos", name="video_ids_unique_across_batches", blocking=True,

@@ -1,6 +1,5 @@
 """Shared glue: the batch partitions and metadata helpers for asset bodies."""
 
-from __future__ import annotations
 
 import dagster as dg
 import pyarrow as pa

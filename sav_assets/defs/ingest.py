@@ -1,6 +1,5 @@
 """raw_videos and video_quality: probe, hash, quarantine and quality-filter each ingestion batch."""
 
-from __future__ import annotations
 
 import datetime
 import json

@@ -11,8 +11,9 @@ Rules, in order:
 3. **Stratified quota fill.** The val/test targets (a fraction of all videos, or an absolute count
    such as SA-V's 155) are apportioned over strata (size bucket x environment x occlusion) by
    largest remainder. Within a stratum, unassigned groups are ranked by a salted SHA-256 of the
-   group key and taken in that order while they bring the stratum closer to its quota, counting
-   what earlier runs already assigned. A global pass then tops the split up towards its total.
+   group key and taken in that order while they fit in what the stratum still needs, counting
+   what earlier runs already assigned. A global pass then tops the split up towards its total
+   (taking a group only when that brings the count closer to the total).
    Everything else goes to train.
 
 The ranking depends only on the seed and group keys, so a run is a pure function of its inputs
@@ -109,9 +110,8 @@ def group_keys(videos: Iterable[str], duplicate_of: Mapping[str, str | None] | N
         else:
             key = f"vid:{root}"
         for v in vs:
-            if v in set(vids):
-                out[v] = key
-    return {v: out[v] for v in vids}
+            out[v] = key
+    return out
 
 
 def stratum_of(row: Mapping, stratify_by: Iterable[str]) -> str:
@@ -221,19 +221,23 @@ def assign_splits(candidates: list[dict], existing: list[dict], cfg: SplitConfig
         quota = _apportion(total, all_strata)
         ranked = sorted(open_groups, key=lambda g: (_rank(cfg.seed, split, g), g))
         taken: list[str] = []
-        # pass 1: per stratum, in hash order, while the group brings the stratum closer to its quota
+        # pass 1: per stratum, in hash order, groups that fit in what the stratum still needs; a
+        # group is charged in full to its dominant stratum, so mixed groups cannot overfill
+        charged = Counter(counts[split])
         for g in ranked:
             st = g_stratum[g]
-            need = quota.get(st, 0) - counts[split][st]
+            need = quota.get(st, 0) - charged[st]
             size = len(open_groups[g])
-            if need > 0 and size < 2 * need:
+            if 0 < size <= need:
                 taken.append(g)
+                charged[st] += size
                 for v in open_groups[g]:
                     out[v] = (split, "stratum_quota")
                     counts[split][vid_stratum[v]] += 1
         for g in taken:
             del open_groups[g]
-        # pass 2: top the split up towards its total, whatever the stratum
+        # pass 2: top the split up towards its total, whatever the stratum, taking a group when it
+        # brings the count closer to the total (so a large group may overshoot by under half its size)
         have = sum(counts[split].values())
         taken = []
         for g in ranked:

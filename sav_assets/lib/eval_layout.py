@@ -1,0 +1,111 @@
+"""SA-V val/test folder layout, so Meta's ``sav_evaluator.py`` and ``tools/vos_inference.py`` run unchanged.
+
+::
+
+    <out_dir>/
+      sav_<split>.txt                          video ids, one per line
+      JPEGImages_24fps/<video_id>/<frame:05d>.jpg
+      Annotations_6fps/<video_id>/<obj:03d>/<frame:05d>.png
+
+Frame numbers are the video's own frame indices (annotated every 4th frame at 24 fps gives
+00000, 00004, ...). JPEGs cover every frame from the first to the last annotated frame, so the
+first JPEG of a video is annotated for every object, as ``vos_inference.py`` expects (it prompts
+with the first frame's masks). Each object folder (``int()``-parsable, ``{masklet_id:03d}``) has one
+binary palette PNG (values 0/1) per annotated frame, empty where the object is not visible; the
+evaluator scans these folders, drops the first and last frame, and reads ``png > 0``.
+
+Pass ``--gt_root <out_dir>/Annotations_6fps`` to ``sav_evaluator.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from . import rle as rle_lib
+from .frame_io import encode_jpeg, encode_mask_png, iter_frames
+from .storage import safe_relpath
+
+JPEG_DIR = "JPEGImages_24fps"
+ANN_DIR = "Annotations_6fps"
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _rle(row: dict) -> dict:
+    return {"size": [int(x) for x in row["size"]], "counts": row["counts"]}
+
+
+def write_eval_layout(out_dir: str | os.PathLike, split_name: str, videos: list[dict],
+                      frames_by_video: dict[str, list[dict]], video_paths: dict[str, str],
+                      jpeg_quality: int = 95, masklet_types: tuple[str, ...] | None = None) -> dict:
+    """Write the SA-V val/test layout for ``videos`` (dicts with ``video_id``) under ``out_dir``.
+
+    ``frames_by_video``: masklet_frames rows (``masklet_id``, ``frame_idx``, ``size``, ``counts``,
+    optional ``masklet_type``) per video; ``masklet_types`` keeps only those types (SA-V val/test
+    hold manual masklets only). Returns a summary dict (counts and paths).
+    """
+    out = Path(out_dir)
+    split = safe_relpath(split_name)
+    vids = sorted({v["video_id"] for v in videos})
+    summary = {"split": split, "videos": 0, "objects": 0, "jpegs": 0, "pngs": 0,
+               "skipped": [], "size_mismatch": [], "gt_root": str(out / ANN_DIR), "jpeg_root": str(out / JPEG_DIR),
+               "list_file": str(out / f"sav_{split}.txt")}
+    written: list[str] = []
+    for vid in vids:
+        safe_relpath(vid)
+        rows = [r for r in frames_by_video.get(vid, [])
+                if masklet_types is None or r.get("masklet_type") in masklet_types]
+        if not rows:
+            summary["skipped"].append({"video_id": vid, "reason": "no annotated frames"})
+            continue
+        if vid not in video_paths:
+            summary["skipped"].append({"video_id": vid, "reason": "no video file"})
+            continue
+        by_obj: dict[int, dict[int, dict]] = defaultdict(dict)
+        for r in rows:
+            by_obj[int(r["masklet_id"])][int(r["frame_idx"])] = r
+        ann_frames = sorted({f for o in by_obj.values() for f in o})
+        first, last = ann_frames[0], ann_frames[-1]
+
+        # masks first: they need no decoding and fail fast on bad RLE
+        for obj_id in sorted(by_obj):
+            obj = by_obj[obj_id]
+            size = next(iter(obj.values()))["size"]
+            for f in ann_frames:
+                r = obj.get(f)
+                if r is not None:
+                    mask = rle_lib.decode(_rle(r))
+                else:
+                    mask = np.zeros((int(size[0]), int(size[1])), dtype=np.uint8)
+                _atomic_write(out / ANN_DIR / vid / f"{obj_id:03d}" / f"{f:05d}.png", encode_mask_png(mask))
+                summary["pngs"] += 1
+            summary["objects"] += 1
+
+        mask_hw = tuple(int(x) for x in rows[0]["size"])
+        for idx, img in iter_frames(video_paths[vid], range(first, last + 1)):
+            if img.shape[:2] != mask_hw and vid not in summary["size_mismatch"]:
+                summary["size_mismatch"].append(vid)
+            _atomic_write(out / JPEG_DIR / vid / f"{idx:05d}.jpg", encode_jpeg(img, jpeg_quality))
+            summary["jpegs"] += 1
+        written.append(vid)
+        summary["videos"] += 1
+
+    _atomic_write(out / f"sav_{split}.txt", "".join(f"{v}\n" for v in written).encode())
+    summary["video_ids"] = written
+    return summary
