@@ -73,7 +73,7 @@ def cmd_run(args) -> int:
     if not instance.has_dynamic_partition(batches.name, batch_id):
         instance.add_dynamic_partitions(batches.name, [batch_id])
     if args.select:
-        job = dg.define_asset_job("sav_cli_run", selection=args.select, partitions_def=batches)
+        job = dg.define_asset_job("sav_cli_run", selection=args.select)
         defs = dg.Definitions.merge(defs, dg.Definitions(jobs=[job]))
         job_def = defs.resolve_job_def("sav_cli_run")
     else:

@@ -20,7 +20,6 @@ INGEST_CRON = os.environ.get("SAV_INGEST_CRON", "0 2 * * *")  # schedule definit
 sav_pipeline = dg.define_asset_job(
     PIPELINE_JOB,
     selection=dg.AssetSelection.all(),
-    partitions_def=batches,
     description="Every stage for one ingestion batch: probe, quality, labels, QC, splits, shards, statistics.",
     tags={"sav/kind": "pipeline"},
 )
