@@ -50,8 +50,7 @@ def gx_table_check(table: str, asset: str, blocking: bool) -> dg.AssetChecksDefi
     return _check
 
 
-gx_checks = [gx_table_check(t, a, b) for t, (a, b) in GX_TABLES.items()
-             if t in ("videos", "video_quality", "masklets", "masklet_frames")]
+gx_checks = [gx_table_check(t, a, b) for t, (a, b) in GX_TABLES.items()]
 
 
 @dg.asset_check(asset="raw_videos", name="video_ids_unique_across_batches", blocking=True,
@@ -68,3 +67,42 @@ def video_ids_unique_across_batches(lake: LakeResource) -> dg.AssetCheckResult:
         con.close()
     return dg.AssetCheckResult(passed=not dups, metadata={"duplicates": len(dups),
                                                           "sample": dg.MetadataValue.json(dups[:10])})
+
+
+@dg.asset_check(asset="splits", name="no_group_straddles_splits", blocking=True,
+                description="No near-duplicate cluster or source group has videos in two splits (leak check).")
+def no_group_straddles_splits(lake: LakeResource) -> dg.AssetCheckResult:
+    from sav_assets.lib.splits import group_keys, straddling_groups
+    from sav_assets.lib.tables import SPLITS, VIDEO_QUALITY
+
+    lk = lake.lake()
+    quality = lk.read_table("video_quality", schema=VIDEO_QUALITY).to_pylist()
+    groups = group_keys([r["video_id"] for r in quality], {r["video_id"]: r["duplicate_of"] for r in quality},
+                        {r["video_id"]: r["source_group"] for r in quality})
+    bad = straddling_groups(lk.read_table("splits", schema=SPLITS).to_pylist(), groups)
+    return dg.AssetCheckResult(passed=not bad, metadata={"straddling_groups": len(bad),
+                                                         "sample": dg.MetadataValue.json(bad[:10])})
+
+
+@dg.asset_check(asset="training_shards", name="manifest_matches_shards",
+                description="Every shard in the batch's manifest exists with the recorded size and SHA-256.")
+def manifest_matches_shards(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
+    import hashlib
+    import json
+
+    lk = lake.lake()
+    rel = f"shards/{context.partition_key}/manifest.json"
+    if not lk.exists(rel):
+        return dg.AssetCheckResult(passed=True, metadata={"note": "no shards for this batch (no train videos)"})
+    manifest = json.loads(lk.get_bytes(rel))
+    problems = []
+    entries = manifest.get("shards", [])
+    for e in entries:
+        key = f"shards/{context.partition_key}/{e['shard']}" if "shard" in e else e.get("path")
+        data = lk.get_bytes(key) if key and lk.exists(key) else None
+        if data is None:
+            problems.append({"shard": e.get("shard"), "problem": "missing"})
+        elif len(data) != e.get("bytes") or hashlib.sha256(data).hexdigest() != e.get("sha256"):
+            problems.append({"shard": e.get("shard"), "problem": "size or sha256 mismatch"})
+    return dg.AssetCheckResult(passed=not problems, metadata={"shards": len(entries), "problems": len(problems),
+                                                              "sample": dg.MetadataValue.json(problems[:10])})

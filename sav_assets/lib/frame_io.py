@@ -73,7 +73,8 @@ def encode_mask_png(mask: np.ndarray) -> bytes:
     """A binary HxW mask as a palette PNG holding 0/1 (what sam2's tools read and write)."""
     from PIL import Image
 
-    img = Image.fromarray((np.asarray(mask) > 0).astype(np.uint8), mode="P")
+    m = np.ascontiguousarray(np.asarray(mask) > 0, dtype=np.uint8)
+    img = Image.frombytes("P", (m.shape[1], m.shape[0]), m.tobytes())
     img.putpalette(_PALETTE)
     buf = io.BytesIO()
     img.save(buf, format="PNG", optimize=False)

@@ -26,8 +26,10 @@ Order of checks: ``stat`` in the parent (missing, 0 bytes and over ``max_bytes``
 only: a FIFO or device goes to the isolated child, where a blocking ``open`` is caught by the
 timeout); then in the child: open the container with PyAV (header only) and check resolution and
 duration limits; then decord indexes the file (frame count, average fps, display size after
-rotation) and decodes the first frame, the key frame nearest the middle and the last frame; PyAV
-gives the codec name and the display rotation of the first frame.
+rotation) and decodes the first frame, the key frame nearest the middle, the last key frame and
+the final frame (the final frame only when it lies within 4 s of its key frame, so that long-GOP
+files are not decoded whole); PyAV gives the codec name and the display rotation of the first frame.
+A file cut mid-stream already fails decord's indexing pass, which reads every packet.
 
 ``video_duration`` is ``video_frame_count / video_fps`` as in SA-V; ``video_height`` /
 ``video_width`` are the displayed size (decord applies the rotation), like SA-V's portrait videos.
@@ -179,32 +181,40 @@ def looks_like_video_fragment(data: bytes) -> bool:
     return _nal_chain(data)
 
 
-def _nal_chain(data: bytes, chain: int = 6, max_nal: int = 8 << 20) -> bool:
+def _nal_chain(data: bytes, hops: int = 8, gap: int = 2048, max_nal: int = 8 << 20) -> bool:
+    """A chain of ``hops`` length-prefixed H.264/H.265 NAL units, as MP4/MOV ``mdat`` stores them.
+
+    Each unit must have a plausible 4-byte length and a strict NAL header (slice with
+    first_mb_in_slice == 0, SEI/AUD/SPS/PPS with consistent nal_ref_idc, or HEVC with layer 0 and
+    temporal id 1); the next unit may start up to ``gap`` bytes after the previous one ends, which
+    skips interleaved audio samples. On random bytes chains die after 2-3 hops.
+    """
     import numpy as np
 
     a = np.frombuffer(data, dtype=np.uint8)
-    m = len(a) - 6
+    m = len(a) - 8
     if m <= 0:
         return False
     b = a.astype(np.uint32)
     length = (b[0:m] << 24) | (b[1:m + 1] << 16) | (b[2:m + 2] << 8) | b[3:m + 3]
-    h0 = a[4:m + 4]
-    h1 = a[5:m + 5]
-    forbidden_ok = (h0 & 0x80) == 0
-    t264 = h0 & 0x1F
-    ok264 = (t264 >= 1) & (t264 <= 12)
-    t265 = (h0 >> 1) & 0x3F
-    ok265 = (t265 <= 40) & ((h1 & 0x07) >= 1)
-    valid = forbidden_ok & (ok264 | ok265) & (length >= 2) & (length <= max_nal)
-    pos = np.nonzero(valid)[0].astype(np.int64)
-    for _ in range(chain - 1):
-        nxt = pos + 4 + length[pos].astype(np.int64)
-        keep = nxt < m
-        pos = nxt[keep]
-        pos = pos[valid[pos]]
+    h0, h1, h2 = a[4:m + 4], a[5:m + 5], a[6:m + 6]
+    ok = (length >= 2) & (length <= max_nal) & ((h0 & 0x80) == 0)
+    t, ref = h0 & 0x1F, (h0 >> 5) & 3
+    s264 = ((((t == 1) | ((t == 5) & (ref > 0))) & ((h1 & 0x80) != 0))
+            | (((t == 6) | (t == 9)) & (ref == 0)) | (((t == 7) | (t == 8)) & (ref > 0)))
+    t5 = (h0 >> 1) & 0x3F
+    s265 = (h1 == 1) & (((t5 <= 21) & ((h2 & 0x80) != 0)) | ((t5 >= 32) & (t5 <= 40)))
+    starts = np.nonzero(ok & (s264 | s265))[0].astype(np.int64)
+    pos = starts
+    for _ in range(hops):
         if pos.size == 0:
             return False
-    return True
+        end = pos + 4 + length[pos].astype(np.int64)
+        j = np.searchsorted(starts, end)
+        found = j < len(starts)
+        nxt = starts[np.minimum(j, len(starts) - 1)]
+        pos = np.unique(nxt[found & (nxt - end <= gap)])
+    return bool(pos.size)
 
 
 def _looks_like_text(head: bytes) -> bool:
@@ -245,7 +255,8 @@ _DENIED_FORMATS = frozenset({"hls", "applehttp", "concat", "ffconcat", "dash", "
                              "rtsp", "rtp", "subfile", "data", "lavfi", "mpjpeg"})
 
 
-def _probe_child(path: str, max_width: int, max_height: int, max_duration_s: float) -> dict:
+def _probe_child(path: str, max_width: int, max_height: int, max_duration_s: float,
+                 tail_seconds: float = 4.0) -> dict:
     """Runs inside the isolated subprocess. Returns a JSON-able dict."""
     import av
 
@@ -318,8 +329,14 @@ def _probe_child(path: str, max_width: int, max_height: int, max_duration_s: flo
         keys = list(vr.get_key_indices())
     except Exception:  # noqa: BLE001
         keys = []
-    mid = min(keys, key=lambda k: abs(k - n // 2)) if keys else n // 2
-    idx = sorted({0, int(mid), n - 1})
+    keys = [int(k) for k in keys if 0 <= k < n] or [0]
+    mid = min(keys, key=lambda k: abs(k - n // 2))
+    # key frames are cheap to decode; the final frame costs a decode from its key frame, so it is
+    # checked only when that run is short (long-GOP files would otherwise decode almost entirely)
+    idx = {0, mid, keys[-1]}
+    if n - 1 - keys[-1] <= max(8.0, tail_seconds * fps):
+        idx.add(n - 1)
+    idx = sorted(idx)
     try:
         frames = vr.get_batch(idx).asnumpy()
     except (decord.DECORDError, RuntimeError, IndexError) as e:

@@ -1,0 +1,124 @@
+"""SA-V val/test layout: the folder structure sav_evaluator.py / vos_inference.py read, exact masks."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sav_assets.lib import rle
+from sav_assets.lib.eval_layout import write_eval_layout
+
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+BEDROOM = DATA / "videos" / "bedroom.mp4"
+SAV_MANUAL = DATA / "sav_example" / "sav_000001_manual.json"
+
+
+def make_video(path: Path, n: int, h: int, w: int, fps: int = 24) -> None:
+    """Frame k is a flat grey of level 8*k (so a decoded frame tells its own index)."""
+    import av
+
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=fps)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        s.options = {"crf": "10", "preset": "ultrafast", "bf": "0"}
+        for k in range(n):
+            img = np.full((h, w, 3), (8 * k) % 256, np.uint8)
+            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+
+
+def frame_rows(vid: str, masks: dict[int, dict[int, np.ndarray]], mtype: str = "manual") -> list[dict]:
+    rows = []
+    for mid, per_frame in masks.items():
+        for ann, (f, m) in enumerate(sorted(per_frame.items())):
+            r = rle.encode(m)
+            rows.append({"video_id": vid, "masklet_id": mid, "masklet_type": mtype, "ann_idx": ann,
+                         "frame_idx": f, "size": r["size"], "counts": r["counts"], "visible": bool(m.any())})
+    return rows
+
+
+def evaluator_scan(gt_root: Path, vid: str) -> list[tuple[list[str], str]]:
+    """What sav_benchmark.VideoEvaluator.scan_vid_folder does for an SA-V style folder."""
+    entries = sorted(os.listdir(gt_root / vid))
+    assert not all(e.endswith(".png") for e in entries)
+    return [(sorted(os.listdir(gt_root / vid / o)), o) for o in entries]
+
+
+def test_layout_on_real_video(tmp_path):
+    h, w = 540, 960
+    ann = list(range(0, 25, 4))
+    m0 = {}
+    m1 = {}
+    for i, f in enumerate(ann):
+        a = np.zeros((h, w), np.uint8)
+        a[100 + 5 * i: 200 + 5 * i, 300:420] = 1
+        m0[f] = a
+        b = np.zeros((h, w), np.uint8)
+        if i not in (2, 3):                      # object 1 disappears and comes back
+            b[10:50, 10 + 10 * i: 80 + 10 * i] = 1
+        m1[f] = b
+    rows = frame_rows("bed", {0: m0, 1: m1}) + frame_rows("bed", {7: m0}, mtype="auto")
+    summary = write_eval_layout(tmp_path / "sav_val", "val", [{"video_id": "bed"}],
+                                {"bed": rows}, {"bed": str(BEDROOM)}, masklet_types=("manual",))
+    root = tmp_path / "sav_val"
+    assert (root / "sav_val.txt").read_text() == "bed\n"
+    assert summary["videos"] == 1 and summary["objects"] == 2 and summary["pngs"] == 14
+    assert summary["size_mismatch"] == [] and summary["skipped"] == []
+
+    jpgs = sorted(os.listdir(root / "JPEGImages_24fps" / "bed"))
+    assert jpgs == [f"{k:05d}.jpg" for k in range(25)]             # every frame the annotations cover
+    assert Image.open(root / "JPEGImages_24fps" / "bed" / "00012.jpg").size == (w, h)
+
+    gt_root = root / "Annotations_6fps"
+    scanned = evaluator_scan(gt_root, "bed")
+    assert [o for _, o in scanned] == ["000", "001"]                # auto masklet 007 filtered out
+    for frames, obj in scanned:
+        assert int(obj) in (0, 1)
+        assert frames == [f"{f:05d}.png" for f in ann]
+        for f in frames:
+            arr = np.array(Image.open(gt_root / "bed" / obj / f))
+            assert len(np.unique(arr)) <= 2 and arr.shape == (h, w)
+            src = (m0 if obj == "000" else m1)[int(f[:5])]
+            assert np.array_equal(arr > 0, src > 0)
+    # the first JPEG has a mask for every object (vos_inference prompts from frame 0)
+    assert all((gt_root / "bed" / o / "00000.png").exists() for _, o in scanned)
+
+
+def test_layout_real_sav_rles_and_frame_numbering(tmp_path):
+    doc = json.loads(SAV_MANUAL.read_text())
+    h, w = int(doc["video_height"]), int(doc["video_width"])
+    video = tmp_path / "sav_000001.mp4"
+    make_video(video, 13, h, w)
+    rows = []
+    for ann, frame in enumerate(doc["masklet"][:4]):               # frames 0, 4, 8, 12
+        for j, r in enumerate(frame):
+            rows.append({"video_id": "sav_000001", "masklet_id": doc["masklet_id"][j], "ann_idx": ann,
+                         "frame_idx": 4 * ann, "size": r["size"], "counts": r["counts"]})
+    out = tmp_path / "sav_test"
+    s = write_eval_layout(out, "test", [{"video_id": "sav_000001"}, {"video_id": "missing"}],
+                          {"sav_000001": rows}, {"sav_000001": str(video)})
+    assert s["videos"] == 1 and s["skipped"] == [{"video_id": "missing", "reason": "no annotated frames"}]
+    assert (out / "sav_test.txt").read_text() == "sav_000001\n"
+    for k in (0, 5, 12):
+        mean = np.asarray(Image.open(out / "JPEGImages_24fps" / "sav_000001" / f"{k:05d}.jpg")).mean()
+        assert abs(mean - 8 * k) < 3, (k, mean)
+    for ann, frame in enumerate(doc["masklet"][:4]):
+        for j, r in enumerate(frame):
+            p = out / "Annotations_6fps" / "sav_000001" / f"{doc['masklet_id'][j]:03d}" / f"{4 * ann:05d}.png"
+            assert np.array_equal(np.array(Image.open(p)) > 0, rle.decode(r) > 0)
+
+
+def test_path_traversal_refused(tmp_path):
+    from sav_assets.lib.storage import UnsafeKeyError
+
+    with pytest.raises(UnsafeKeyError):
+        write_eval_layout(tmp_path, "../x", [], {}, {})
+    with pytest.raises(UnsafeKeyError):
+        write_eval_layout(tmp_path, "val", [{"video_id": "../../etc"}], {}, {})
