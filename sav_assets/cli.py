@@ -78,7 +78,9 @@ def cmd_run(args) -> int:
         job_def = defs.resolve_job_def("sav_cli_run")
     else:
         job_def = defs.resolve_job_def(PIPELINE_JOB)
+    run_config = _load_run_config(args.config) if args.config else None
     result = job_def.execute_in_process(partition_key=batch_id, instance=instance, raise_on_error=False,
+                                        run_config=run_config,
                                         tags={"sav/batch": batch_id, "sav/launched_by": "cli"})
     failed_checks = [e for e in result.all_events
                      if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.event_specific_data.evaluation.passed]
@@ -92,6 +94,17 @@ def cmd_run(args) -> int:
         return 1
     print(f"run {result.run_id} succeeded (batch {batch_id}); DAGSTER_HOME={os.environ['DAGSTER_HOME']}")
     return 0
+
+
+def _load_run_config(path: str) -> dict:
+    """Run config (YAML or JSON) as in the launchpad: {"ops": {"masklets": {"config": {...}}}}."""
+    import yaml
+
+    with open(path) as fh:
+        doc = yaml.safe_load(fh) or {}
+    if not isinstance(doc, dict):
+        raise SystemExit(f"--config {path}: expected a mapping")
+    return doc
 
 
 def _print_summary(lk) -> None:
@@ -170,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--select", default=None, help="Dagster asset selection, e.g. 'raw_videos video_quality' "
                                                    "or 'group:ingestion' (default: everything)")
     r.add_argument("--batch", default=None, help="re-run an existing batch instead of planning a new one")
+    r.add_argument("--config", default=None, help="run config file (YAML/JSON), e.g. {ops: {masklets: {config: "
+                                                   "{points_per_side: 8}}}}")
     r.add_argument("--settle", type=float, default=0.0,
                    help="skip local files modified in the last N seconds (still being copied)")
     r.set_defaults(fn=cmd_run)

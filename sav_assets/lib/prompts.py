@@ -1,0 +1,275 @@
+"""Point / box prompts that turn into "prompted" masklets.
+
+A prompt says: on frame ``frame_idx`` (the video's own frame numbering, 0-based) of video
+``video_id``, object ``obj_id`` is where these points / this box say. Coordinates are pixels of the
+original video resolution (x to the right, y down). Points carry labels ``1`` (on the object) or
+``0`` (background); a box is ``[x0, y0, x1, y1]``. A prompt needs points, a box, or both.
+
+Several prompts may share an ``obj_id``: the earliest one starts the masklet, later ones correct it
+on their frame (as an annotator's correction clicks). The labeler snaps ``frame_idx`` to the nearest
+annotated frame of the video's annotation grid.
+
+Accepted formats (``load_prompts`` takes a path or the content as str/bytes; the format is taken
+from the extension ``.jsonl`` / ``.json`` / ``.csv`` or sniffed from the content):
+
+JSON Lines -- one object per line (blank lines and lines starting with ``#`` are skipped)::
+
+    {"video_id": "v1", "frame_idx": 0, "obj_id": 1, "points": [[410, 220], [300, 100]], "labels": [1, 0]}
+    {"video_id": "v1", "frame_idx": 12, "obj_id": 2, "box": [100, 80, 260, 300]}
+
+JSON -- a list of such objects (or ``{"prompts": [...]}``).
+
+CSV -- with a header. Either one prompt per row with JSON cells::
+
+    video_id,frame_idx,obj_id,points,labels,box
+    v1,0,1,"[[410,220],[300,100]]","[1,0]",
+    v1,12,2,,,"[100,80,260,300]"
+
+or one point per row (rows with the same video_id, frame_idx, obj_id are merged, in order), with
+optional box columns ``x0,y0,x1,y1``::
+
+    video_id,frame_idx,obj_id,x,y,label
+    v1,0,1,410,220,1
+    v1,0,1,300,100,0
+
+``labels`` may be omitted, meaning all points are positive. Invalid prompts raise ``ValueError``
+naming the line (JSON Lines, CSV) or item (JSON list) at fault. The result maps ``video_id`` to that
+video's prompts, ordered by ``(frame_idx, obj_id)``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+from typing import Any, Iterable
+
+
+@dataclass
+class Prompt:
+    video_id: str
+    frame_idx: int
+    obj_id: int
+    points: list[list[float]] | None = None
+    labels: list[int] | None = None
+    box: list[float] | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _num(v: Any, what: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ValueError(f"{what} must be a number, got {v!r}")
+    f = float(v)
+    if not math.isfinite(f):
+        raise ValueError(f"{what} must be finite, got {v!r}")
+    return f
+
+
+def _int(v: Any, what: str) -> int:
+    if isinstance(v, str):
+        v = v.strip()
+        if not v.lstrip("-").isdigit():
+            raise ValueError(f"{what} must be an integer, got {v!r}")
+        v = int(v)
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ValueError(f"{what} must be an integer, got {v!r}")
+    if v < 0:
+        raise ValueError(f"{what} must be >= 0, got {v}")
+    return v
+
+
+def validate_prompt(d: dict) -> Prompt:
+    """A Prompt from a dict, or ValueError saying what is wrong."""
+    if not isinstance(d, dict):
+        raise ValueError(f"a prompt must be an object, got {type(d).__name__}")
+    unknown = set(d) - {"video_id", "frame_idx", "obj_id", "points", "labels", "box"}
+    if unknown:
+        raise ValueError(f"unknown prompt fields {sorted(unknown)}")
+    vid = d.get("video_id")
+    if not isinstance(vid, str) or not vid.strip():
+        raise ValueError("video_id must be a non-empty string")
+    frame_idx = _int(d.get("frame_idx"), "frame_idx")
+    obj_id = _int(d.get("obj_id"), "obj_id")
+    if obj_id > 2**31 - 1:
+        raise ValueError("obj_id must fit in int32")
+    points = d.get("points")
+    labels = d.get("labels")
+    box = d.get("box")
+    if points is not None:
+        if not isinstance(points, list) or not points:
+            raise ValueError("points must be a non-empty list of [x, y]")
+        pts = []
+        for i, p in enumerate(points):
+            if not isinstance(p, (list, tuple)) or len(p) != 2:
+                raise ValueError(f"points[{i}] must be [x, y], got {p!r}")
+            x, y = _num(p[0], f"points[{i}][0]"), _num(p[1], f"points[{i}][1]")
+            if x < 0 or y < 0:
+                raise ValueError(f"points[{i}] has negative coordinates {p!r}")
+            pts.append([x, y])
+        points = pts
+        if labels is None:
+            labels = [1] * len(points)
+        if not isinstance(labels, list) or len(labels) != len(points):
+            raise ValueError(f"labels must be a list with one 0/1 label per point ({len(points)})")
+        for i, lab in enumerate(labels):
+            if isinstance(lab, bool) or lab not in (0, 1):
+                raise ValueError(f"labels[{i}] must be 0 or 1, got {lab!r}")
+        labels = [int(v) for v in labels]
+    elif labels is not None:
+        raise ValueError("labels given without points")
+    if box is not None:
+        if not isinstance(box, (list, tuple)) or len(box) != 4:
+            raise ValueError(f"box must be [x0, y0, x1, y1], got {box!r}")
+        b = [_num(v, f"box[{i}]") for i, v in enumerate(box)]
+        if b[0] < 0 or b[1] < 0 or b[2] <= b[0] or b[3] <= b[1]:
+            raise ValueError(f"box must satisfy 0 <= x0 < x1 and 0 <= y0 < y1, got {box!r}")
+        box = b
+    if points is None and box is None:
+        raise ValueError("a prompt needs points or a box")
+    return Prompt(vid.strip(), frame_idx, obj_id, points, labels, box)
+
+
+def _json_cell(s: str | None, what: str):
+    if s is None or not str(s).strip():
+        return None
+    try:
+        return json.loads(s)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{what} is not valid JSON: {s!r}") from e
+
+
+def _parse_jsonl(text: str) -> list[tuple[str, dict]]:
+    out = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        s = line.strip()
+        if not s or s.startswith("#"):
+            continue
+        try:
+            out.append((f"line {n}", json.loads(s)))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"prompts line {n}: invalid JSON ({e.msg})") from e
+    return out
+
+
+def _parse_json(text: str) -> list[tuple[str, dict]]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"prompts: invalid JSON at line {e.lineno} ({e.msg})") from e
+    if isinstance(data, dict) and isinstance(data.get("prompts"), list):
+        data = data["prompts"]
+    if isinstance(data, dict):
+        data = [data]
+    if not isinstance(data, list):
+        raise ValueError("prompts JSON must be a list of prompt objects")
+    return [(f"item {i}", d) for i, d in enumerate(data)]
+
+
+def _parse_csv(text: str) -> list[tuple[str, dict]]:
+    reader = csv.DictReader(io.StringIO(text))
+    cols = set(reader.fieldnames or [])
+    need = {"video_id", "frame_idx", "obj_id"}
+    if not need <= cols:
+        raise ValueError(f"prompts CSV needs columns {sorted(need)}, got {sorted(cols)}")
+    per_point = "points" not in cols and ({"x", "y"} <= cols or {"x0", "y0", "x1", "y1"} <= cols)
+    out: list[tuple[str, dict]] = []
+    merged: dict[tuple, tuple[str, dict]] = {}
+    for row in reader:
+        n = reader.line_num
+        where = f"line {n}"
+        try:
+            base = {"video_id": (row.get("video_id") or "").strip(),
+                    "frame_idx": _int(row.get("frame_idx") or "", "frame_idx"),
+                    "obj_id": _int(row.get("obj_id") or "", "obj_id")}
+            if not per_point:
+                d = dict(base)
+                for k in ("points", "labels", "box"):
+                    v = _json_cell(row.get(k), k)
+                    if v is not None:
+                        d[k] = v
+                out.append((where, d))
+                continue
+            key = (base["video_id"], base["frame_idx"], base["obj_id"])
+            if key not in merged:
+                merged[key] = (where, dict(base))
+                out.append(merged[key])
+            d = merged[key][1]
+            xs, ys = (row.get("x") or "").strip(), (row.get("y") or "").strip()
+            if xs or ys:
+                d.setdefault("points", []).append([float(xs), float(ys)])
+                lab = (row.get("label") or "1").strip()
+                d.setdefault("labels", []).append(_int(lab, "label"))
+            if all((row.get(k) or "").strip() for k in ("x0", "y0", "x1", "y1")):
+                box = [float(row[k]) for k in ("x0", "y0", "x1", "y1")]
+                if "box" in d and d["box"] != box:
+                    raise ValueError("two different boxes for the same prompt")
+                d["box"] = box
+        except ValueError as e:
+            raise ValueError(f"prompts {where}: {e}") from e
+    return out
+
+
+def _read_source(source: str | bytes | os.PathLike) -> tuple[str, str | None]:
+    if isinstance(source, bytes):
+        return source.decode("utf-8-sig"), None
+    s = os.fspath(source)
+    looks_like_content = "\n" in s or s.lstrip().startswith(("[", "{"))
+    if not looks_like_content and os.path.isfile(s):
+        with open(s, encoding="utf-8-sig") as f:
+            return f.read(), os.path.splitext(s)[1].lower()
+    if not looks_like_content and s.lower().endswith((".jsonl", ".json", ".csv")):
+        raise ValueError(f"prompts file not found: {s}")
+    return s, None
+
+
+def parse_prompts(items: Iterable[tuple[str, dict]]) -> dict[str, list[Prompt]]:
+    out: dict[str, list[Prompt]] = {}
+    seen: dict[tuple, str] = {}
+    for where, d in items:
+        try:
+            p = validate_prompt(d)
+        except ValueError as e:
+            raise ValueError(f"prompts {where}: {e}") from e
+        key = (p.video_id, p.frame_idx, p.obj_id)
+        if key in seen:
+            raise ValueError(f"prompts {where}: duplicate prompt for video {p.video_id!r} frame {p.frame_idx} "
+                             f"obj {p.obj_id} (first at {seen[key]}); put all its points in one prompt")
+        seen[key] = where
+        out.setdefault(p.video_id, []).append(p)
+    for v in out.values():
+        v.sort(key=lambda p: (p.frame_idx, p.obj_id))
+    return out
+
+
+def load_prompts(source: str | bytes | os.PathLike) -> dict[str, list[Prompt]]:
+    """Read and validate prompts (JSON Lines, JSON list or CSV; see module docstring)."""
+    text, ext = _read_source(source)
+    if ext == ".csv":
+        items = _parse_csv(text)
+    elif ext == ".jsonl":
+        items = _parse_jsonl(text)
+    elif ext == ".json":
+        items = _parse_json(text)
+    else:
+        head = text.lstrip()
+        if not head:
+            return {}
+        if head.startswith("["):
+            items = _parse_json(text)
+        elif head.startswith("{"):
+            first = head.splitlines()[0].strip()
+            try:
+                json.loads(first)
+                items = _parse_jsonl(text)
+            except json.JSONDecodeError:
+                items = _parse_json(text)  # a pretty-printed {"prompts": [...]} object
+        else:
+            items = _parse_csv(text)
+    return parse_prompts(items)
