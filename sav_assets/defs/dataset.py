@@ -11,6 +11,9 @@ from sav_assets.defs.common import batches, counts_markdown, refresh_views, tabl
 from sav_assets.defs.qc import masklet_qc
 from sav_assets.resources import LakeResource
 
+# Downstream automation only proceeds when upstream blocking checks passed (QC gate, contracts).
+GATED = dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
+
 
 class SplitsConfig(dg.Config):
     """Validation target: a fraction (< 1) or a video count (>= 1, e.g. SA-V's 155)."""
@@ -42,6 +45,7 @@ def _accepted(lk, batch_ids=None):
     group_name="dataset",
     kinds={"parquet"},
     deps=[masklet_qc],
+    automation_condition=GATED,
     description="Sticky, leak-free train/val(/test) assignment of the batch's accepted videos: near-duplicate "
                 "clusters and sidecar source groups never straddle splits; val is stratified by size bucket, "
                 "environment and occlusion; earlier assignments never move.",
@@ -152,6 +156,7 @@ class ShardsConfig(dg.Config):
     group_name="dataset",
     kinds={"webdataset"},
     deps=[splits],
+    automation_condition=GATED,
     description="WebDataset tar shards of temporal windows of the batch's train videos (JPEG frames, RLE "
                 "masks, metadata), accepted masklets only; manifest.json written last and atomically.",
 )

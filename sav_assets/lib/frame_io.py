@@ -9,7 +9,7 @@ where seeking is not on every file. Frames that are not wanted are never convert
 from __future__ import annotations
 
 import io
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 

@@ -19,10 +19,11 @@ current one (one extra chunk in memory).
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -62,7 +63,7 @@ def _open(path: str, size: tuple[int, int] | None):
         kw = {"height": int(size[0]), "width": int(size[1])}
     try:
         return decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=0, **kw)
-    except Exception as e:  # noqa: BLE001 - decord raises DECORDError / RuntimeError
+    except Exception as e:
         raise FrameDecodeError(f"cannot open video {path}: {type(e).__name__}: {_first_line(e)}") from e
 
 
@@ -78,7 +79,7 @@ def _decode_batch(vr, idx: list[int], path: str) -> np.ndarray:
         raise FrameDecodeError(f"{path}: frame indices {bad[:5]} outside the {n} decodable frames")
     try:
         arr = vr.get_batch(idx).asnumpy()
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         raise FrameDecodeError(f"{path}: decoding frames {idx[0]}..{idx[-1]} failed: "
                                f"{type(e).__name__}: {_first_line(e)}") from e
     if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[0] != len(idx) or arr.shape[-1] != 3:
@@ -171,10 +172,8 @@ def _prefetched(it: Iterator[FrameChunk], depth: int = 1) -> Iterator[FrameChunk
         finally:
             close = getattr(it, "close", None)
             if close is not None and stop.is_set():
-                try:
+                with contextlib.suppress(Exception):
                     close()
-                except Exception:  # noqa: BLE001
-                    pass
 
     th = threading.Thread(target=run, name="frame-prefetch", daemon=True)
     th.start()

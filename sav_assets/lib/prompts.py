@@ -44,8 +44,9 @@ import io
 import json
 import math
 import os
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable
+from typing import Any
 
 
 @dataclass
@@ -63,7 +64,7 @@ class Prompt:
 
 def _num(v: Any, what: str) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise ValueError(f"{what} must be a number, got {v!r}")
+        raise ValueError(f"{what} must be a number, got {v!r}")  # noqa: TRY004 - ValueError is the contract
     f = float(v)
     if not math.isfinite(f):
         raise ValueError(f"{what} must be finite, got {v!r}")
@@ -79,7 +80,7 @@ def _int(v: Any, what: str) -> int:
     if isinstance(v, float) and v.is_integer():
         v = int(v)
     if isinstance(v, bool) or not isinstance(v, int):
-        raise ValueError(f"{what} must be an integer, got {v!r}")
+        raise ValueError(f"{what} must be an integer, got {v!r}")  # noqa: TRY004
     if v < 0:
         raise ValueError(f"{what} must be >= 0, got {v}")
     return v
@@ -88,7 +89,7 @@ def _int(v: Any, what: str) -> int:
 def validate_prompt(d: dict) -> Prompt:
     """A Prompt from a dict, or ValueError saying what is wrong."""
     if not isinstance(d, dict):
-        raise ValueError(f"a prompt must be an object, got {type(d).__name__}")
+        raise ValueError(f"a prompt must be an object, got {type(d).__name__}")  # noqa: TRY004
     unknown = set(d) - {"video_id", "frame_idx", "obj_id", "points", "labels", "box"}
     if unknown:
         raise ValueError(f"unknown prompt fields {sorted(unknown)}")
@@ -168,7 +169,7 @@ def _parse_json(text: str) -> list[tuple[str, dict]]:
     if isinstance(data, dict):
         data = [data]
     if not isinstance(data, list):
-        raise ValueError("prompts JSON must be a list of prompt objects")
+        raise ValueError("prompts JSON must be a list of prompt objects")  # noqa: TRY004
     return [(f"item {i}", d) for i, d in enumerate(data)]
 
 

@@ -194,7 +194,7 @@ def fetch_checkpoint(uri: str, cache_dir: str | None = None, expected_sha256: st
     client = s3_client or S3Settings.from_env().client()
     try:
         head = client.head_object(Bucket=bucket, Key=key)
-    except Exception as e:  # noqa: BLE001 - botocore raises many types
+    except Exception as e:
         raise CheckpointRefused(f"cannot read S3 checkpoint {uri}: {e}") from e
     etag = str(head.get("ETag", "")).strip('"')
     ident = hashlib.sha256(f"{bucket}\0{key}\0{etag}\0{head.get('ContentLength')}".encode()).hexdigest()[:24]
@@ -211,7 +211,7 @@ def fetch_checkpoint(uri: str, cache_dir: str | None = None, expected_sha256: st
         log.info("downloading checkpoint %s -> %s", uri, dest)
         client.download_file(bucket, key, tmp)
         os.replace(tmp, dest)
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise CheckpointRefused(f"cannot download S3 checkpoint {uri}: {e}") from e
@@ -229,7 +229,7 @@ def _read_state_dict(path: str) -> dict:
             f"(only tensors and plain containers are accepted); re-save it as {{'model': state_dict}}. "
             f"Detail: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
         ) from e
-    except Exception as e:  # noqa: BLE001 - corrupt zip, truncated file, ...
+    except Exception as e:
         raise CheckpointRefused(f"checkpoint {path} is unreadable: {type(e).__name__}: {e}") from e
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         sd = obj["model"]
@@ -258,7 +258,7 @@ def _load_state_dict_strict(model, sd: dict, path: str, config_path: str) -> Non
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})")
         if shape_bad:
-            k = sorted(shape_bad)[0]
+            k = min(shape_bad)
             parts.append(f"{len(shape_bad)} shape mismatches (e.g. {k}: checkpoint {tuple(sd[k].shape)} "
                          f"vs model {tuple(own[k].shape)})")
         raise CheckpointRefused(

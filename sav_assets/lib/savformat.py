@@ -26,6 +26,7 @@ decoder does not bounds-check and would write past its buffer on a corrupt strin
 from __future__ import annotations
 
 import json
+import math
 import posixpath
 from typing import Any
 
@@ -133,13 +134,13 @@ def check_rle(rle: Any, h: int, w: int, where: str = "") -> np.ndarray:
 
 def _int_dim(doc: dict, key: str) -> int:
     v = doc[key]
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or int(v) != v or v <= 0:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or int(v) != v or v <= 0:
         raise SavFormatError(f"{key} is {v!r}, expected a positive whole number")
     return int(v)
 
 
 def _as_int(v: Any, what: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or int(v) != v:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or int(v) != v:
         raise SavFormatError(f"{what} is {v!r}, expected a whole number")
     return int(v)
 
@@ -421,13 +422,14 @@ def export_sav(
             "video_environment": video.get("video_environment"),
             "video_split": video.get("video_split"),
         }
-    video_id = header.get("video_id") or (video or {}).get("video_id")
     h = int(header["video_height"]) if header.get("video_height") is not None else 0
     w = int(header["video_width"]) if header.get("video_width") is not None else 0
 
+    # the rows' own video_id (the pipeline's id may differ from the document's verbatim video_id)
     vids = {r.get("video_id") for r in masklet_rows} - {None}
     if len(vids) > 1:
         raise ValueError(f"masklet rows span several videos: {sorted(vids)}")
+    video_id = next(iter(vids)) if vids else None
     rows = sorted(masklet_rows, key=lambda r: int(r["masklet_id"]))
     keys = [(r.get("masklet_type"), int(r["masklet_id"])) for r in rows]
     if len(set(keys)) != len(keys):

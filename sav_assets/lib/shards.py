@@ -28,10 +28,9 @@ import os
 import re
 import shutil
 import tempfile
-from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -216,6 +215,11 @@ def _member_bytes(sample: dict) -> int:
     return n
 
 
+def _tar_size(member_bytes: int) -> int:
+    """Final size of a tar stream: members, two zero end blocks, padded to whole records."""
+    return -(-(member_bytes + 2 * TAR_BLOCK) // TAR_RECORD) * TAR_RECORD
+
+
 def shard_name(split: str, i: int) -> str:
     return f"{split}-{i:06d}.tar"
 
@@ -233,9 +237,10 @@ class _ShardPublisher:
         import webdataset as wds
 
         self.tmp = os.path.join(self.tmp_dir, f"shard-{len(self.entries):06d}.tar")
-        self.fh = open(self.tmp, "wb")
+        self.fh = open(self.tmp, "wb")  # noqa: SIM115 - stays open across add() calls until _publish()
         self.hf = _HashingFile(self.fh)
-        self.writer = wds.TarWriter(self.hf, encoder=False, compress=False, mtime=0.0,
+        # mtime must be an int: a float mtime makes tarfile add a PAX header to every member
+        self.writer = wds.TarWriter(self.hf, encoder=False, compress=False, mtime=0,
                                     user="sav", group="sav", mode=0o444)
         self.count = 0
         self.est = 0
@@ -244,7 +249,7 @@ class _ShardPublisher:
     def add(self, sample: dict) -> None:
         size = _member_bytes(sample)
         if self.count and (self.count + 1 > self.cfg.shard_max_samples
-                           or self.est + size + 2 * TAR_BLOCK > self.cfg.shard_max_bytes):
+                           or _tar_size(self.est + size) > self.cfg.shard_max_bytes):
             self._publish()
             self._open()
         self.writer.write(sample)

@@ -25,9 +25,9 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Iterable, Mapping
 
 SPLIT_NAMES = ("train", "val", "test")
 EXCLUDED = "excluded"
@@ -129,7 +129,7 @@ def _target_count(target: float, n: int) -> int:
     if target <= 0:
         return 0
     if target < 1:
-        return int(round(target * n))
+        return round(target * n)
     return min(int(target), n)
 
 

@@ -137,7 +137,32 @@ SAV_ANNOTATIONS = pa.schema([
 ])
 
 # --- QC schemas (masklet_qc) ---
-# (filled in by the QC work)
+# One row per masklet (video_id, masklet_type, masklet_id): metrics, verdict and reason codes
+# (sav_assets.lib.qc). Nulls mean "not applicable" (no visible pair, no manual match, no score).
+MASKLET_QC = pa.schema([
+    ("video_id", pa.string()),
+    ("batch_id", pa.string()),
+    ("masklet_id", pa.int32()),
+    ("masklet_type", pa.string()),
+    ("visible_frames", pa.int32()),
+    ("mean_area", pa.float64()),
+    ("temporal_iou_mean", pa.float64()),   # mean IoU of adjacent annotated frames, both visible
+    ("max_area_jump", pa.float64()),       # max bigger/smaller area ratio over those pairs
+    ("flicker_rate", pa.float64()),        # visibility changes / frames
+    ("fragments_mean", pa.float64()),      # 8-connected components per visible mask
+    ("stability_mean", pa.float64()),
+    ("predicted_iou_mean", pa.float64()),
+    ("duplicate_of", pa.int32()),          # earlier masklet_id of the same video and type
+    ("duplicate_iou", pa.float64()),
+    ("manual_masklet_id", pa.int32()),     # matched manual masklet of the same video
+    ("manual_j", pa.float64()),
+    ("manual_f", pa.float64()),
+    ("manual_jf", pa.float64()),
+    ("cycle_iou", pa.float64()),
+    ("passed", pa.bool_()),
+    ("reasons", pa.list_(pa.string())),
+    ("evaluated_at", TS),
+])
 
 # --- split / shard schemas ---
 # One row per video, written once and never changed (sticky): a later run only appends rows for
@@ -179,6 +204,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     "masklet_frames": MASKLET_FRAMES,
     "label_runs": LABEL_RUNS,
     "sav_annotations": SAV_ANNOTATIONS,
+    "masklet_qc": MASKLET_QC,
     "splits": SPLITS,
     "shards": SHARDS,
 }

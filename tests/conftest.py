@@ -1,0 +1,53 @@
+"""Shared fixtures: small generated videos and the read-only real data in ``../shared/data``."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = (REPO_ROOT / ".." / "shared" / "data").resolve()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``<repo>/../shared/data`` (videos/, sav_example/): read-only, never copy it into the repo."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared test data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def make_video(tmp_path_factory):
+    """Factory writing a small H.264 video of moving textured shapes; returns its Path.
+
+    ``make_video(path, seconds=2.0, fps=24, width=320, height=240, seed=0, **knobs)`` where the knobs are
+    those of ``sav_assets.lib.demo.write_synthetic_video``: ``static``, ``blur``, ``brightness``, ``shake``,
+    ``crf``, ``preset``, ``gop``, ``faststart``, ``rotation``, ``audio``, ``codec``. The container follows
+    the suffix of ``path`` (.mp4, .mkv, .mov, ...). ``path=None`` writes into a fresh temporary folder.
+    Identical requests are encoded once per session and copied afterwards.
+    """
+    from sav_assets.lib.demo import write_synthetic_video
+
+    cache_dir = tmp_path_factory.mktemp("video_cache")
+    cache: dict = {}
+
+    def _make(path=None, seconds: float = 2.0, fps: float = 24, width: int = 320, height: int = 240,
+              seed: int = 0, **knobs) -> Path:
+        suffix = Path(path).suffix if path is not None else ".mp4"
+        key = (suffix, float(seconds), float(fps), int(width), int(height), int(seed),
+               tuple(sorted(knobs.items())))
+        if key not in cache:
+            src = cache_dir / f"video_{len(cache)}{suffix}"
+            write_synthetic_video(src, seconds, fps, width, height, seed, **knobs)
+            cache[key] = src
+        if path is None:
+            path = tmp_path_factory.mktemp("video") / f"video{suffix}"
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(cache[key], path)
+        return path
+
+    return _make
