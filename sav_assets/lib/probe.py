@@ -303,6 +303,10 @@ def _probe_child(path: str, max_width: int, max_height: int, max_duration_s: flo
             return bad("over_limits", f"duration: {dur:.3f} s exceeds max_duration_s {max_duration_s:g}")
         if not cw or not ch:
             return bad("decode_error", "video stream has no frame size (no decodable parameters)")
+        declared_frames = int(vs.frames or 0)
+        missing = _missing_data(path, vs)
+        if missing:
+            return bad("decode_error", missing)
         rotation = 0
         try:
             for frame in container.decode(vs):
@@ -320,6 +324,8 @@ def _probe_child(path: str, max_width: int, max_height: int, max_duration_s: flo
     n = len(vr)
     if n <= 0:
         return bad("decode_error", "no decodable frames")
+    if declared_frames and n < declared_frames:
+        return bad("decode_error", f"only {n} of the {declared_frames} frames the header declares are present")
     fps = float(vr.get_avg_fps() or 0.0)
     if not fps or fps != fps:
         return bad("decode_error", "no frame rate")
@@ -346,6 +352,22 @@ def _probe_child(path: str, max_width: int, max_height: int, max_duration_s: flo
     h, w = int(frames.shape[1]), int(frames.shape[2])
     return {"video_frame_count": int(n), "video_fps": fps, "video_duration": n / fps,
             "video_height": h, "video_width": w, "codec": codec, "rotation": rotation}
+
+
+def _missing_data(path: str, stream) -> str | None:
+    """For containers with a sample index (MP4/MOV), the bytes the index points past end of file."""
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        entries = stream.index_entries
+        end = max((int(e.pos) + int(e.size) for e in entries if e.pos >= 0), default=0)
+    except Exception:  # noqa: BLE001 - formats without a usable index are checked by decoding
+        return None
+    if end > st.st_size:
+        return (f"file cut mid-stream: the video index references byte {end} but the file has "
+                f"{st.st_size} bytes")
+    return None
 
 
 def _short(e: BaseException) -> str:

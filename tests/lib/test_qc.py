@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -35,10 +34,14 @@ def masklet(mid, masks, *, mtype="auto", video="v", stability=None, predicted_io
     return {"video_id": video, "masklet_id": mid, "masklet_type": mtype, **row}, frames
 
 
+# The hand-made cases use tight thresholds; the library defaults are calibrated on real SA-V data.
+STRICT = QCThresholds(min_temporal_iou=0.5, max_area_jump=3.0, max_fragments=3.0)
+
+
 def run(*items, t=None):
     ms = [m for m, _ in items]
     fs = [f for _, fr in items for f in fr]
-    return {(r["masklet_type"], r["masklet_id"]): r for r in masklet_qc_rows(ms, fs, t or QCThresholds())}
+    return {(r["masklet_type"], r["masklet_id"]): r for r in masklet_qc_rows(ms, fs, t or STRICT)}
 
 
 def moving(n=6, s=20, step=5, y=10, x=5):
@@ -175,9 +178,9 @@ def test_real_sample_manual_and_auto_is_fast():
         _, m, f = import_sav(json.loads(p.read_text()), source_uri=str(p))
         ms += m
         fs += f
-    t0 = time.perf_counter()
     rows = masklet_qc_rows(ms, fs, QCThresholds())
-    assert time.perf_counter() - t0 < 10
+    # the defaults accept real SA-V annotations, human and automatic alike
+    assert [(r["masklet_type"], r["masklet_id"], r["reasons"]) for r in rows if not r["passed"]] == []
     assert len(rows) == 14 and {r["masklet_type"] for r in rows} == {"manual", "auto"}
     by = {(r["masklet_type"], r["masklet_id"]): r for r in rows}
     assert by[("manual", 3)]["visible_frames"] == 8 and by[("auto", 0)]["visible_frames"] == 70

@@ -1,0 +1,117 @@
+"""Time every sql/stats query and a one-video lookup on SA-V-scale tables, through catalog.connect.
+
+Targets: each statistic < 1 s, ``select * from masklet_frames where video_id = ?`` < 20 ms (2 cores).
+Baseline for the lookup: the same query over ``tables/masklet_frames_unsorted`` (the same rows
+shuffled within each batch, pyarrow's default 1Mi-row row groups), i.e. what a writer that neither
+sorts nor sizes row groups gets. Prints a Markdown table; the ratio is baseline time / ours.
+
+    python benchmarks/gen_savscale.py --out /tmp/savscale --scale 1.0 --baseline
+    python benchmarks/bench_sql.py --root /tmp/savscale
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sav_assets.lib.catalog import connect, refresh_catalog, sql_text  # noqa: E402
+from sav_assets.lib.stats import stat_names  # noqa: E402
+from sav_assets.lib.storage import Lake  # noqa: E402
+
+LOOKUP = "select * from masklet_frames where video_id = ?"
+
+
+def timed(fn, repeat: int) -> tuple[float, float, object]:
+    """(first run s, median of the following runs s, last result)."""
+    t = time.perf_counter()
+    out = fn()
+    first = time.perf_counter() - t
+    runs = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn()
+        runs.append(time.perf_counter() - t)
+    return first, statistics.median(runs) if runs else first, out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--root", required=True, help="lake written by gen_savscale.py")
+    ap.add_argument("--repeat", type=int, default=3, help="timed runs per statistic after a first run")
+    ap.add_argument("--lookups", type=int, default=30, help="random videos looked up")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    lake = Lake(args.root)
+    refresh_catalog(lake)
+    con = connect(lake, read_only=True)
+    n_rows = con.execute("select count(*) from masklet_frames").fetchall()[0][0]
+    n_vid = con.execute("select count(*) from videos").fetchall()[0][0]
+    n_m = con.execute("select count(*) from masklets").fetchall()[0][0]
+    threads = con.execute("select current_setting('threads')").fetchall()[0][0]
+
+    rows = []
+    for name in stat_names():
+        text = sql_text(f"stats/{name}.sql")
+        first, med, tbl = timed(lambda text=text: con.sql(text).to_arrow_table(), args.repeat)
+        rows.append((f"stats/{name}.sql", first, med, 1.0, tbl.num_rows))
+
+    rng = np.random.default_rng(args.seed)
+    vids = [r[0] for r in con.execute("select video_id from videos order by video_id").fetchall()]
+    sample = [vids[i] for i in rng.choice(len(vids), size=min(args.lookups, len(vids)), replace=False)]
+
+    def lookups(sql: str, params_of) -> tuple[list[float], int]:
+        con.sql(sql, params=params_of(sample[0])).to_arrow_table()       # warm: metadata, page cache
+        times, n = [], 0
+        for v in sample:
+            t = time.perf_counter()
+            n += con.sql(sql, params=params_of(v)).to_arrow_table().num_rows
+            times.append(time.perf_counter() - t)
+        return times, n
+
+    ours, n_ours = lookups(LOOKUP, lambda v: [v])
+    base_glob = lake.uri("tables/masklet_frames_unsorted") + "/*/*.parquet"
+    have_base = any(Path(lake.uri("tables/masklet_frames_unsorted")).glob("*/*.parquet"))
+    if have_base:
+        base_sql = "select * from read_parquet(?, union_by_name = true) where video_id = ?"
+        base, n_base = lookups(base_sql, lambda v: [base_glob, v])
+        assert n_base == n_ours, (n_base, n_ours)
+    rows.append(("lookup: " + LOOKUP, ours[0], statistics.median(ours), 0.020, n_ours // len(sample)))
+
+    print(f"\n## SQL benchmark ({date.today()}, {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} CPUs visible, DuckDB threads={threads})\n")
+    print(f"Tables: {n_vid:,} videos, {n_m:,} masklets, {n_rows:,} masklet_frames rows at {lake.root}\n")
+    print("| query | first run | median | target | pass | rows |")
+    print("| --- | ---: | ---: | ---: | :---: | ---: |")
+    ok = True
+    for q, first, med, target, nr in rows:
+        passed = med < target
+        ok &= passed
+        print(f"| `{q}` | {first * 1e3:.1f} ms | {med * 1e3:.1f} ms | < {target * 1e3:.0f} ms | "
+              f"{'pass' if passed else 'FAIL'} | {nr:,} |")
+    if have_base:
+        mo, mb = statistics.median(ours), statistics.median(base)
+        p95 = lambda xs: float(np.percentile(xs, 95))  # noqa: E731
+        print(f"\n| one-video lookup ({len(sample)} random videos) | median | p95 |")
+        print("| --- | ---: | ---: |")
+        print(f"| sorted by (video_id, masklet_id, frame_idx), 64Ki-row row groups (ours) | {mo * 1e3:.1f} ms | "
+              f"{p95(ours) * 1e3:.1f} ms |")
+        print(f"| unsorted within batch, 1Mi-row row groups (baseline) | {mb * 1e3:.1f} ms | "
+              f"{p95(base) * 1e3:.1f} ms |")
+        print(f"| **ratio baseline / ours** | **{mb / mo:.1f}x** | {p95(base) / p95(ours):.1f}x |")
+    con.close()
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
