@@ -73,7 +73,7 @@ def cmd_run(args) -> int:
     if not instance.has_dynamic_partition(batches.name, batch_id):
         instance.add_dynamic_partitions(batches.name, [batch_id])
     if args.select:
-        job = dg.define_asset_job("sav_cli_run", selection=args.select)
+        job = dg.define_asset_job("sav_cli_run", selection=parse_selection(args.select))
         defs = dg.Definitions.merge(defs, dg.Definitions(jobs=[job]))
         job_def = defs.resolve_job_def("sav_cli_run")
     else:
@@ -82,11 +82,12 @@ def cmd_run(args) -> int:
     result = job_def.execute_in_process(partition_key=batch_id, instance=instance, raise_on_error=False,
                                         run_config=run_config,
                                         tags={"sav/batch": batch_id, "sav/launched_by": "cli"})
-    failed_checks = [e for e in result.all_events
-                     if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.event_specific_data.evaluation.passed]
-    for e in failed_checks:
-        ev = e.event_specific_data.evaluation
-        print(f"check failed: {ev.asset_key.to_user_string()}:{ev.check_name}", file=sys.stderr)
+    evaluations = [e.event_specific_data for e in result.all_events
+                   if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    for ev in evaluations:
+        if not ev.passed:
+            print(f"check failed: {ev.asset_key.to_user_string()}:{ev.check_name}", file=sys.stderr)
+    print(f"asset checks: {sum(ev.passed for ev in evaluations)}/{len(evaluations)} passed")
     _print_summary(lk)
     if not result.success:
         failed = [e.step_key for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
@@ -94,6 +95,27 @@ def cmd_run(args) -> int:
         return 1
     print(f"run {result.run_id} succeeded (batch {batch_id}); DAGSTER_HOME={os.environ['DAGSTER_HOME']}")
     return 0
+
+
+def parse_selection(text: str):
+    """A small asset-selection language: asset keys and ``group:NAME``, separated by spaces or commas;
+    a leading ``+`` adds upstream assets, a trailing ``+`` downstream ones. (Dagster's own string
+    parser needs an antlr4 runtime that conflicts with the one SAM 2's hydra pins.)"""
+    import dagster as dg
+
+    sel = None
+    for tok in text.replace(",", " ").split():
+        up, down = tok.startswith("+"), tok.endswith("+")
+        name = tok.strip("+")
+        part = dg.AssetSelection.groups(name[6:]) if name.startswith("group:") else dg.AssetSelection.assets(name)
+        if up:
+            part = part.upstream()
+        if down:
+            part = part.downstream()
+        sel = part if sel is None else sel | part
+    if sel is None:
+        raise SystemExit("--select: empty selection")
+    return sel
 
 
 def _load_run_config(path: str) -> dict:

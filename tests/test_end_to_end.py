@@ -63,8 +63,8 @@ def test_run_succeeds_and_videos_table_is_exact(pipeline):
     rows = {r["source_key"]: r for r in _q(lake, "select * from videos")}
     video_files = sorted(p.name for p in pipeline["src"].iterdir() if p.suffix == ".mp4")
     assert sorted(rows) == video_files  # exactly one row per video file, none for notes.txt / sidecars
-    assert rows["sav_900001.mp4"]["status"] == "ok"
-    assert rows["sav_900001.mp4"]["video_id"] == "sav_900001"
+    assert rows["sav_900000.mp4"]["status"] == "ok"
+    assert rows["sav_900000.mp4"]["video_id"] == "sav_900000"
     assert rows["bedroom.mp4"]["status"] == "ok"
     assert rows["broken_empty.mp4"]["error_class"] == "empty_file"
     assert rows["not_really.mp4"]["error_class"] == "not_a_container"
@@ -73,19 +73,19 @@ def test_run_succeeds_and_videos_table_is_exact(pipeline):
     assert rows["clip.mp4"]["status"] == "quarantined"
     objs = {r["source_key"]: r["disposition"] for r in _q(lake, "select * from source_objects")}
     assert objs["notes.txt"] == "non_video"
-    assert objs["sav_900001_manual.json"] == "annotation"
+    assert objs["sav_900000_manual.json"] == "annotation"
 
 
 def test_quality_and_labels(pipeline):
     lake = pipeline["lake"]
     q = {r["video_id"]: r for r in _q(lake, "select * from video_quality")}
-    assert q["sav_900001"]["passed"], q["sav_900001"]["reasons"]
+    assert q["sav_900000"]["passed"], q["sav_900000"]["reasons"]
     bedroom = [r for r in q.values() if r["video_id"].startswith("bedroom")][0]
     assert not bedroom["passed"] and "low_resolution" in bedroom["reasons"]
     types = {r["masklet_type"]: r["n"] for r in _q(lake, "select masklet_type, count(*) n from masklets group by 1")}
     assert types.get("manual", 0) >= 3          # the demo's exact ground truth, imported
     runs = _q(lake, "select * from label_runs where status = 'labeled'")
-    assert {r["video_id"] for r in runs} == {"sav_900001", "sav_900002"}
+    assert {r["video_id"] for r in runs} == {"sav_900000", "sav_900001"}
     assert all(r["random_weights"] for r in runs)
     # frame indices of SAM 2 masklets sit on the 6 fps grid of the 24 fps demo videos
     bad = _q(lake, "select count(*) n from masklet_frames where masklet_type = 'auto' and frame_idx % 4 <> 0")
@@ -95,9 +95,9 @@ def test_quality_and_labels(pipeline):
 def test_downstream_outputs(pipeline):
     lake = pipeline["lake"]
     root = pipeline["root"]
-    assert (root / "exports" / "sav" / "sav_900001_manual.json").exists()
-    doc = json.loads((root / "exports" / "sav" / "sav_900001_manual.json").read_text())
-    assert doc["video_id"] == "sav_900001" and doc["masklet_num"] == len(doc["masklet_id"])
+    assert (root / "exports" / "sav" / "sav_900000_manual.json").exists()
+    doc = json.loads((root / "exports" / "sav" / "sav_900000_manual.json").read_text())
+    assert doc["video_id"] == "sav_900000" and doc["masklet_num"] == len(doc["masklet_id"])
     assert _q(lake, "select count(*) n from masklet_qc")[0]["n"] > 0
     splits = _q(lake, "select split, count(*) n from splits group by 1")
     assert sum(r["n"] for r in splits) == 2

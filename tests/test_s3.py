@@ -55,12 +55,12 @@ def test_s3_source_into_s3_lake(s3_endpoint, tmp_path, capsys):
     keys = set(lake.list("tables/videos"))
     assert any(k.endswith(".parquet") for k in keys)
     rows = {r["source_key"]: r for r in query(lake, "select * from videos").to_pylist()}
-    assert rows["day1/sav_900001.mp4"]["status"] == "ok"
-    assert rows["day1/sav_900001.mp4"]["source_uri"] == "s3://landing/incoming/day1/sav_900001.mp4"
+    assert rows["day1/sav_900000.mp4"]["status"] == "ok"
+    assert rows["day1/sav_900000.mp4"]["source_uri"] == "s3://landing/incoming/day1/sav_900000.mp4"
     assert rows["day1/broken_empty.mp4"]["error_class"] == "empty_file"
     assert rows["day1/not_really.mp4"]["error_class"] == "not_a_container"
     q = query(lake, "select v.video_id, q.passed from videos v join video_quality q using (video_id)").to_pylist()
-    assert [r["video_id"] for r in q] == ["sav_900001"]
+    assert [r["video_id"] for r in q] == ["sav_900000"]
 
     # second run: nothing new at the source, nothing added
     assert main(["run", "--source", "s3://landing/incoming", "--root", "s3://lake/sav",
@@ -69,12 +69,12 @@ def test_s3_source_into_s3_lake(s3_endpoint, tmp_path, capsys):
 
     # the same content under another key is recognised, not duplicated
     s3.copy_object(Bucket="landing", Key="incoming/day2/copy.mp4",
-                   CopySource={"Bucket": "landing", "Key": "incoming/day1/sav_900001.mp4"})
+                   CopySource={"Bucket": "landing", "Key": "incoming/day1/sav_900000.mp4"})
     assert main(["run", "--source", "s3://landing/incoming", "--root", "s3://lake/sav",
                  "--select", "raw_videos"]) == 0
     assert query(lake, "select count(*) n from videos").to_pylist() == [{"n": 3}]
     dup = query(lake, "select disposition, duplicate_of from source_objects where source_key = 'day2/copy.mp4'")
-    assert dup.to_pylist() == [{"disposition": "duplicate_content", "duplicate_of": "sav_900001"}]
+    assert dup.to_pylist() == [{"disposition": "duplicate_content", "duplicate_of": "sav_900000"}]
 
     # ad hoc SQL through the CLI over the S3 lake, read-only
     capsys.readouterr()

@@ -149,7 +149,7 @@ def query(lake: Lake, sql: str, params: list | dict | None = None) -> pa.Table:
         statements = con.extract_statements(sql)
         result = None
         for st in statements:
-            result = con.execute(st.query, params) if params else con.execute(st.query)
+            result = con.execute(st.query, params) if params else con.sql(st.query)
         return result.to_arrow_table() if result is not None else pa.table({})
     finally:
         con.close()
@@ -158,7 +158,7 @@ def query(lake: Lake, sql: str, params: list | dict | None = None) -> pa.Table:
 def run_sql_file(con: duckdb.DuckDBPyConnection, rel: str, params: list | dict | None = None) -> pa.Table:
     """Execute one SQL file from ``sql/`` with bound parameters and return Arrow."""
     text = sql_text(rel)
-    return (con.execute(text, params) if params else con.execute(text)).to_arrow_table()
+    return (con.execute(text, params) if params else con.sql(text)).to_arrow_table()
 
 
 def markdown_table(tbl: pa.Table, max_rows: int = 50) -> str:

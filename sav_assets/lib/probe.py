@@ -294,11 +294,7 @@ def _probe_child(path: str, max_width: int, max_height: int, max_duration_s: flo
         # resolution, orientation-independent: the long side against the larger limit
         if cw and ch and (max(cw, ch) > max(max_width, max_height) or min(cw, ch) > min(max_width, max_height)):
             return bad("over_limits", f"resolution: {cw}x{ch} exceeds {max_width}x{max_height}")
-        dur = None
-        if vs.duration is not None and vs.time_base is not None:
-            dur = float(vs.duration * vs.time_base)
-        elif container.duration is not None:
-            dur = container.duration / 1_000_000.0
+        dur, dur_is_video = _declared_duration(container, vs)
         if dur is not None and dur > max_duration_s:
             return bad("over_limits", f"duration: {dur:.3f} s exceeds max_duration_s {max_duration_s:g}")
         if not cw or not ch:
@@ -331,6 +327,11 @@ def _probe_child(path: str, max_width: int, max_height: int, max_duration_s: flo
         return bad("decode_error", "no frame rate")
     if n / fps > max_duration_s:
         return bad("over_limits", f"duration: {n / fps:.3f} s exceeds max_duration_s {max_duration_s:g}")
+    if dur:
+        # frames must cover the declared duration (containers without a frame count, e.g. Matroska)
+        slack = max(2.5 / fps, 0.02 * dur) if dur_is_video else max(1.0, 0.1 * dur)
+        if n / fps < dur - slack:
+            return bad("decode_error", f"frames cover only {n / fps:.3f} s of the declared {dur:.3f} s")
     try:
         keys = list(vr.get_key_indices())
     except Exception:  # noqa: BLE001
@@ -352,6 +353,22 @@ def _probe_child(path: str, max_width: int, max_height: int, max_duration_s: flo
     h, w = int(frames.shape[1]), int(frames.shape[2])
     return {"video_frame_count": int(n), "video_fps": fps, "video_duration": n / fps,
             "video_height": h, "video_width": w, "codec": codec, "rotation": rotation}
+
+
+def _declared_duration(container, vs) -> tuple[float | None, bool]:
+    """(seconds, whether the figure is the video stream's own) from the container header."""
+    if vs.duration is not None and vs.time_base is not None and vs.duration > 0:
+        return float(vs.duration * vs.time_base), True
+    tag = (vs.metadata or {}).get("DURATION") or (vs.metadata or {}).get("duration")
+    if tag:  # Matroska per-track tag, "HH:MM:SS.nnnnnnnnn"
+        try:
+            h, m, sec = str(tag).split(":")
+            return int(h) * 3600 + int(m) * 60 + float(sec), True
+        except ValueError:
+            pass
+    if container.duration is not None and container.duration > 0:
+        return container.duration / 1_000_000.0, False
+    return None, False
 
 
 def _missing_data(path: str, stream) -> str | None:

@@ -126,6 +126,14 @@ def test_faststart_file_cut_mid_stream_is_decode_error(shared_data, tmp_path, na
     _bad(r, "decode_error")
 
 
+@pytest.mark.parametrize("head", [0.3, 0.9])
+def test_matroska_cut_is_decode_error_and_its_tail_truncated(make_video, tmp_path, head):
+    # no frame count in a Matroska header: the per-track duration tag gives the cut away
+    src = make_video(tmp_path / "m.mkv", seconds=3, fps=12, width=192, height=144, seed=5)
+    _bad(probe_file(_cut(src, tmp_path / "head.mkv", head=head)), "decode_error")
+    _bad(probe_file(_cut(src, tmp_path / "tail.mkv", tail=head)), "truncated")
+
+
 @pytest.mark.parametrize("name", sorted(REAL))
 @pytest.mark.parametrize("tail", [0.3, 0.7, 0.9])
 def test_headerless_tail_is_truncated(shared_data, tmp_path, name, tail):
