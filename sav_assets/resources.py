@@ -7,7 +7,6 @@ resource, never at import time: an unset variable falls back to the documented d
 from __future__ import annotations
 
 import os
-from functools import cached_property
 from typing import Optional
 
 import dagster as dg

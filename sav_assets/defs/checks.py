@@ -87,22 +87,13 @@ def no_group_straddles_splits(lake: LakeResource) -> dg.AssetCheckResult:
 @dg.asset_check(asset="training_shards", name="manifest_matches_shards",
                 description="Every shard in the batch's manifest exists with the recorded size and SHA-256.")
 def manifest_matches_shards(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
-    import hashlib
-    import json
+    from sav_assets.lib.shards import read_manifest, verify_manifest
 
     lk = lake.lake()
-    rel = f"shards/{context.partition_key}/manifest.json"
-    if not lk.exists(rel):
+    prefix = f"shards/{context.partition_key}"
+    manifest = read_manifest(lk, prefix)
+    if manifest is None:
         return dg.AssetCheckResult(passed=True, metadata={"note": "no shards for this batch (no train videos)"})
-    manifest = json.loads(lk.get_bytes(rel))
-    problems = []
-    entries = manifest.get("shards", [])
-    for e in entries:
-        key = f"shards/{context.partition_key}/{e['shard']}" if "shard" in e else e.get("path")
-        data = lk.get_bytes(key) if key and lk.exists(key) else None
-        if data is None:
-            problems.append({"shard": e.get("shard"), "problem": "missing"})
-        elif len(data) != e.get("bytes") or hashlib.sha256(data).hexdigest() != e.get("sha256"):
-            problems.append({"shard": e.get("shard"), "problem": "size or sha256 mismatch"})
-    return dg.AssetCheckResult(passed=not problems, metadata={"shards": len(entries), "problems": len(problems),
-                                                              "sample": dg.MetadataValue.json(problems[:10])})
+    problems = verify_manifest(lk, prefix)
+    return dg.AssetCheckResult(passed=not problems, metadata={"shards": len(manifest.get("shards", [])),
+                                                              "problems": dg.MetadataValue.json(problems[:20])})

@@ -130,7 +130,8 @@ def _iter_isolated(path, chunks, size, timeout_s: float) -> Iterator[FrameChunk]
                     _, start, idx, shape = msg
                     if not parent.poll(timeout_s):
                         raise FrameDecodeError(f"{path}: decoder stalled mid-chunk", "decode_timeout")
-                    buf = parent.recv_bytes()
+                    arr = np.empty(shape, dtype=np.uint8)
+                    parent.recv_bytes_into(arr)
             except (EOFError, ConnectionError, OSError) as e:
                 proc.join(5)
                 raise FrameDecodeError(
@@ -139,7 +140,7 @@ def _iter_isolated(path, chunks, size, timeout_s: float) -> Iterator[FrameChunk]
                 return
             if msg[0] == "error":
                 raise FrameDecodeError(msg[2], msg[1])
-            yield FrameChunk(list(idx), np.frombuffer(buf, dtype=np.uint8).reshape(shape), start)
+            yield FrameChunk(list(idx), arr, start)
     finally:
         parent.close()
         if proc.is_alive():

@@ -141,7 +141,8 @@ def label_batch(lake: Lake, batch_id: str, videos: list[dict], annotations: dict
             loaded = load_model()
             summary.random_weights = loaded.random_weights
             summary.model_name = loaded.model_name
-        key = label_key(video["content_sha256"], loaded, cfg)
+        vprompts = (prompts or {}).get(vid)
+        key = label_key(video["content_sha256"], loaded, cfg, prompts=vprompts)
         prev = _existing_run(lake, batch_id, vid)
         if prev and prev.get("status") == "labeled" and prev.get("label_key") == key:
             summary.skipped.append(vid)
@@ -150,7 +151,7 @@ def label_batch(lake: Lake, batch_id: str, videos: list[dict], annotations: dict
         t0 = time.time()
         try:
             with local_file(video["source_uri"], lake.s3, lake._client if lake.is_s3 else None) as path:
-                res = label_video(loaded, path, video, cfg, prompts=(prompts or {}).get(vid))
+                res = label_video(loaded, path, video, cfg, prompts=vprompts)
         except LabelingFailed as e:
             summary.failed[vid] = f"{e.error_class}: {e}"
             log(f"[{i}/{len(videos)}] {vid}: FAILED ({e.error_class}) {e}")

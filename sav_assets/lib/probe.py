@@ -178,7 +178,42 @@ def looks_like_video_fragment(data: bytes) -> bool:
     idx = data.find(b"\x1f\x43\xb6\x75")  # Matroska Cluster element id
     if 0 <= idx and idx + 5 < n and data[idx + 4] != 0:  # followed by an EBML size varint
         return True
-    return _nal_chain(data)
+    return _ebml_block_chain(data) or _nal_chain(data)
+
+
+def _ebml_block_chain(data: bytes, hops: int = 4) -> bool:
+    """Consecutive Matroska/WebM SimpleBlocks (id 0xA3, size, track, timecode, flags)."""
+
+    def block_end(i: int) -> int:
+        if i + 2 >= len(data) or data[i] != 0xA3:
+            return -1
+        first = data[i + 1]
+        if first == 0:
+            return -1
+        n = 8 - first.bit_length() + 1  # EBML varint length from the leading zero bits
+        if i + 1 + n + 4 > len(data):
+            return -1
+        size = first & (0xFF >> n)
+        for b in data[i + 2:i + 1 + n]:
+            size = (size << 8) | b
+        body = i + 1 + n
+        track = data[body]
+        if not 0x81 <= track <= 0x8F or data[body + 3] & 0x06 or size < 5 or size > (16 << 20):
+            return -1  # one-byte track number 1..15, reserved flag bits clear
+        return body + size
+
+    start = data.find(b"\xa3")
+    while start >= 0:
+        pos, k = start, 0
+        while k < hops:
+            end = block_end(pos)
+            if end < 0:
+                break
+            pos, k = end, k + 1
+        if k >= hops:
+            return True
+        start = data.find(b"\xa3", start + 1)
+    return False
 
 
 def _nal_chain(data: bytes, hops: int = 8, gap: int = 2048, max_nal: int = 8 << 20) -> bool:

@@ -9,12 +9,13 @@ Sampling: ``sample_frames`` anchor frames evenly spread over the video; for the 
 anchor also brings the two frames ``step`` and ``2*step`` later, ``step = round(fps / 15)`` (at least
 1), so the triplets are ~1/15 s apart.
 
-Metrics (all on luma, ``Y = 0.299 R + 0.587 G + 0.114 B``):
+Metrics (on luma ``Y = 0.299 R + 0.587 G + 0.114 B`` unless said otherwise):
 
 * ``sharpness``  median over anchors of the variance of the 4-neighbour Laplacian, on the frame
   resized so that its short side is 256 px (independent of the source resolution);
 * ``brightness`` mean luma over anchors (0..255);
-* ``clipped_fraction`` fraction of anchor pixels whose luma rounds to 0 or 255;
+* ``clipped_fraction`` fraction of anchor pixels that are clipped: a channel at 255 (blown
+  highlight; tolerance 1) or all channels at 0 (crushed black; tolerance 1);
 * ``motion``     mean absolute luma difference between consecutive anchors, divided by 255
   (a still image encoded as a video is ~0);
 * ``camera_shake`` median over triplets of the change of the global translation (phase correlation
@@ -266,7 +267,8 @@ def frame_metrics(frames: np.ndarray, anchor_pos: list[int], triplets: list[tupl
     grays = [luma(frames[i]) for i in anchor_pos]
     sharp = float(np.median([sharpness(frames[i]) for i in anchor_pos]))
     bright = float(np.mean([g.mean() for g in grays]))
-    clipped = float(np.mean([np.mean((g < 0.5) | (g >= 254.5)) for g in grays]))
+    peaks = [frames[i].max(axis=-1) for i in anchor_pos]
+    clipped = float(np.mean([np.mean((p >= 254) | (p <= 1)) for p in peaks]))
     small = [_resize_gray(g, 128) for g in grays]
     motion = (float(np.mean([np.abs(b - a).mean() / 255.0 for a, b in zip(small, small[1:])]))
               if len(small) > 1 else 0.0)

@@ -397,7 +397,8 @@ def test_label_key_is_stable_and_tracks_what_changes_labels(loaded):
     assert k != lab.label_key("abc", loaded, LabelerConfig(points_per_side=16))
     assert k != lab.label_key("abc", loaded, LabelerConfig(reseed_every=0))
     assert k != lab.label_key("abc", loaded, LabelerConfig(), prompts=PROMPTS)
-    assert k == lab.label_key("abc", loaded, LabelerConfig(), prompts=PROMPTS, mode="auto")
+    assert lab.label_key("abc", loaded, LabelerConfig(), mode="auto") == lab.label_key(
+        "abc", loaded, LabelerConfig(), prompts=PROMPTS, mode="auto")  # auto mode ignores prompts
     # speed/memory knobs do not change the labels, so they keep the key
     assert k == lab.label_key("abc", loaded, LabelerConfig(chunk_frames=8, offload_state_to_cpu=True,
                                                            isolate_decode=False, points_per_batch=16))

@@ -1,0 +1,137 @@
+"""Ingest throughput: ``probe_file`` and ``sample_frames`` against PyAV sequential decoding.
+
+Baseline (what a user would otherwise write): open the file with PyAV and decode every frame in
+order, to learn the frame count / size / fps (probe) or to reach the frames to sample (sampling,
+frames converted to RGB and resized like ours). Ours: ``probe_file`` (isolated subprocess, header
+checks, decord index + a few key frames) and ``sample_frames`` (isolated subprocess, decord
+``get_batch`` of only the sampled frames: the 8 anchors and their shake triplets, 24 frames, exactly
+what ``assess_batch`` decodes). Both run on the same files in the same process, one after the other,
+after one warm-up pass; each figure is the best of ``--repeat`` runs.
+
+Inputs: the real videos in ``../shared/data/videos`` plus two generated 1280x720 5 s videos (one
+with a key frame every second, one with a single key frame).
+
+    .venv/bin/python benchmarks/bench_ingest.py [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from sav_assets.lib.demo import write_synthetic_video
+from sav_assets.lib.probe import ProbeLimits, probe_file
+from sav_assets.lib.quality import QualityThresholds, sample_frames, sample_indices
+
+SHARED_VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos"
+
+
+def baseline_probe(path: str) -> dict:
+    import av
+
+    with av.open(path) as c:
+        vs = c.streams.video[0]
+        n = 0
+        w = h = 0
+        for frame in c.decode(vs):
+            n += 1
+            w, h = frame.width, frame.height
+        return {"frames": n, "fps": float(vs.average_rate), "width": w, "height": h, "codec": vs.codec_context.name}
+
+
+def baseline_sample(path: str, indices: list[int], max_side: int) -> np.ndarray:
+    import av
+    from PIL import Image
+
+    want = set(indices)
+    last = max(indices)
+    out = []
+    with av.open(path) as c:
+        for i, frame in enumerate(c.decode(c.streams.video[0])):
+            if i in want:
+                a = frame.to_ndarray(format="rgb24")
+                h, w = a.shape[:2]
+                s = min(1.0, max_side / max(h, w))
+                if s < 1.0:
+                    a = np.asarray(Image.fromarray(a).resize((round(w * s), round(h * s)), Image.BILINEAR,
+                                                             reducing_gap=2.0))
+                out.append(a)
+            if i >= last:
+                break
+    return np.stack(out)
+
+
+def best_of(fn, repeat: int) -> tuple[float, object]:
+    best, value = float("inf"), None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        value = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, value
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--no-generated", action="store_true")
+    args = ap.parse_args(argv)
+    t = QualityThresholds()
+    with tempfile.TemporaryDirectory() as tmp:
+        files = sorted(str(p) for p in SHARED_VIDEOS.glob("*.mp4")) if SHARED_VIDEOS.is_dir() else []
+        if not args.no_generated:
+            g1 = os.path.join(tmp, "gen_720p_gop24.mp4")
+            write_synthetic_video(g1, 5.0, 24, 1280, 720, seed=1, preset="veryfast", gop=24)
+            g2 = os.path.join(tmp, "gen_720p_onegop.mp4")
+            write_synthetic_video(g2, 5.0, 24, 1280, 720, seed=2, preset="veryfast", gop=300)
+            files += [g1, g2]
+        if not files:
+            raise SystemExit("no input videos")
+        rows = []
+        for f in files:
+            # warm-up: page cache, imports, lazily loaded codecs
+            pr = probe_file(f, ProbeLimits())
+            assert pr.status == "ok", pr
+            idx = sample_indices(pr.video_frame_count, t.sample_frames, pr.video_fps, triplets=True)
+            baseline_probe(f)
+            t_probe, pr = best_of(lambda: probe_file(f, ProbeLimits()), args.repeat)
+            t_bprobe, bp = best_of(lambda: baseline_probe(f), args.repeat)
+            assert bp["frames"] == pr.video_frame_count, (bp, pr)
+            t_samp, ours = best_of(lambda: sample_frames(f, t.sample_frames, 120, t.max_side, indices=idx), args.repeat)
+            t_bsamp, base = best_of(lambda: baseline_sample(f, idx, t.max_side), args.repeat)
+            assert ours.shape == base.shape, (ours.shape, base.shape)
+            diff = float(np.abs(ours.astype(int) - base.astype(int)).mean())
+            rows.append({"name": os.path.basename(f), "frames": pr.video_frame_count,
+                         "size": f"{pr.video_width}x{pr.video_height}", "sampled": len(idx),
+                         "t_probe": t_probe, "t_bprobe": t_bprobe, "t_samp": t_samp, "t_bsamp": t_bsamp,
+                         "diff": diff})
+
+    print(f"# bench_ingest  {_dt.datetime.now().isoformat(timespec='seconds')}  "
+          f"{platform.machine()} {os.cpu_count()} CPUs, {platform.python_version()}, best of {args.repeat}\n")
+    print("| video | frames | size | probe ours (s) | probe PyAV (s) | probe ratio | sampled | "
+          "sample ours (s) | sample PyAV (s) | sample ratio | mean abs px diff |")
+    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        print(f"| {r['name']} | {r['frames']} | {r['size']} | {r['t_probe']:.3f} | {r['t_bprobe']:.3f} | "
+              f"{r['t_bprobe'] / r['t_probe']:.2f}x | {r['sampled']} | {r['t_samp']:.3f} | {r['t_bsamp']:.3f} | "
+              f"{r['t_bsamp'] / r['t_samp']:.2f}x | {r['diff']:.2f} |")
+    n = len(rows)
+    tp, tbp = sum(r["t_probe"] for r in rows), sum(r["t_bprobe"] for r in rows)
+    ts, tbs = sum(r["t_samp"] for r in rows), sum(r["t_bsamp"] for r in rows)
+    frames = sum(r["sampled"] for r in rows)
+    print()
+    print("| figure | ours | PyAV sequential | ratio (ours / baseline) |")
+    print("| --- | ---: | ---: | ---: |")
+    print(f"| probe throughput (videos/s) | {n / tp:.2f} | {n / tbp:.2f} | {(n / tp) / (n / tbp):.2f}x |")
+    print(f"| sampling throughput (sampled frames/s) | {frames / ts:.1f} | {frames / tbs:.1f} | "
+          f"{(frames / ts) / (frames / tbs):.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
