@@ -24,7 +24,7 @@ setup: $(STAMP)
 demo: $(STAMP)
 	mkdir -p $(DAGSTER_HOME)
 	$(BIN)/sav-assets demo --out $(DEMO_SOURCE)
-	$(BIN)/sav-assets run --source $(DEMO_SOURCE) --root $(SAV_DATA_ROOT)
+	$(BIN)/sav-assets run --source $(DEMO_SOURCE) --root $(SAV_DATA_ROOT) --config configs/demo.yaml
 	$(BIN)/sav-assets sql --root $(SAV_DATA_ROOT) "select status, count(*) as videos from videos group by 1 order by 1"
 
 test: $(STAMP)

@@ -117,7 +117,10 @@ def main(argv=None) -> int:
               f"{'pass' if passed else 'FAIL'} | {nr:,} |")
     n_files = len(lake.table_parts("masklet_frames"))
     rg = pq.ParquetFile(lake.uri(lake.table_parts("masklet_frames")[0])).metadata.row_group(0).num_rows
-    p95 = lambda xs: float(np.percentile(xs, 95))
+
+    def p95(xs):
+        return float(np.percentile(xs, 95))
+
     print(f"\n| one-video lookup, {len(sample)} random videos, {n_files} batch files | median | p95 |")
     print("| --- | ---: | ---: |")
     print(f"| sorted by (video_id, masklet_id, frame_idx), {rg:,}-row row groups (ours) | "

@@ -58,7 +58,11 @@ def cmd_run(args) -> int:
     if args.batch:
         batch_id = args.batch
     else:
-        plan = plan_batch(source_res.source(), lk, settle_seconds=args.settle)
+        try:
+            plan = plan_batch(source_res.source(), lk, settle_seconds=args.settle)
+        except FileNotFoundError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         if plan is None:
             print(f"nothing new under {source_res.source_uri}; lake {lk.root} unchanged")
             _print_summary(lk)

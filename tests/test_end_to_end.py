@@ -15,13 +15,23 @@ from sav_assets.lib.storage import Lake
 pytestmark = pytest.mark.slow
 
 FAST_CONFIG = """
+resources:
+  sam2:
+    config:
+      image_size: 256
+      device: cpu
 ops:
   masklets:
     config:
       points_per_side: 4
-      max_objects: 4
+      pred_iou_thresh: 0.0
+      stability_score_thresh: 0.0
+      max_objects: 3
       reseed_every: 0
       cycle_check: false
+  splits:
+    config:
+      val_target: 1
 """
 
 
@@ -41,7 +51,7 @@ def pipeline(tmp_path_factory):
     (src / "clip.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 64)  # header only
     cfg = base / "run.yaml"
     cfg.write_text(FAST_CONFIG)
-    env = {"SAV_SAM2_IMAGE_SIZE": "256", "SAV_DEVICE": "cpu", "DAGSTER_HOME": str(base / "dagster_home")}
+    env = {"DAGSTER_HOME": str(base / "dagster_home")}
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     rc = main(["run", "--source", str(src), "--root", str(root), "--config", str(cfg)])
@@ -84,6 +94,7 @@ def test_quality_and_labels(pipeline):
     assert not bedroom["passed"] and "low_resolution" in bedroom["reasons"]
     types = {r["masklet_type"]: r["n"] for r in _q(lake, "select masklet_type, count(*) n from masklets group by 1")}
     assert types.get("manual", 0) >= 3          # the demo's exact ground truth, imported
+    assert types.get("auto", 0) >= 1            # SAM 2 (random weights, opened-up thresholds)
     runs = _q(lake, "select * from label_runs where status = 'labeled'")
     assert {r["video_id"] for r in runs} == {"sav_900000", "sav_900001"}
     assert all(r["random_weights"] for r in runs)

@@ -20,6 +20,7 @@ Pass ``--gt_root <out_dir>/Annotations_6fps`` to ``sav_evaluator.py``.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections import defaultdict
 from pathlib import Path
@@ -98,11 +99,21 @@ def write_eval_layout(out_dir: str | os.PathLike, split_name: str, videos: list[
             summary["objects"] += 1
 
         mask_hw = tuple(int(x) for x in rows[0]["size"])
-        for idx, img in iter_frames(video_paths[vid], range(first, last + 1)):
-            if img.shape[:2] != mask_hw and vid not in summary["size_mismatch"]:
-                summary["size_mismatch"].append(vid)
-            _atomic_write(out / JPEG_DIR / vid / f"{idx:05d}.jpg", encode_jpeg(img, jpeg_quality))
-            summary["jpegs"] += 1
+        n_jpegs = 0
+        try:
+            for idx, img in iter_frames(video_paths[vid], range(first, last + 1)):
+                if img.shape[:2] != mask_hw and vid not in summary["size_mismatch"]:
+                    summary["size_mismatch"].append(vid)
+                _atomic_write(out / JPEG_DIR / vid / f"{idx:05d}.jpg", encode_jpeg(img, jpeg_quality))
+                n_jpegs += 1
+        except Exception as e:  # undecodable or too short: leave the video out entirely, go on
+            shutil.rmtree(out / JPEG_DIR / vid, ignore_errors=True)
+            shutil.rmtree(out / ANN_DIR / vid, ignore_errors=True)
+            summary["skipped"].append({"video_id": vid, "reason": f"{type(e).__name__}: {e}"})
+            summary["objects"] -= len(by_obj)
+            summary["pngs"] -= len(by_obj) * len(ann_frames)
+            continue
+        summary["jpegs"] += n_jpegs
         written.append(vid)
         summary["videos"] += 1
 

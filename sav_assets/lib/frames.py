@@ -131,7 +131,7 @@ def _iter_isolated(path, chunks, size, timeout_s: float) -> Iterator[FrameChunk]
                     if not parent.poll(timeout_s):
                         raise FrameDecodeError(f"{path}: decoder stalled mid-chunk", "decode_timeout")
                     arr = np.empty(shape, dtype=np.uint8)
-                    parent.recv_bytes_into(arr)
+                    parent.recv_bytes_into(memoryview(arr.reshape(-1)))
             except (EOFError, ConnectionError, OSError) as e:
                 proc.join(5)
                 raise FrameDecodeError(

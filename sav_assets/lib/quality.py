@@ -2,8 +2,10 @@
 
 ``assess_batch`` assesses every ``videos`` row with ``status == "ok"`` and returns one dict per video
 with exactly the ``video_quality`` columns (see ``tables.VIDEO_QUALITY``) except ``batch_id`` and
-``evaluated_at``. Frames are decoded by ``sample_frames`` in an isolated subprocess (decord
-``get_batch`` of only the sampled frames, downscaled so the long side is at most 512 px).
+``evaluated_at``. Frames are decoded by ``sample_frames`` in an isolated subprocess that decodes
+only what the sampled frames need (key-frame-aware seeking with PyAV; decord's ``get_batch`` re-seeks
+for every index and was slower than decoding the whole file, see ``benchmarks/bench_ingest.py``),
+downscaled so that the long side is at most 512 px.
 
 Sampling: ``sample_frames`` anchor frames evenly spread over the video; for the shake estimate each
 anchor also brings the two frames ``step`` and ``2*step`` later, ``step = round(fps / 15)`` (at least
@@ -139,35 +141,107 @@ def sample_frames(path: str, n: int, timeout_s: float, max_side: int = 512, *,
 
 
 def _sample_child(path: str, n: int, max_side: int, indices: list[int] | None) -> tuple:
+    """Runs in the isolated subprocess: decode only what the sampled frames need.
+
+    Frame ``i`` is the ``i``-th frame in presentation order (as decord numbers them). The packet
+    table (demuxed, not decoded) maps indices to timestamps and key frames; for each sampled frame
+    the decoder either continues forward from where it is, or seeks to the sampled frame's key frame
+    when that key frame lies ahead, so no GOP is decoded twice and nothing is decoded after the last
+    sampled frame. Only sampled frames are converted (scaled and converted to RGB in one swscale
+    pass) and the display rotation is applied, so shapes match ``probe_file``'s sizes.
+    """
     import os
 
-    import decord
-    from PIL import Image
+    import av
+
+    def bad(msg: str):
+        return {"error_class": "decode_error", "error_message": msg[:500]}, {}
 
     path = os.path.abspath(path)
     try:
-        vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
-    except (decord.DECORDError, RuntimeError) as e:
-        return {"error_class": "decode_error", "error_message": f"open: {str(e).splitlines()[0][:300]}"}, {}
-    count = len(vr)
-    if count <= 0:
-        return {"error_class": "decode_error", "error_message": "no frames"}, {}
-    if indices is None:
-        idx = sample_indices(count, n)
-    else:
-        idx = sorted({min(max(0, int(i)), count - 1) for i in indices})
+        av.logging.set_level(av.logging.PANIC)
+    except Exception:  # noqa: BLE001
+        pass
     try:
-        raw = vr.get_batch(idx).asnumpy()
-    except (decord.DECORDError, RuntimeError, IndexError) as e:
-        return {"error_class": "decode_error",
-                "error_message": f"frames {idx[:4]}..: {str(e).splitlines()[0][:300]}"}, {}
-    h, w = raw.shape[1:3]
-    scale = min(1.0, max_side / float(max(h, w)))
-    if scale < 1.0:
-        nw, nh = max(1, int(round(w * scale))), max(1, int(round(h * scale)))
-        raw = np.stack([np.asarray(Image.fromarray(f).resize((nw, nh), Image.BILINEAR, reducing_gap=2.0))
-                        for f in raw])
-    return {"indices": idx, "frame_count": count}, {"frames": np.ascontiguousarray(raw, dtype=np.uint8)}
+        container = av.open(path, metadata_errors="ignore", container_options={"protocol_whitelist": "file"})
+    except (av.error.FFmpegError, OSError, ValueError, EOFError) as e:
+        return bad(f"open: {type(e).__name__}: {e}")
+    with container:
+        if not container.streams.video:
+            return bad("no video stream")
+        vs = container.streams.video[0]
+        pts, keys = [], []
+        try:
+            for pkt in container.demux(vs):
+                if pkt.size == 0:
+                    continue
+                if pkt.pts is None:
+                    pts = None
+                    break
+                pts.append(int(pkt.pts))
+                if pkt.is_keyframe:
+                    keys.append(int(pkt.pts))
+        except (av.error.FFmpegError, OSError, ValueError, EOFError) as e:
+            return bad(f"demux: {type(e).__name__}: {e}")
+        order = sorted(pts) if pts else []
+        count = len(order)
+        if pts is not None and count == 0:
+            return bad("no frames")
+        if indices is None:
+            idx = sample_indices(count, n)
+        else:
+            idx = sorted({min(max(0, int(i)), max(0, count - 1)) for i in indices}) if count else \
+                sorted({max(0, int(i)) for i in indices})
+        index_of = {p: k for k, p in enumerate(order)}
+        key_idx = sorted(index_of[k] for k in set(keys) if k in index_of) or [0]
+        targets = set(idx)
+        got: dict[int, np.ndarray] = {}
+        try:
+            if pts is None:  # no timestamps: plain sequential decode, numbering frames as they come
+                container.seek(0)
+                for k, frame in enumerate(container.decode(vs)):
+                    if k in targets:
+                        got[k] = _to_rgb(frame, max_side)
+                    if k >= idx[-1]:
+                        break
+            else:
+                pos = -1  # index of the last decoded frame
+                it = None
+                for t in idx:
+                    if t in got:
+                        continue
+                    key = key_idx[max(0, int(np.searchsorted(key_idx, t, side="right")) - 1)]
+                    if it is None or t <= pos or key > pos + 1:
+                        container.seek(order[key], stream=vs, backward=True, any_frame=False)
+                        it = container.decode(vs)
+                    for frame in it:
+                        k = index_of.get(frame.pts)
+                        if k is None:
+                            continue
+                        pos = k
+                        if k in targets and k not in got:
+                            got[k] = _to_rgb(frame, max_side)
+                        if k >= t:
+                            break
+        except (av.error.FFmpegError, OSError, ValueError, EOFError) as e:
+            return bad(f"decoding sampled frames: {type(e).__name__}: {e}")
+    missing = [i for i in idx if i not in got]
+    if missing:
+        return bad(f"{len(missing)} of {len(idx)} sampled frames could not be decoded (e.g. {missing[:3]})")
+    frames = np.stack([got[i] for i in idx])
+    return {"indices": idx, "frame_count": count}, {"frames": np.ascontiguousarray(frames, dtype=np.uint8)}
+
+
+def _to_rgb(frame, max_side: int) -> np.ndarray:
+    w, h = frame.width, frame.height
+    s = min(1.0, max_side / float(max(w, h)))
+    if s < 1.0:
+        a = frame.reformat(width=max(2, int(round(w * s))), height=max(2, int(round(h * s))),
+                           format="rgb24", interpolation="AREA").to_ndarray()
+    else:
+        a = frame.to_ndarray(format="rgb24")
+    rot = int(getattr(frame, "rotation", 0) or 0) % 360
+    return np.ascontiguousarray(np.rot90(a, rot // 90)) if rot else a
 
 
 # ---------------------------------------------------------------- metrics

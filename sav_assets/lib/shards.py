@@ -135,7 +135,16 @@ def build_samples(videos: list[dict], frames_by_video: dict[str, list[dict]],
         jpegs: dict[int, bytes] = {}
         out_hw: tuple[int, int] | None = None
         wi = 0
-        for idx, img in iter_frames(video_paths[vid], needed):
+        frames_iter = iter_frames(video_paths[vid], needed)
+        while True:
+            try:
+                idx, img = next(frames_iter)
+            except StopIteration:
+                break
+            except Exception as e:  # a video that fails to decode is recorded, the run goes on
+                stats["skipped"].append({"video_id": vid, "reason": f"{type(e).__name__}: {e}",
+                                         "samples_written": wi})
+                break
             img = resize_max_side(img, cfg.max_side)
             out_hw = img.shape[:2]
             jpegs[idx] = encode_jpeg(img, cfg.jpeg_quality)

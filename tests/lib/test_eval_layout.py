@@ -122,3 +122,18 @@ def test_path_traversal_refused(tmp_path):
         write_eval_layout(tmp_path, "../x", [], {}, {})
     with pytest.raises(UnsafeKeyError):
         write_eval_layout(tmp_path, "val", [{"video_id": "../../etc"}], {}, {})
+
+
+def test_video_shorter_than_annotations_is_left_out(tmp_path):
+    video = tmp_path / "short.mp4"
+    make_video(video, 6, 32, 48)
+    m = np.zeros((32, 48), np.uint8)
+    m[4:9, 4:9] = 1
+    rows = frame_rows("short", {0: {f: m for f in (0, 4, 8)}})          # frame 8 is past the end
+    s = write_eval_layout(tmp_path / "out", "val", [{"video_id": "short"}], {"short": rows},
+                          {"short": str(video)})
+    assert s["videos"] == 0 and s["objects"] == 0 and s["pngs"] == 0 and s["jpegs"] == 0
+    assert s["skipped"][0]["video_id"] == "short" and "MissingFramesError" in s["skipped"][0]["reason"]
+    assert not (tmp_path / "out" / "JPEGImages_24fps" / "short").exists()
+    assert not (tmp_path / "out" / "Annotations_6fps" / "short").exists()
+    assert (tmp_path / "out" / "sav_val.txt").read_text() == ""

@@ -93,7 +93,7 @@ def test_not_a_container(tmp_path):
 
 def test_random_bytes_are_not_fragments(tmp_path):
     # the sniffing that separates "headerless piece of a video" from noise, on more noise (no subprocess)
-    for seed in range(20):
+    for _ in range(20):
         p = tmp_path / "r.bin"
         p.write_bytes(os.urandom(512 * 1024))
         assert classify_unopenable(str(p), "x")[0] == "not_a_container"

@@ -282,3 +282,20 @@ def test_export_sav_train(tmp_path, corpus):
     assert lake.get_bytes("exports/sav_train/vid_a.mp4") == Path(paths["vid_a"]).read_bytes()
     assert json.loads(lake.get_bytes("exports/sav_train/vid_a_manual.json")) == doc
     assert lake.get_bytes("exports/sav_train/sav_train.txt") == b"vid_a\n"
+
+
+def test_undecodable_or_short_video_is_recorded_not_fatal(tmp_path, corpus):
+    videos, frames, masklets, paths = corpus
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video at all")
+    rows_long = synthetic_rows("vid_long", 41, 48, 64, n_obj=1, seed=9)    # annotations up to frame 40
+    lake = Lake(tmp_path / "lake")
+    res = write_shards(lake, "shards/v1", videos + [{"video_id": "vid_bad"}, {"video_id": "vid_long"}],
+                       {**frames, "vid_bad": frames["vid_a"], "vid_long": rows_long},
+                       masklets, {**paths, "vid_bad": str(bad), "vid_long": paths["vid_a"]},   # vid_a has 33
+                       CFG, now=NOW)
+    reasons = {s["video_id"]: s for s in res["skipped"]}
+    assert "InvalidDataError" in reasons["vid_bad"]["reason"] or "Error" in reasons["vid_bad"]["reason"]
+    assert "MissingFramesError" in reasons["vid_long"]["reason"]
+    assert reasons["vid_long"]["samples_written"] == 3       # windows inside the decodable frames are kept
+    assert res["samples"] == 4 + 3 and verify_manifest(lake, "shards/v1") == []

@@ -1,0 +1,154 @@
+"""Shard writing and loading throughput, each against its baseline, on the real videos in shared/data.
+
+1. Sample building (decode the annotated frames, JPEG-encode, RLE per masklet): samples/s, for context.
+2. Shard write path (``shards.write_samples``: webdataset TarWriter into a hashed temp file, fsync,
+   ``Lake.put_file`` publish, manifest last) vs a raw copy of the same payload bytes (one temp file,
+   fsync, the same ``Lake.put_file``): MB/s and the ratio (target >= 0.8).
+3. Loading: ``ShardDataset`` (JPEG decode + RLE decode to T x N x H x W masks) vs plain
+   ``wds.WebDataset(...).decode("rgb8")`` (JPEG decode only): samples/s and the ratio.
+
+Masks are synthetic (moving ellipses, 3 masklets per video, annotated every 4th frame) because the
+SA-V example annotations belong to a video that is not in shared/data; frames are the real videos'.
+
+    python benchmarks/bench_shards.py [--repeat-samples 8] [--window 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sav_assets.lib import rle  # noqa: E402
+from sav_assets.lib.frame_io import iter_frames  # noqa: E402
+from sav_assets.lib.shards import ShardConfig, build_samples, write_samples  # noqa: E402
+from sav_assets.lib.storage import Lake  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
+
+
+def synthetic_masklets(vid: str, path: str, n_obj: int = 3, every: int = 4) -> list[dict]:
+    import av
+
+    with av.open(path) as c:
+        s = c.streams.video[0]
+        n, h, w = s.frames, s.codec_context.height, s.codec_context.width
+    if not n:
+        n = sum(1 for _ in iter_frames(path, range(100_000)))
+    yy, xx = np.mgrid[0:h, 0:w]
+    rows = []
+    for mid in range(n_obj):
+        for ann, f in enumerate(range(0, n, every)):
+            cy = h * (0.3 + 0.4 * np.sin(0.05 * f + mid))
+            cx = w * (0.2 + 0.6 * ((f / max(n, 1) + mid / n_obj) % 1))
+            m = ((yy - cy) / (0.08 * h * (mid + 1))) ** 2 + ((xx - cx) / (0.06 * w * (mid + 1))) ** 2 < 1
+            r = rle.encode(m)
+            rows.append({"video_id": vid, "masklet_id": mid, "masklet_type": "auto", "ann_idx": ann,
+                         "frame_idx": f, "size": r["size"], "counts": r["counts"], "visible": bool(m.any())})
+    return rows
+
+
+def payload_bytes(samples: list[dict]) -> int:
+    return sum(len(v) for s in samples for k, v in s.items() if not k.startswith("_"))
+
+
+def raw_copy(lake: Lake, rel: str, samples: list[dict], tmp_dir: str) -> None:
+    """The baseline: the same bytes, concatenated into one temp file, fsync'd, published the same way."""
+    fd, tmp = tempfile.mkstemp(dir=tmp_dir)
+    with os.fdopen(fd, "wb") as fh:
+        for s in samples:
+            for k in sorted(s):
+                if not k.startswith("_"):
+                    fh.write(s[k])
+        fh.flush()
+        os.fsync(fh.fileno())
+    lake.put_file(rel, tmp)
+    os.unlink(tmp)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--window", type=int, default=8)
+    ap.add_argument("--repeat-samples", type=int, default=8, help="replicate the samples to get ~100s of MB")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating write/copy rounds (median)")
+    ap.add_argument("--work", default=None, help="scratch folder (default: a temp dir)")
+    args = ap.parse_args(argv)
+
+    work = Path(args.work or tempfile.mkdtemp(prefix="bench-shards-"))
+    lake = Lake(work / "lake")
+    videos = sorted(DATA.glob("*.mp4"))
+    frames = {p.stem: synthetic_masklets(p.stem, str(p)) for p in videos}
+    paths = {p.stem: str(p) for p in videos}
+    cfg = ShardConfig(window=args.window, shard_max_bytes=64_000_000)
+
+    t = time.perf_counter()
+    base_samples = list(build_samples([{"video_id": v} for v in paths], frames, None, paths, cfg))
+    t_build = time.perf_counter() - t
+    samples = [dict(s, __key__=f"{s['__key__']}_r{r}") for r in range(args.repeat_samples) for s in base_samples]
+    mb = payload_bytes(samples) / 1e6
+
+    t_ours, t_raw = [], []
+    res = None
+    for i in range(args.rounds):
+        t = time.perf_counter()
+        res = write_samples(lake, f"bench/shards-{i}", samples, cfg, tmp_dir=str(work))
+        t_ours.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        raw_copy(lake, f"bench/raw-{i}.bin", samples, str(work))
+        t_raw.append(time.perf_counter() - t)
+    ours_mbs, raw_mbs = mb / statistics.median(t_ours), mb / statistics.median(t_raw)
+
+    import webdataset as wds
+
+    from sav_assets.lib.loader import ShardDataset
+
+    urls = [str(lake.local_path(f"bench/shards-0/{s['shard']}")) for s in res["manifest"]["shards"]]
+    n_load = len(base_samples) * 2                      # enough for a stable rate, fast to run
+    t = time.perf_counter()
+    got, last = 0, None
+    for item in ShardDataset(urls):
+        got, last = got + 1, item
+        if got >= n_load:
+            break
+    t_loader = time.perf_counter() - t
+    t = time.perf_counter()
+    got_b = 0
+    for _ in wds.WebDataset(urls, shardshuffle=False).decode("rgb8"):
+        got_b += 1
+        if got_b >= n_load:
+            break
+    t_plain = time.perf_counter() - t
+    shape = tuple(last["masks"].shape)
+
+    print(f"\n## Shard benchmark ({date.today()}, {platform.machine()}, {os.cpu_count()} CPUs visible)\n")
+    print(f"{len(videos)} real videos ({', '.join(p.name for p in videos)}), window {cfg.window}, "
+          f"{len(base_samples)} samples x {args.repeat_samples} = {len(samples)} samples, "
+          f"{mb:.0f} MB payload, {res['shards']} shards; masks per sample {shape} (T, N, H, W)\n")
+    print("| measurement | ours | baseline | ratio | target |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    ratio = ours_mbs / raw_mbs
+    print(f"| shard write (tar + sha256 + fsync + publish + manifest) vs raw copy of the same bytes | "
+          f"{ours_mbs:.0f} MB/s | {raw_mbs:.0f} MB/s | {ratio:.2f} | >= 0.8 {'pass' if ratio >= 0.8 else 'FAIL'} |")
+    lr, pr = got / t_loader, got_b / t_plain
+    print(f"| loader: ShardDataset (JPEG + RLE decode) vs wds.WebDataset.decode('rgb8') (JPEG only) | "
+          f"{lr:.1f} samples/s | {pr:.1f} samples/s | {lr / pr:.2f} | - |")
+    print(f"| sample building (decode + JPEG q{cfg.jpeg_quality} + RLE), single process | "
+          f"{len(base_samples) / t_build:.1f} samples/s | - | - | - |")
+    if not args.work:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0 if ratio >= 0.8 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
