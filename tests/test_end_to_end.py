@@ -137,4 +137,4 @@ def test_sql_cli(pipeline, capsys):
     assert main(["sql", "--root", str(pipeline["root"]), "delete from videos"]) == 2
     assert "read-only" in capsys.readouterr().err
     assert main(["sql", "--root", str(pipeline["root"]), "--format", "json", "select count(*) n from videos"]) == 0
-    assert json.loads(capsys.readouterr().out)[0]["n"] == 6
+    assert json.loads(capsys.readouterr().out)[0]["n"] == 7

@@ -90,7 +90,7 @@ class ProbeResult:
 def probe_file(path: str, limits: ProbeLimits | None = None) -> ProbeResult:
     """Probe ``path`` in an isolated subprocess; bad input becomes a quarantined result."""
     limits = limits or ProbeLimits()
-    path = os.fspath(path)
+    path = os.path.abspath(os.fspath(path))
     try:
         st = os.stat(path)
     except OSError as e:

@@ -39,6 +39,7 @@ own id, so re-running a batch with its previous hashes in ``prior_hashes`` is ha
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -121,7 +122,7 @@ def sample_frames(path: str, n: int, timeout_s: float, max_side: int = 512, *,
     (``decode_error``, ``decoder_timeout`` or ``decoder_crash``) instead of crashing the caller.
     """
     res = run_isolated("sav_assets.lib.quality:_sample_child",
-                       {"path": str(path), "n": int(n), "max_side": int(max_side),
+                       {"path": os.path.abspath(os.fspath(path)), "n": int(n), "max_side": int(max_side),
                         "indices": None if indices is None else [int(i) for i in indices]},
                        timeout_s=timeout_s, memory_mb=memory_mb)
     if res.status == "timeout":
@@ -147,11 +148,10 @@ def _sample_child(path: str, n: int, max_side: int, indices: list[int] | None) -
     table (demuxed, not decoded) maps indices to timestamps and key frames; for each sampled frame
     the decoder either continues forward from where it is, or seeks to the sampled frame's key frame
     when that key frame lies ahead, so no GOP is decoded twice and nothing is decoded after the last
-    sampled frame. Only sampled frames are converted (scaled and converted to RGB in one swscale
-    pass) and the display rotation is applied, so shapes match ``probe_file``'s sizes.
+    sampled frame. Frames that no other frame references (``skip_frame=NONREF``: most B-frames) are
+    dropped unless sampled. Only sampled frames are converted (scaled and converted to RGB in one
+    swscale pass) and the display rotation is applied, so shapes match ``probe_file``'s sizes.
     """
-    import os
-
     import av
 
     def bad(msg: str):
@@ -194,35 +194,20 @@ def _sample_child(path: str, n: int, max_side: int, indices: list[int] | None) -
                 sorted({max(0, int(i)) for i in indices})
         index_of = {p: k for k, p in enumerate(order)}
         key_idx = sorted(index_of[k] for k in set(keys) if k in index_of) or [0]
-        targets = set(idx)
-        got: dict[int, np.ndarray] = {}
         try:
             if pts is None:  # no timestamps: plain sequential decode, numbering frames as they come
+                got = {}
                 container.seek(0)
                 for k, frame in enumerate(container.decode(vs)):
-                    if k in targets:
+                    if k in idx:
                         got[k] = _to_rgb(frame, max_side)
                     if k >= idx[-1]:
                         break
             else:
-                pos = -1  # index of the last decoded frame
-                it = None
-                for t in idx:
-                    if t in got:
-                        continue
-                    key = key_idx[max(0, int(np.searchsorted(key_idx, t, side="right")) - 1)]
-                    if it is None or t <= pos or key > pos + 1:
-                        container.seek(order[key], stream=vs, backward=True, any_frame=False)
-                        it = container.decode(vs)
-                    for frame in it:
-                        k = index_of.get(frame.pts)
-                        if k is None:
-                            continue
-                        pos = k
-                        if k in targets and k not in got:
-                            got[k] = _to_rgb(frame, max_side)
-                        if k >= t:
-                            break
+                got = _decode_plan(container, vs, idx, order, index_of, key_idx, max_side, skip_nonref=True)
+                if len(got) < len(idx):  # e.g. packed B-frames: retry decoding every frame
+                    got = _decode_plan(container, vs, idx, order, index_of, key_idx, max_side,
+                                       skip_nonref=False)
         except (av.error.FFmpegError, OSError, ValueError, EOFError) as e:
             return bad(f"decoding sampled frames: {type(e).__name__}: {e}")
     missing = [i for i in idx if i not in got]
@@ -230,6 +215,44 @@ def _sample_child(path: str, n: int, max_side: int, indices: list[int] | None) -
         return bad(f"{len(missing)} of {len(idx)} sampled frames could not be decoded (e.g. {missing[:3]})")
     frames = np.stack([got[i] for i in idx])
     return {"indices": idx, "frame_count": count}, {"frames": np.ascontiguousarray(frames, dtype=np.uint8)}
+
+
+def _decode_plan(container, vs, idx, order, index_of, key_idx, max_side, skip_nonref: bool) -> dict:
+    """Decode the frames ``idx`` (presentation indices), seeking only forward to key frames."""
+    cc = vs.codec_context
+    want = {order[i] for i in idx}
+    targets = set(idx)
+    got: dict[int, np.ndarray] = {}
+    pos = -1  # presentation index of the last frame the decoder returned
+    frames = None
+
+    def run_from(key: int):
+        container.seek(order[key], stream=vs, backward=True, any_frame=False)
+        cc.flush_buffers()
+        for pkt in container.demux(vs):
+            # frames nothing refers to can be dropped unless they are sampled (or the final flush)
+            cc.skip_frame = "NONREF" if skip_nonref and pkt.size and pkt.pts not in want else "DEFAULT"
+            yield from cc.decode(pkt)
+
+    try:
+        for t in idx:
+            if t in got:
+                continue
+            key = key_idx[max(0, int(np.searchsorted(key_idx, t, side="right")) - 1)]
+            if frames is None or t <= pos or key > pos + 1:
+                frames = run_from(key)
+            for frame in frames:
+                k = index_of.get(frame.pts)
+                if k is None:
+                    continue
+                pos = max(pos, k)
+                if k in targets and k not in got:
+                    got[k] = _to_rgb(frame, max_side)
+                if k >= t:
+                    break
+    finally:
+        cc.skip_frame = "DEFAULT"
+    return got
 
 
 def _to_rgb(frame, max_side: int) -> np.ndarray:

@@ -11,8 +11,9 @@ sanitised prefix plus a hash, since WebDataset splits keys at the first dot). Ma
 source RLEs verbatim unless ``max_side`` resizes the frames (then they are resized with nearest
 neighbour and re-encoded).
 
-Publishing: every shard is written to a local temporary file (hashed while it is written), then
-published with ``Lake.put_file`` (atomic); ``manifest.json`` goes last, in one atomic write, and is
+Publishing: every shard is written to a temporary file (hashed while it is written, on a
+background thread), fsync'd, then published atomically: renamed over its target in a local lake
+(the temp file sits beside it), ``Lake.put_file`` on S3; ``manifest.json`` goes last, in one atomic write, and is
 the only thing readers trust. A crash leaves no manifest entry for an unfinished shard; when a re-run
 would overwrite a shard that an older manifest lists with different bytes, that older manifest is
 withdrawn first, so no manifest ever points at bytes it does not describe. Output is deterministic:
@@ -196,24 +197,70 @@ def _make_sample(vid, w, mids, types, cell, ann_of, size, out_hw, jpegs, cfg, sp
 
 # ---- shard files ------------------------------------------------------------------------------
 
-class _HashingFile:
-    """A write-only file wrapper that hashes and counts what passes through."""
+class _HashingWriter:
+    """A write-only sink that hashes (SHA-256) and counts what passes through.
 
-    def __init__(self, fh):
+    Writes are gathered into ``chunk``-byte blocks; the calling thread writes each block to the
+    file while one background thread hashes it (``hashlib`` releases the GIL), so hashing overlaps
+    with tar packing and writing. Blocks are hashed in order; at most one is being hashed.
+    """
+
+    def __init__(self, fh, chunk: int = 1 << 20):
+        from concurrent.futures import ThreadPoolExecutor
+
         self.fh = fh
         self.sha = hashlib.sha256()
         self.size = 0
+        self.chunk = chunk
+        self.buf = bytearray()
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-hash")
+        self.pending = None
+
+    def _submit(self) -> None:
+        block = bytes(self.buf)
+        self.buf.clear()
+        self.fh.write(block)
+        if self.pending is not None:
+            self.pending.result()                 # keeps blocks in order, bounds memory
+        self.pending = self.pool.submit(self.sha.update, block)
 
     def write(self, data) -> int:
-        self.sha.update(data)
-        self.size += len(data)
-        return self.fh.write(data)
-
-    def flush(self):
-        self.fh.flush()
+        n = len(data)
+        self.buf += data
+        self.size += n
+        if len(self.buf) >= self.chunk:
+            self._submit()
+        return n
 
     def tell(self) -> int:
         return self.size
+
+    def flush(self) -> None:
+        if self.buf:
+            self._submit()
+        if self.pending is not None:
+            self.pending.result()
+            self.pending = None
+        self.fh.flush()
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            self.pool.shutdown(wait=True)
+
+
+def publish_file(lake: Lake, rel: str, tmp: str) -> str:
+    """Make a finished, fsync'd temp file the object ``rel``: a rename when the temp file already sits
+    beside its target in a local lake, else ``Lake.put_file`` (copy + rename locally, one PUT on S3)."""
+    if not lake.is_s3:
+        target = lake.local_path(rel)
+        if os.path.dirname(os.path.abspath(tmp)) == str(target.parent):
+            os.replace(tmp, target)
+            return str(target)
+    uri = lake.put_file(rel, tmp)
+    os.unlink(tmp)
+    return uri
 
 
 def _member_bytes(sample: dict) -> int:
@@ -243,11 +290,20 @@ class _ShardPublisher:
         self._open()
 
     def _open(self):
+        import uuid
+
         import webdataset as wds
 
-        self.tmp = os.path.join(self.tmp_dir, f"shard-{len(self.entries):06d}.tar")
+        name = shard_name(self.split, len(self.entries))
+        if self.lake.is_s3:
+            self.tmp = os.path.join(self.tmp_dir, name)
+        else:
+            # beside its target, so publishing is a rename; Lake.list() skips ".<name>.<id>.tmp" files
+            target = self.lake.local_path(f"{self.prefix}/{name}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self.tmp = str(target.parent / f".{name}.{uuid.uuid4().hex}.tmp")
         self.fh = open(self.tmp, "wb")  # noqa: SIM115 - stays open across add() calls until _publish()
-        self.hf = _HashingFile(self.fh)
+        self.hf = _HashingWriter(self.fh)
         # mtime must be an int: a float mtime makes tarfile add a PAX header to every member
         self.writer = wds.TarWriter(self.hf, encoder=False, compress=False, mtime=0,
                                     user="sav", group="sav", mode=0o444)
@@ -269,7 +325,7 @@ class _ShardPublisher:
 
     def _publish(self) -> None:
         self.writer.close()
-        self.fh.flush()
+        self.hf.close()
         os.fsync(self.fh.fileno())
         self.fh.close()
         name = shard_name(self.split, len(self.entries))
@@ -279,9 +335,7 @@ class _ShardPublisher:
             # about to change bytes an older manifest vouches for: withdraw that manifest first
             self.lake.delete(f"{self.prefix}/{MANIFEST}")
             self.old_valid = False
-        rel = f"{self.prefix}/{name}"
-        uri = self.lake.put_file(rel, self.tmp)
-        os.unlink(self.tmp)
+        uri = publish_file(self.lake, f"{self.prefix}/{name}", self.tmp)
         self.entries.append({"shard": name, "uri": uri, "samples": self.count, "bytes": self.hf.size,
                              "sha256": sha, "first_key": self.first, "last_key": self.last})
 
@@ -289,10 +343,18 @@ class _ShardPublisher:
         if self.count:
             self._publish()
         else:
-            self.writer.close()
-            self.fh.close()
-            os.unlink(self.tmp)
+            self.abort()
         return self.entries
+
+    def abort(self) -> None:
+        """Drop the shard being written (after an error): close and delete its temp file."""
+        for close in (self.writer.close, self.hf.close, self.fh.close):
+            try:
+                close()
+            except Exception:
+                pass
+        if os.path.exists(self.tmp):
+            os.unlink(self.tmp)
 
 
 def read_manifest(lake: Lake, out_prefix: str) -> dict | None:
@@ -314,11 +376,16 @@ def write_samples(lake: Lake, out_prefix: str, samples: Iterable[dict], cfg: Sha
     now = now or datetime.now(timezone.utc)
     old = read_manifest(lake, prefix)
     work = tempfile.mkdtemp(prefix="sav-shards-", dir=tmp_dir)
+    pub = None
     try:
         pub = _ShardPublisher(lake, prefix, split, cfg, work, old)
         for s in samples:
             pub.add(s)
         entries = pub.finish()
+    except BaseException:
+        if pub is not None:
+            pub.abort()
+        raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -189,10 +189,17 @@ def test_out_of_memory_is_a_crash(shared_data):
     _bad(r, "decoder_crash")
 
 
-def test_isolation_reports_signals_and_timeouts():
-    r = run_isolated("os:abort", timeout_s=20)
+@pytest.mark.parametrize("mode", ["zygote", "subprocess"])
+def test_isolation_reports_signals_and_timeouts(tmp_path, mode):
+    r = run_isolated("os:abort", timeout_s=20, mode=mode)
     assert (r.status, r.signal) == ("crashed", "SIGABRT")
-    r = run_isolated("os:getcwd", timeout_s=20)
-    assert r.status == "ok" and isinstance(r.value, str)
-    r = run_isolated("os:listdir", {"path": "/definitely/not/here"}, timeout_s=20)
+    r = run_isolated("os:getpid", timeout_s=20, mode=mode)
+    assert r.status == "ok" and r.value != os.getpid()  # a fresh process every time
+    assert run_isolated("os:getpid", timeout_s=20, mode=mode).value != r.value
+    r = run_isolated("os:listdir", {"path": "/definitely/not/here"}, timeout_s=20, mode=mode)
     assert (r.status, r.exc_type) == ("error", "FileNotFoundError")
+    fifo = tmp_path / "f.mp4"
+    os.mkfifo(fifo)
+    r = run_isolated("sav_assets.lib.probe:_probe_child", {"path": str(fifo), "max_width": 10, "max_height": 10,
+                                                           "max_duration_s": 1.0}, timeout_s=1.0, mode=mode)
+    assert r.status == "timeout" and r.wall_s < 4.0

@@ -196,16 +196,19 @@ def test_deterministic_rerun(tmp_path, corpus):
 
 
 def _fail_after(monkeypatch, n_ok: int):
-    real = Lake.put_file
+    """Let ``n_ok`` shards publish, then crash while publishing the next one."""
+    from sav_assets.lib import shards
+
+    real = shards.publish_file
     calls = {"n": 0}
 
-    def flaky(self, rel, local):
+    def flaky(lake, rel, tmp):
         calls["n"] += 1
         if calls["n"] > n_ok:
             raise OSError("injected crash while publishing a shard")
-        return real(self, rel, local)
+        return real(lake, rel, tmp)
 
-    monkeypatch.setattr(Lake, "put_file", flaky)
+    monkeypatch.setattr(shards, "publish_file", flaky)
 
 
 def test_crash_leaves_no_manifest_entry_for_partial_shard(tmp_path, corpus, monkeypatch):
