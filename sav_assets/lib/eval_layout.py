@@ -59,7 +59,8 @@ def write_eval_layout(out_dir: str | os.PathLike, split_name: str, videos: list[
 
     ``frames_by_video``: masklet_frames rows (``masklet_id``, ``frame_idx``, ``size``, ``counts``,
     optional ``masklet_type``) per video; ``masklet_types`` keeps only those types (SA-V val/test
-    hold manual masklets only). Returns a summary dict (counts and paths).
+    hold manual masklets only). ``out_dir`` belongs to this split: a re-run rewrites each video's
+    folders and removes folders of videos no longer listed. Returns a summary dict (counts, paths).
     """
     out = Path(out_dir)
     split = safe_relpath(split_name)
@@ -83,6 +84,8 @@ def write_eval_layout(out_dir: str | os.PathLike, split_name: str, videos: list[
             by_obj[int(r["masklet_id"])][int(r["frame_idx"])] = r
         ann_frames = sorted({f for o in by_obj.values() for f in o})
         first, last = ann_frames[0], ann_frames[-1]
+        for d in (JPEG_DIR, ANN_DIR):                 # a re-run replaces the video's folders whole
+            shutil.rmtree(out / d / vid, ignore_errors=True)
 
         # masks first: they need no decoding and fail fast on bad RLE
         for obj_id in sorted(by_obj):
@@ -118,5 +121,13 @@ def write_eval_layout(out_dir: str | os.PathLike, split_name: str, videos: list[
         summary["videos"] += 1
 
     _atomic_write(out / f"sav_{split}.txt", "".join(f"{v}\n" for v in written).encode())
+    # folders of videos no longer in the split would break the evaluator's strict gt/pred match
+    keep = set(written)
+    for d in (JPEG_DIR, ANN_DIR):
+        if (out / d).is_dir():
+            for child in (out / d).iterdir():
+                if child.is_dir() and child.name not in keep:
+                    shutil.rmtree(child)
+                    summary.setdefault("removed", []).append(f"{d}/{child.name}")
     summary["video_ids"] = written
     return summary

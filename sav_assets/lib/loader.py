@@ -18,7 +18,6 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from . import rle as rle_lib
 
 _FRAME = re.compile(r"^f(\d+)\.jpg$")
 
@@ -28,15 +27,23 @@ def decode_sample(sample: dict, as_torch: bool = True) -> dict:
     from PIL import Image
 
     names = sorted((k for k in sample if _FRAME.match(k)), key=lambda k: int(_FRAME.match(k).group(1)))
-    frames = np.stack([np.asarray(Image.open(io.BytesIO(sample[k])).convert("RGB")) for k in names])
+    imgs = []
+    for k in names:
+        im = Image.open(io.BytesIO(sample[k]))
+        imgs.append(np.asarray(im if im.mode == "RGB" else im.convert("RGB")))
+    frames = np.stack(imgs)
     masks_doc = json.loads(sample["masks.json"])
     meta = json.loads(sample["meta.json"])
     h, w = masks_doc["size"]
     n = len(masks_doc["masklet_id"])
-    masks = np.zeros((len(masks_doc["rles"]), n, h, w), dtype=np.uint8)
-    for t, per_frame in enumerate(masks_doc["rles"]):
-        for j, r in enumerate(per_frame):
-            masks[t, j] = rle_lib.decode(r)
+    masks = np.empty((len(masks_doc["rles"]), n, h, w), dtype=np.uint8)
+    if n:
+        from pycocotools import mask as mask_utils
+
+        for t, per_frame in enumerate(masks_doc["rles"]):
+            # one pycocotools call per frame: H x W x N (column-major, as RLE is) -> N x H x W
+            dec = mask_utils.decode([{"size": r["size"], "counts": r["counts"].encode("ascii")} for r in per_frame])
+            masks[t] = np.moveaxis(dec, -1, 0)
     meta["__key__"] = sample.get("__key__")
     meta["__url__"] = sample.get("__url__")
     if as_torch:

@@ -58,6 +58,12 @@ def is_video_name(name: str) -> bool:
 
 @dataclass
 class ProbeLimits:
+    """Header limits (checked before decoding) and the decoder process's limits.
+
+    ``memory_mb`` is the child's ``RLIMIT_AS`` (virtual address space, including the ~0.4 GB the
+    preloaded decoders map); ``timeout_s`` is wall-clock time, after which the child is killed.
+    """
+
     max_width: int = 7680
     max_height: int = 4320
     max_duration_s: float = 3600.0

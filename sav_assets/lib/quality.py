@@ -2,12 +2,14 @@
 
 ``assess_batch`` assesses every ``videos`` row with ``status == "ok"`` and returns one dict per video
 with exactly the ``video_quality`` columns (see ``tables.VIDEO_QUALITY``) except ``batch_id`` and
-``evaluated_at``. Frames are decoded by ``sample_frames`` in an isolated subprocess that decodes
-only what the sampled frames need (key-frame-aware seeking with PyAV; decord's ``get_batch`` re-seeks
-for every index and was slower than decoding the whole file, see ``benchmarks/bench_ingest.py``),
-downscaled so that the long side is at most 512 px.
+``evaluated_at``. Frames are decoded by ``sample_frames`` in an isolated child process
+(``isolate.run_isolated``) that decodes only what the sampled frames need: PyAV with key-frame-aware
+forward seeking and non-reference frames dropped. The frames are bit-identical to decord's
+``get_batch`` (a test checks it), but decord re-seeks to the key frame for every index that is not
+the next frame, which made it slower than decoding the whole file (``benchmarks/bench_ingest.py``).
+Frames are downscaled so that the long side is at most ``max_side`` (512) px.
 
-Sampling: ``sample_frames`` anchor frames evenly spread over the video; for the shake estimate each
+Sampling: ``QualityThresholds.sample_frames`` anchor frames evenly spread over the video; for the shake estimate each
 anchor also brings the two frames ``step`` and ``2*step`` later, ``step = round(fps / 15)`` (at least
 1), so the triplets are ~1/15 s apart.
 

@@ -137,3 +137,20 @@ def test_video_shorter_than_annotations_is_left_out(tmp_path):
     assert not (tmp_path / "out" / "JPEGImages_24fps" / "short").exists()
     assert not (tmp_path / "out" / "Annotations_6fps" / "short").exists()
     assert (tmp_path / "out" / "sav_val.txt").read_text() == ""
+
+
+def test_rerun_replaces_and_prunes(tmp_path):
+    video = tmp_path / "v.mp4"
+    make_video(video, 9, 32, 48)
+    m = np.zeros((32, 48), np.uint8)
+    m[2:6, 2:6] = 1
+    rows = frame_rows("a", {0: {0: m, 4: m, 8: m}, 1: {0: m, 4: m, 8: m}})
+    out = tmp_path / "out"
+    write_eval_layout(out, "val", [{"video_id": "a"}, {"video_id": "b"}],
+                      {"a": rows, "b": [dict(r, video_id="b") for r in rows]}, {"a": str(video), "b": str(video)})
+    s = write_eval_layout(out, "val", [{"video_id": "a"}], {"a": [r for r in rows if r["masklet_id"] == 0]},
+                          {"a": str(video)})
+    assert s["removed"] == ["JPEGImages_24fps/b", "Annotations_6fps/b"]
+    assert sorted(os.listdir(out / "Annotations_6fps")) == ["a"]
+    assert sorted(os.listdir(out / "Annotations_6fps" / "a")) == ["000"]      # object 001 gone too
+    assert (out / "sav_val.txt").read_text() == "a\n"

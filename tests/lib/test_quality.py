@@ -58,6 +58,17 @@ def test_sample_frames_shape_and_downscale(shared_data):
     assert frames.std() > 10  # real picture content, not zeros
 
 
+def test_sample_frames_equal_decord_get_batch(shared_data):
+    """Our key-frame-aware, B-frame-skipping decode returns exactly decord's frames (real B-frames)."""
+    import decord
+
+    path = str(shared_data / "videos" / "03_blocks.mp4")
+    idx = [0, 1, 5, 6, 120, 122, 124, 251, 252, 291]
+    ours = sample_frames(path, len(idx), timeout_s=60, max_side=4096, indices=idx)
+    ref = decord.VideoReader(path, num_threads=1).get_batch(idx).asnumpy()
+    assert ours.shape == ref.shape and np.array_equal(ours, ref)
+
+
 def test_sample_frames_failures_raise_decode_failed(tmp_path, shared_data):
     bad = tmp_path / "junk.mp4"
     bad.write_bytes(os.urandom(20000))
