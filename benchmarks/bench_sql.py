@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import duckdb
 
 from sav_assets.lib.catalog import DB_NAME, connect, refresh_catalog, sql_text
+from sav_assets.lib.lookup import FrameLookup
 from sav_assets.lib.stats import stat_names
 from sav_assets.lib.storage import Lake
 
@@ -91,6 +92,18 @@ def main(argv=None) -> int:
         base, n_base = lookups(base_sql, lambda v: [base_glob, v])
         assert n_base == n_ours, (n_base, n_ours)
     rows.append(("lookup: " + LOOKUP, ours[0], statistics.median(ours), 0.020, n_ours // len(sample)))
+    t = time.perf_counter()
+    fl = FrameLookup(lake, con)
+    t_index = time.perf_counter() - t
+    fl.frames(sample[0])
+    fast, n_fast = [], 0
+    for v in sample:
+        t = time.perf_counter()
+        n_fast += fl.frames(v).num_rows
+        fast.append(time.perf_counter() - t)
+    assert n_fast == n_ours, (n_fast, n_ours)
+    rows.append(("lookup: FrameLookup(lake, con).frames(video_id) (footer index, one part)", fast[0],
+                 statistics.median(fast), 0.020, n_fast // len(sample)))
     con.close()             # the read-only settings lock the database instance until it is closed
     cached = None
     if not lake.is_s3:
@@ -130,6 +143,8 @@ def main(argv=None) -> int:
     if cached:
         print(f"| same, with `SET parquet_metadata_cache = true` on the connection | "
               f"{statistics.median(cached) * 1e3:.1f} ms | {p95(cached) * 1e3:.1f} ms |")
+    print(f"| FrameLookup (index of {len(fl.ranges)} parts built once in {t_index * 1e3:.0f} ms) | "
+          f"{statistics.median(fast) * 1e3:.1f} ms | {p95(fast) * 1e3:.1f} ms |")
     if have_base:
         mo, mb = statistics.median(ours), statistics.median(base)
         print(f"| unsorted within batch, 1Mi-row row groups (baseline) | {mb * 1e3:.1f} ms | "

@@ -138,3 +138,31 @@ def test_sql_cli(pipeline, capsys):
     assert "read-only" in capsys.readouterr().err
     assert main(["sql", "--root", str(pipeline["root"]), "--format", "json", "select count(*) n from videos"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["n"] == 7
+
+
+def test_blocking_qc_contract_stops_splits_and_shards_in_the_same_run(pipeline, monkeypatch, tmp_path):
+    import dagster as dg
+
+    import sav_assets.lib.gx_validate as gxv
+
+    # a masklet_qc contract the current rows break (they would need to be empty)
+    suites = tmp_path / "expectations"
+    shutil.copytree(gxv.EXPECTATIONS_DIR, suites)
+    doc = json.loads((suites / "masklet_qc.json").read_text())
+    doc["expectations"].append({"type": "expect_table_row_count_to_equal", "kwargs": {"value": 0}})
+    (suites / "masklet_qc.json").write_text(json.dumps(doc))
+    monkeypatch.setattr(gxv, "EXPECTATIONS_DIR", suites)
+
+    lake = pipeline["lake"]
+    batch = lake.batches("videos")[0]
+    instance = dg.DagsterInstance.get()
+    before = {k: instance.get_latest_materialization_event(dg.AssetKey(k)).run_id
+              for k in ("masklet_qc", "splits", "training_shards")}
+    rc = main(["run", "--root", str(pipeline["root"]), "--source", str(pipeline["src"]), "--batch", batch,
+               "--select", "masklet_qc+"])
+    assert rc == 1  # the blocking check failed the run
+    after = {k: instance.get_latest_materialization_event(dg.AssetKey(k)).run_id
+             for k in ("masklet_qc", "splits", "training_shards")}
+    assert after["masklet_qc"] != before["masklet_qc"]          # QC ran and wrote its rows
+    assert after["splits"] == before["splits"]                  # ...but nothing downstream did
+    assert after["training_shards"] == before["training_shards"]

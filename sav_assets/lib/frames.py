@@ -6,9 +6,10 @@ whole video is never materialised, and never as float. decord's ``get_batch`` de
 the annotation grid (it still has to decode the GOP in between, but hands back only the frames
 asked for). ``size=(h, w)`` makes decord resize while decoding.
 
-``isolate=True`` runs the decoder in a separate (spawned) process with a per-chunk timeout: a
-decoder that crashes (a segfault in FFmpeg) or hangs on an untrusted file then becomes a
-:class:`FrameDecodeError` instead of taking the interpreter down. Chunks come back through a pipe.
+``isolate=True`` runs the decoder in a separate interpreter (``python -m sav_assets.lib.frames``)
+with a per-chunk timeout: a decoder that crashes (a segfault in FFmpeg) or hangs on an untrusted
+file then becomes a :class:`FrameDecodeError` instead of taking the interpreter down. Chunks come
+back through a pipe (the child decodes the next chunk while the parent works on the current one).
 Every decode problem is raised as ``FrameDecodeError`` with an ``error_class`` one of
 ``decode_error`` (the decoder reported an error / wrong frame count), ``decode_timeout`` and
 ``decoder_crashed``.
@@ -20,7 +21,9 @@ current one (one extra chunk in memory).
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -94,58 +97,122 @@ def _iter_inprocess(path, chunks, size) -> Iterator[FrameChunk]:
 
 
 # ---- isolated decoding ------------------------------------------------------------------------
+# ``python -m sav_assets.lib.frames --decode-worker`` reads one JSON request on stdin and writes, per
+# chunk, a JSON header line followed by the raw uint8 bytes on stdout. A fresh interpreter (not
+# multiprocessing) so that nothing of the caller's ``__main__`` is re-imported in the child.
 
 
-def _worker(path, chunks, size, conn) -> None:  # runs in the child process
+def _worker_main() -> int:  # runs in the child process
+    import json
+
+    out = sys.stdout.buffer
+    req = json.loads(sys.stdin.buffer.readline())
+
+    def send(obj: dict, payload: memoryview | None = None) -> None:
+        out.write(json.dumps(obj).encode() + b"\n")
+        if payload is not None:
+            out.write(payload)
+        out.flush()
+
     try:
-        vr = _open(path, size)
-        for start, idx in chunks:
-            arr = np.ascontiguousarray(_decode_batch(vr, idx, path))
-            conn.send(("chunk", start, idx, arr.shape))
-            conn.send_bytes(memoryview(arr).cast("B"))
-        conn.send(("done",))
+        size = tuple(req["size"]) if req.get("size") else None
+        vr = _open(req["path"], size)
+        for start, idx in req["chunks"]:
+            arr = np.ascontiguousarray(_decode_batch(vr, idx, req["path"]))
+            send({"kind": "chunk", "start": start, "idx": idx, "shape": list(arr.shape)},
+                 memoryview(arr).cast("B"))
+        send({"kind": "done"})
     except FrameDecodeError as e:
-        conn.send(("error", e.error_class, str(e)))
-    except BaseException as e:  # noqa: BLE001
-        conn.send(("error", "decode_error", f"{type(e).__name__}: {_first_line(e)}"))
-    finally:
-        conn.close()
+        send({"kind": "error", "error_class": e.error_class, "message": str(e)})
+    except BaseException as e:  # noqa: BLE001 - reported to the parent, which classifies it
+        send({"kind": "error", "error_class": "decode_error", "message": f"{type(e).__name__}: {_first_line(e)}"})
+    return 0
+
+
+class _Reader:
+    """Reads lines / exact byte counts from a pipe with a deadline (select on the raw fd)."""
+
+    def __init__(self, fd: int, path: str):
+        self.fd, self.path, self.buf = fd, path, bytearray()
+
+    def _fill(self, timeout_s: float) -> None:
+        import select
+
+        r, _, _ = select.select([self.fd], [], [], timeout_s)
+        if not r:
+            raise FrameDecodeError(f"{self.path}: decoder produced nothing for {timeout_s:.0f}s", "decode_timeout")
+        data = os.read(self.fd, 1 << 20)
+        if not data:
+            raise EOFError
+        self.buf += data
+
+    def line(self, timeout_s: float) -> bytes:
+        while b"\n" not in self.buf:
+            self._fill(timeout_s)
+        i = self.buf.index(b"\n")
+        line = bytes(self.buf[:i])
+        del self.buf[:i + 1]
+        return line
+
+    def into(self, arr: np.ndarray, timeout_s: float) -> None:
+        view = memoryview(arr.reshape(-1))
+        n, got = view.nbytes, 0
+        take = min(len(self.buf), n)
+        view[:take] = self.buf[:take]
+        del self.buf[:take]
+        got = take
+        while got < n:
+            import select
+
+            r, _, _ = select.select([self.fd], [], [], timeout_s)
+            if not r:
+                raise FrameDecodeError(f"{self.path}: decoder stalled mid-chunk", "decode_timeout")
+            k = os.readv(self.fd, [view[got:]])
+            if k == 0:
+                raise EOFError
+            got += k
 
 
 def _iter_isolated(path, chunks, size, timeout_s: float) -> Iterator[FrameChunk]:
-    import multiprocessing as mp
+    import json
+    import subprocess
+    import tempfile
 
-    ctx = mp.get_context("spawn")
-    parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_worker, args=(str(path), chunks, size, child), daemon=True)
-    proc.start()
-    child.close()
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    err = tempfile.TemporaryFile()
+    proc = subprocess.Popen([sys.executable, "-m", "sav_assets.lib.frames", "--decode-worker"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, env=env, close_fds=True)
     try:
+        proc.stdin.write(json.dumps({"path": str(path), "chunks": chunks, "size": size}).encode() + b"\n")
+        proc.stdin.close()
+        rd = _Reader(proc.stdout.fileno(), str(path))
         while True:
-            if not parent.poll(timeout_s):
-                raise FrameDecodeError(f"{path}: decoder produced nothing for {timeout_s:.0f}s", "decode_timeout")
             try:
-                msg = parent.recv()
-                if msg[0] == "chunk":
-                    _, start, idx, shape = msg
-                    if not parent.poll(timeout_s):
-                        raise FrameDecodeError(f"{path}: decoder stalled mid-chunk", "decode_timeout")
-                    arr = np.empty(shape, dtype=np.uint8)
-                    parent.recv_bytes_into(memoryview(arr.reshape(-1)))
-            except (EOFError, ConnectionError, OSError) as e:
-                proc.join(5)
-                raise FrameDecodeError(
-                    f"{path}: decoder process died (exit code {proc.exitcode})", "decoder_crashed") from e
-            if msg[0] == "done":
+                msg = json.loads(rd.line(timeout_s))
+                if msg["kind"] == "chunk":
+                    arr = np.empty(msg["shape"], dtype=np.uint8)
+                    rd.into(arr, timeout_s)
+            except (EOFError, BrokenPipeError, json.JSONDecodeError) as e:
+                code = proc.wait(5)
+                err.seek(0)
+                tail = err.read()[-400:].decode("utf-8", "replace").strip()
+                raise FrameDecodeError(f"{path}: decoder process died (exit code {code})"
+                                       + (f": {tail.splitlines()[-1]}" if tail else ""), "decoder_crashed") from e
+            if msg["kind"] == "done":
                 return
-            if msg[0] == "error":
-                raise FrameDecodeError(msg[2], msg[1])
-            yield FrameChunk(list(idx), arr, start)
+            if msg["kind"] == "error":
+                raise FrameDecodeError(msg["message"], msg["error_class"])
+            yield FrameChunk(list(msg["idx"]), arr, int(msg["start"]))
     finally:
-        parent.close()
-        if proc.is_alive():
+        if proc.poll() is None:
             proc.kill()
-        proc.join(5)
+        with contextlib.suppress(Exception):
+            proc.wait(5)
+        with contextlib.suppress(Exception):
+            proc.stdout.close()
+        err.close()
 
 
 # ---- public -----------------------------------------------------------------------------------
@@ -229,3 +296,7 @@ def read_frames(path: str, indices: Sequence[int], *, size: tuple[int, int] | No
     if not parts:
         return np.zeros((0, 0, 0, 3), dtype=np.uint8)
     return np.concatenate(parts, axis=0)
+
+
+if __name__ == "__main__" and "--decode-worker" in sys.argv:
+    raise SystemExit(_worker_main())
