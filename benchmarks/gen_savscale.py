@@ -173,7 +173,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True, help="lake root to write (a local folder)")
     ap.add_argument("--scale", type=float, default=1.0, help="fraction of SA-V's 50.9k videos")
     ap.add_argument("--videos-per-batch", type=int, default=1000)
-    ap.add_argument("--row-group-size", type=int, default=262_144, help="masklet_frames rows per row group")
+    ap.add_argument("--row-group-size", type=int, default=65_536, help="masklet_frames rows per row group")
     ap.add_argument("--counts-median", type=float, default=40.0, help="median RLE counts length (chars)")
     ap.add_argument("--baseline", action="store_true", help="also write the shuffled, big-row-group copy")
     ap.add_argument("--seed", type=int, default=0)

@@ -51,3 +51,18 @@ def make_video(tmp_path_factory):
         return path
 
     return _make
+
+
+@pytest.fixture(autouse=True)
+def _forget_closed_dagster_instances():
+    """Dagster keeps the defs-state storage of the last instance it saw in a context variable; once a
+    test's `instance_for_test` closes, later definition loads in the same process would trip over the
+    dead instance. Reset it around every test (the product's processes keep one live instance)."""
+    try:
+        from dagster._core.storage.defs_state import base
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    base._current_storage.set(None)
+    yield
+    base._current_storage.set(None)

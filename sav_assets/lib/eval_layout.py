@@ -80,8 +80,13 @@ def write_eval_layout(out_dir: str | os.PathLike, split_name: str, videos: list[
             summary["skipped"].append({"video_id": vid, "reason": "no video file"})
             continue
         by_obj: dict[int, dict[int, dict]] = defaultdict(dict)
+        type_of: dict[int, str | None] = {}
         for r in rows:
-            by_obj[int(r["masklet_id"])][int(r["frame_idx"])] = r
+            mid = int(r["masklet_id"])
+            if type_of.setdefault(mid, r.get("masklet_type")) != r.get("masklet_type"):
+                raise ValueError(f"{vid}: masklet_id {mid} is both {type_of[mid]} and {r.get('masklet_type')}; "
+                                 "pass masklet_types= to choose one kind (object folders are masklet ids)")
+            by_obj[mid][int(r["frame_idx"])] = r
         ann_frames = sorted({f for o in by_obj.values() for f in o})
         first, last = ann_frames[0], ann_frames[-1]
         for d in (JPEG_DIR, ANN_DIR):                 # a re-run replaces the video's folders whole

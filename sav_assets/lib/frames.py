@@ -44,10 +44,15 @@ class FrameChunk:
     start: int = 0          # position of indices[0] in the full requested index list
 
 
-def _chunks(indices: Sequence[int], chunk_frames: int) -> list[tuple[int, list[int]]]:
+def _chunks(indices: Sequence[int], chunk_frames: int, first: int | None = None) -> list[tuple[int, list[int]]]:
     n = max(1, int(chunk_frames))
     idx = [int(i) for i in indices]
-    return [(s, idx[s:s + n]) for s in range(0, len(idx), n)]
+    out, s = [], 0
+    if first and 0 < first < n and len(idx) > first:
+        out.append((0, idx[:first]))
+        s = first
+    out += [(k, idx[k:k + n]) for k in range(s, len(idx), n)]
+    return out
 
 
 def video_length(path: str) -> int:
@@ -107,6 +112,15 @@ def _worker_main() -> int:  # runs in the child process
 
     out = sys.stdout.buffer
     req = json.loads(sys.stdin.buffer.readline())
+    fault = os.environ.get("SAV_DECODE_WORKER_FAULT")  # test hook: simulate a decoder crash / hang
+    if fault == "segv":
+        import signal
+
+        os.kill(os.getpid(), signal.SIGSEGV)
+    elif fault == "hang":
+        import time
+
+        time.sleep(3600)
 
     def send(obj: dict, payload: memoryview | None = None) -> None:
         out.write(json.dumps(obj).encode() + b"\n")
@@ -273,13 +287,15 @@ def iter_frame_chunks(
     isolate: bool = False,
     timeout_s: float = 300.0,
     prefetch: bool = False,
+    first_chunk: int | None = None,
 ) -> Iterator[FrameChunk]:
     """Yield the requested frames (uint8 RGB) chunk by chunk, in order (or chunks in reverse order).
 
     Within a chunk frames are always in increasing order; with ``reverse=True`` the chunks come last
-    first, so a caller walking backwards iterates each chunk's frames reversed.
+    first, so a caller walking backwards iterates each chunk's frames reversed. ``first_chunk``
+    makes the first chunk smaller, so work can start while the rest is decoded.
     """
-    chunks = _chunks(indices, chunk_frames)
+    chunks = _chunks(indices, chunk_frames, first_chunk)
     if reverse:
         chunks = chunks[::-1]
     if not chunks:

@@ -777,7 +777,7 @@ def _label(loaded, video_path: str, video: dict, cfg: LabelerConfig, prompts: li
 
     with torch.inference_mode(), loaded.autocast():
         # ---------------- forward pass ------------------------------------------------------
-        for chunk in iter_frame_chunks(video_path, grid, cfg.chunk_frames, **decode_kw):
+        for chunk in iter_frame_chunks(video_path, grid, cfg.chunk_frames, first_chunk=8, **decode_kw):
             frames = chunk.frames
             if not cfg.offload_video_to_cpu and cuda:
                 frames = torch.from_numpy(np.ascontiguousarray(frames)).to(dev, non_blocking=True)

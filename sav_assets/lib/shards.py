@@ -3,7 +3,8 @@
 A sample is ``window`` consecutive annotated frames (SA-V annotates at 6 fps) of one video::
 
     <key>.f00.jpg ... <key>.f07.jpg   the frames (RGB JPEG)
-    <key>.masks.json                  {"size", "frame_idx", "masklet_id", "rles": [[rle per masklet] per frame]}
+    <key>.masks.json                  {"size", "frame_idx", "masklet_id", "masklet_type",
+                                       "rles": [[rle per masklet] per frame]}
     <key>.meta.json                   video_id, frame/ann indices, masklet ids/types, visibility, sizes
 
 with ``key = <video_id>_<first frame_idx:06d>`` (video ids that are not ``[A-Za-z0-9_-]`` get a
@@ -111,12 +112,11 @@ def build_samples(videos: list[dict], frames_by_video: dict[str, list[dict]],
         rows = frames_by_video.get(vid) or []
         mrows = (masklets_by_video or {}).get(vid)
         if mrows:
-            keep = {int(m["masklet_id"]): m.get("masklet_type") for m in mrows}
-            rows = [r for r in rows if int(r["masklet_id"]) in keep]
+            # masklets are (type, id): SA-V numbers manual and auto masklets independently from 0
+            keep = {_mkey(m) for m in mrows}
+            rows = [r for r in rows if _mkey(r) in keep]
         else:
-            keep = {}
-            for r in rows:
-                keep.setdefault(int(r["masklet_id"]), r.get("masklet_type"))
+            keep = {_mkey(r) for r in rows}
         frames = sorted({int(r["frame_idx"]) for r in rows})
         starts = window_starts(len(frames), cfg.window, cfg.step)
         if not starts:
@@ -126,7 +126,7 @@ def build_samples(videos: list[dict], frames_by_video: dict[str, list[dict]],
             stats["skipped"].append({"video_id": vid, "reason": "no video file"})
             continue
         mids = sorted(keep)
-        cell: dict[tuple[int, int], dict] = {(int(r["masklet_id"]), int(r["frame_idx"])): r for r in rows}
+        cell: dict[tuple, dict] = {(_mkey(r), int(r["frame_idx"])): r for r in rows}
         ann_of = {int(r["frame_idx"]): int(r["ann_idx"]) for r in rows if r.get("ann_idx") is not None}
         size = [int(x) for x in rows[0]["size"]]
         stats["videos"] += 1
@@ -151,7 +151,7 @@ def build_samples(videos: list[dict], frames_by_video: dict[str, list[dict]],
             jpegs[idx] = encode_jpeg(img, cfg.jpeg_quality)
             while wi < len(windows) and windows[wi][-1] <= idx:
                 w = windows[wi]
-                yield _make_sample(vid, w, mids, keep, cell, ann_of, size, out_hw, jpegs, cfg, split)
+                yield _make_sample(vid, w, mids, cell, ann_of, size, out_hw, jpegs, cfg, split)
                 stats["samples"] += 1
                 wi += 1
                 lo = windows[wi][0] if wi < len(windows) else idx + 1
@@ -159,7 +159,11 @@ def build_samples(videos: list[dict], frames_by_video: dict[str, list[dict]],
                     del jpegs[f]
 
 
-def _make_sample(vid, w, mids, types, cell, ann_of, size, out_hw, jpegs, cfg, split) -> dict:
+def _mkey(row: dict) -> tuple[str, int]:
+    return (row.get("masklet_type") or "", int(row["masklet_id"]))
+
+
+def _make_sample(vid, w, mids, cell, ann_of, size, out_hw, jpegs, cfg, split) -> dict:
     resized = tuple(size) != tuple(out_hw)
     empty = rle_lib.empty(*size)
     rles, visible = [], []
@@ -178,11 +182,14 @@ def _make_sample(vid, w, mids, types, cell, ann_of, size, out_hw, jpegs, cfg, sp
         rles.append(fr)
         visible.append(fv)
     key = sample_key(vid, w[0])
-    masks = {"size": [int(out_hw[0]), int(out_hw[1])], "frame_idx": w, "masklet_id": mids, "rles": rles}
+    ids = [m[1] for m in mids]
+    types = [m[0] or None for m in mids]
+    masks = {"size": [int(out_hw[0]), int(out_hw[1])], "frame_idx": w, "masklet_id": ids,
+             "masklet_type": types, "rles": rles}
     meta = {
         "video_id": vid, "key": key, "split": split,
         "frame_idx": w, "ann_idx": [ann_of.get(f) for f in w],
-        "masklet_id": mids, "masklet_type": [types.get(m) for m in mids], "visible": visible,
+        "masklet_id": ids, "masklet_type": types, "visible": visible,
         "height": int(out_hw[0]), "width": int(out_hw[1]),
         "source_height": int(size[0]), "source_width": int(size[1]),
         "window": cfg.window,
@@ -200,35 +207,49 @@ def _make_sample(vid, w, mids, types, cell, ann_of, size, out_hw, jpegs, cfg, sp
 class _HashingWriter:
     """A write-only sink that hashes (SHA-256) and counts what passes through.
 
-    Writes are gathered into ``chunk``-byte blocks; the calling thread writes each block to the
-    file while one background thread hashes it (``hashlib`` releases the GIL), so hashing overlaps
-    with tar packing and writing. Blocks are hashed in order; at most one is being hashed.
+    tarfile emits member headers, whole member bodies and padding (immutable bytes); they are
+    batched, without copying, into groups of about ``chunk`` bytes. Each group is written to the file
+    by one background thread and hashed by another (file writes and ``hashlib`` release the GIL),
+    each in submission order, so packing, writing and hashing overlap. At most ``depth`` groups wait.
     """
 
-    def __init__(self, fh, chunk: int = 1 << 20):
+    def __init__(self, fh, chunk: int = 4 << 20, depth: int = 4):
+        from collections import deque
         from concurrent.futures import ThreadPoolExecutor
 
         self.fh = fh
         self.sha = hashlib.sha256()
         self.size = 0
         self.chunk = chunk
-        self.buf = bytearray()
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-hash")
-        self.pending = None
+        self.depth = depth
+        self.pieces: list = []
+        self.queued = 0
+        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-write")
+        self.hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-hash")
+        self.pending: deque = deque()
+
+    def _hash(self, pieces: list) -> None:
+        for piece in pieces:
+            self.sha.update(piece)
 
     def _submit(self) -> None:
-        block = bytes(self.buf)
-        self.buf.clear()
-        self.fh.write(block)
-        if self.pending is not None:
-            self.pending.result()                 # keeps blocks in order, bounds memory
-        self.pending = self.pool.submit(self.sha.update, block)
+        pieces, self.pieces, self.queued = self.pieces, [], 0
+        self.pending.append((self.writer.submit(self.fh.writelines, pieces), self.hasher.submit(self._hash, pieces)))
+        while len(self.pending) > self.depth:
+            self._wait_oldest()
+
+    def _wait_oldest(self) -> None:
+        w, h = self.pending.popleft()
+        w.result()
+        h.result()
 
     def write(self, data) -> int:
         n = len(data)
-        self.buf += data
+        # tarfile hands over immutable bytes (a header, a whole member body, padding): no copy needed
+        self.pieces.append(data if isinstance(data, bytes) else bytes(data))
+        self.queued += n
         self.size += n
-        if len(self.buf) >= self.chunk:
+        if self.queued >= self.chunk:
             self._submit()
         return n
 
@@ -236,18 +257,49 @@ class _HashingWriter:
         return self.size
 
     def flush(self) -> None:
-        if self.buf:
+        if self.pieces:
             self._submit()
-        if self.pending is not None:
-            self.pending.result()
-            self.pending = None
+        while self.pending:
+            self._wait_oldest()
         self.fh.flush()
 
     def close(self) -> None:
         try:
             self.flush()
         finally:
-            self.pool.shutdown(wait=True)
+            self.writer.shutdown(wait=True)
+            self.hasher.shutdown(wait=True)
+
+
+def _tar_writer_class():
+    import webdataset as wds
+
+    class TarWriter(wds.TarWriter):
+        """webdataset's TarWriter on a plain (non-stream) tarfile: member sizes are known up front, so
+        tarfile can write each member straight through instead of re-buffering it in 10 KB records.
+        The bytes are the same as in stream mode."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.tarstream.copybufsize = 8 << 20   # copy each member in one piece
+
+        @staticmethod
+        def tarmode(fileobj, compress=None):
+            if compress in (None, False) and not isinstance(fileobj, str):
+                return "w"
+            return wds.TarWriter.tarmode(fileobj, compress)
+
+    return TarWriter
+
+
+def _TarWriter(*args, **kwargs):
+    global _TarWriter_cls
+    if _TarWriter_cls is None:
+        _TarWriter_cls = _tar_writer_class()
+    return _TarWriter_cls(*args, **kwargs)
+
+
+_TarWriter_cls = None
 
 
 def publish_file(lake: Lake, rel: str, tmp: str) -> str:
@@ -292,8 +344,6 @@ class _ShardPublisher:
     def _open(self):
         import uuid
 
-        import webdataset as wds
-
         name = shard_name(self.split, len(self.entries))
         if self.lake.is_s3:
             self.tmp = os.path.join(self.tmp_dir, name)
@@ -305,8 +355,8 @@ class _ShardPublisher:
         self.fh = open(self.tmp, "wb")  # noqa: SIM115 - stays open across add() calls until _publish()
         self.hf = _HashingWriter(self.fh)
         # mtime must be an int: a float mtime makes tarfile add a PAX header to every member
-        self.writer = wds.TarWriter(self.hf, encoder=False, compress=False, mtime=0,
-                                    user="sav", group="sav", mode=0o444)
+        self.writer = _TarWriter(self.hf, encoder=False, compress=False, mtime=0,
+                                 user="sav", group="sav", mode=0o444)
         self.count = 0
         self.est = 0
         self.first = self.last = None

@@ -254,7 +254,7 @@ def assign_splits(candidates: list[dict], existing: list[dict], cfg: SplitConfig
         for g in taken:
             del open_groups[g]
 
-    for g, vids in open_groups.items():
+    for vids in open_groups.values():
         for v in vids:
             out[v] = ("train", "remainder")
 

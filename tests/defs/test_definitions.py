@@ -8,9 +8,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_definitions_load_with_groups_and_checks():
+    import dagster as dg
+
     from sav_assets.definitions import build_definitions
 
-    rd = build_definitions().get_repository_def()
+    with dg.instance_for_test():
+        rd = build_definitions().get_repository_def()
     graph = rd.asset_graph
     groups = {k.to_user_string(): graph.get(k).group_name for k in graph.get_all_asset_keys()}
     assert groups == {

@@ -154,3 +154,10 @@ def test_rerun_replaces_and_prunes(tmp_path):
     assert sorted(os.listdir(out / "Annotations_6fps")) == ["a"]
     assert sorted(os.listdir(out / "Annotations_6fps" / "a")) == ["000"]      # object 001 gone too
     assert (out / "sav_val.txt").read_text() == "a\n"
+
+
+def test_colliding_masklet_ids_need_a_type_filter(tmp_path):
+    m = np.zeros((32, 48), np.uint8)
+    rows = frame_rows("a", {0: {0: m}}) + frame_rows("a", {0: {0: m}}, mtype="auto")
+    with pytest.raises(ValueError, match="masklet_types"):
+        write_eval_layout(tmp_path, "val", [{"video_id": "a"}], {"a": rows}, {"a": "unused.mp4"})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -179,6 +180,17 @@ def test_frames_decode_only_the_grid_in_chunks(video):
         read_frames(path, [0, N_FRAMES + 5])
 
 
+@pytest.mark.parametrize("fault,error_class", [("segv", "decoder_crashed"), ("hang", "decode_timeout")])
+def test_isolated_decoder_crash_and_hang_are_classified(video, monkeypatch, fault, error_class):
+    path, _ = video
+    monkeypatch.setenv("SAV_DECODE_WORKER_FAULT", fault)
+    t0 = time.monotonic()
+    with pytest.raises(FrameDecodeError) as ei:
+        list(iter_frame_chunks(path, GRID, 4, isolate=True, timeout_s=3))
+    assert ei.value.error_class == error_class
+    assert time.monotonic() - t0 < 30
+
+
 def test_overlay_png():
     from PIL import Image
 
@@ -233,6 +245,22 @@ def test_batched_tracker_matches_sam2_video_predictor(loaded):
             union = (a | b).sum()
             iou = 1.0 if union == 0 else (a & b).sum() / union
             assert iou >= 0.99, (t, k, iou)
+
+
+def test_tracking_state_is_bounded(loaded):
+    frames = synth_frames(5, W, H)
+    m1 = np.zeros((H, W), bool)
+    m1[30:70, 20:56] = True
+    with torch.inference_mode():
+        tr = lab._Tracker(loaded, 5, offload_state=True, max_memory_frames=2)
+        for t in range(5):
+            bb = tr.backbone(frames[t])
+            po = tr.add_masks(0, bb, m1[None], [1]) if t == 0 else tr.track(t, bb)
+            assert set(po) == {1}
+            nc = tr.cohorts[0].out["non_cond_frame_outputs"]
+            assert sorted(nc) == [k for k in range(max(1, t - 1), t + 1)]  # only the last 2 frames kept
+            assert all(o["maskmem_features"].device.type == "cpu" for o in nc.values())  # offloaded
+        assert list(tr.cohorts[0].out["cond_frame_outputs"]) == [0]  # conditioning frames are kept
 
 
 # ---------------------------------------------------------------------------------------------

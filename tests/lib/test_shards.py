@@ -302,3 +302,35 @@ def test_undecodable_or_short_video_is_recorded_not_fatal(tmp_path, corpus):
     assert "MissingFramesError" in reasons["vid_long"]["reason"]
     assert reasons["vid_long"]["samples_written"] == 3       # windows inside the decodable frames are kept
     assert res["samples"] == 4 + 3 and verify_manifest(lake, "shards/v1") == []
+
+
+def test_manual_and_auto_masklets_with_the_same_id_stay_apart(tmp_path, corpus):
+    from sav_assets.lib.loader import ShardDataset
+
+    _, frames, _, paths = corpus
+    auto = [r for r in frames["vid_a"] if r["masklet_id"] == 0]
+    manual = [dict(r, masklet_type="manual", counts=rle.empty(48, 64)["counts"], visible=False) for r in auto]
+    lake = Lake(tmp_path / "lake")
+    write_shards(lake, "s", [{"video_id": "vid_a"}], {"vid_a": auto + manual},
+                 {"vid_a": [{"masklet_id": 0, "masklet_type": "auto"}, {"masklet_id": 0, "masklet_type": "manual"}]},
+                 paths, ShardConfig(window=4), now=NOW)
+    it = next(iter(ShardDataset.from_manifest(lake, "s")))
+    assert it["meta"]["masklet_id"] == [0, 0] and it["meta"]["masklet_type"] == ["auto", "manual"]
+    assert it["masks"][:, 1].sum() == 0 and it["masks"][:, 0].sum() > 0
+
+
+def test_tar_writer_bytes_match_stock_webdataset_writer():
+    import webdataset as wds
+
+    from sav_assets.lib.shards import _TarWriter
+
+    sample = {"__key__": "k_000000", "f00.jpg": b"x" * 70001, "masks.json": b"{}", "meta.json": b"[1]"}
+    outs = []
+    for cls in (wds.TarWriter, _TarWriter):
+        buf = io.BytesIO()
+        w = cls(buf, encoder=False, compress=False, mtime=0, user="sav", group="sav", mode=0o444)
+        w.write(sample)
+        w.write(dict(sample, __key__="k_000001"))
+        w.close()
+        outs.append(buf.getvalue())
+    assert outs[0] == outs[1] and len(outs[0]) % 10240 == 0
