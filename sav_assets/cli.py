@@ -72,8 +72,19 @@ def cmd_run(args) -> int:
         print(f"batch {batch_id}: {len(plan.objects)} new object(s) from {plan.source_uri}"
               + (f" ({len(plan.pending)} still being written, left for later)" if plan.pending else ""))
     resources = {"lake": lake_res, "source": source_res, "sam2": SAM2Resource()}
-    defs = build_definitions(resources)
-    instance = dg.DagsterInstance.get()
+    # Entering the instance makes it the process's current one while definitions load and run.
+    with dg.DagsterInstance.get() as instance:
+        result = _execute(dg, instance, build_definitions(resources), batch_id, args, PIPELINE_JOB, batches)
+    _print_summary(lk)
+    if not result.success:
+        failed = [e.step_key for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+        print(f"run {result.run_id} failed at: {', '.join(failed) or 'unknown step'}", file=sys.stderr)
+        return 1
+    print(f"run {result.run_id} succeeded (batch {batch_id}); DAGSTER_HOME={os.environ['DAGSTER_HOME']}")
+    return 0
+
+
+def _execute(dg, instance, defs, batch_id, args, pipeline_job, batches):
     if not instance.has_dynamic_partition(batches.name, batch_id):
         instance.add_dynamic_partitions(batches.name, [batch_id])
     if args.select:
@@ -81,7 +92,7 @@ def cmd_run(args) -> int:
         defs = dg.Definitions.merge(defs, dg.Definitions(jobs=[job]))
         job_def = defs.resolve_job_def("sav_cli_run")
     else:
-        job_def = defs.resolve_job_def(PIPELINE_JOB)
+        job_def = defs.resolve_job_def(pipeline_job)
     run_config = _load_run_config(args.config) if args.config else None
     result = job_def.execute_in_process(partition_key=batch_id, instance=instance, raise_on_error=False,
                                         run_config=run_config,
@@ -92,13 +103,7 @@ def cmd_run(args) -> int:
         if not ev.passed:
             print(f"check failed: {ev.asset_key.to_user_string()}:{ev.check_name}", file=sys.stderr)
     print(f"asset checks: {sum(ev.passed for ev in evaluations)}/{len(evaluations)} passed")
-    _print_summary(lk)
-    if not result.success:
-        failed = [e.step_key for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-        print(f"run {result.run_id} failed at: {', '.join(failed) or 'unknown step'}", file=sys.stderr)
-        return 1
-    print(f"run {result.run_id} succeeded (batch {batch_id}); DAGSTER_HOME={os.environ['DAGSTER_HOME']}")
-    return 0
+    return result
 
 
 def parse_selection(text: str):
