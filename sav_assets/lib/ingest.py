@@ -133,8 +133,6 @@ def ingest_batch(source: Source, manifest: dict, batch_id: str, prior_videos: li
             counts["duplicate_content"] += 1
             objects_rows.append(base_row(o, "duplicate_content", content_sha256=sha, duplicate_of=first))
             continue
-        if probe is None:  # same content seen earlier in this batch but handled concurrently
-            probe = probe_file_for(source, o, limits)
         vid = video_id_for(o.key, sha)
         seen_in_batch[sha] = vid
         sidecar = _read_sidecar(source, o, all_keys)
@@ -150,11 +148,6 @@ def ingest_batch(source: Source, manifest: dict, batch_id: str, prior_videos: li
         counts["videos_ok" if row["status"] == "ok" else "videos_quarantined"] += 1
         objects_rows.append(base_row(o, "video", content_sha256=sha, video_id=vid))
     return IngestResult(videos=videos, objects=objects_rows, counts=counts)
-
-
-def probe_file_for(source: Source, o: SourceObject, limits: ProbeLimits) -> dict:
-    with source.local_copy(o.key) as path:
-        return probe_file(path, limits).as_row()
 
 
 def _read_sidecar(source: Source, o: SourceObject, keys: set[str]) -> dict | None:
