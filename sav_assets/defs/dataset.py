@@ -94,7 +94,6 @@ def eval_layout(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Mat
     import tempfile
 
     from sav_assets.lib.eval_layout import write_eval_layout
-    from sav_assets.lib.source import local_file
     from sav_assets.lib.tables import MASKLET_FRAMES, SPLITS
 
     lk = lake.lake()
@@ -120,7 +119,7 @@ def eval_layout(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Mat
                 fb[v] = [f for f in fb[v] if f["masklet_type"] == kinds[0]] if kinds else []
         out = lk.local_path(f"exports/sav_{split}") if not lk.is_s3 else tempfile.mkdtemp(prefix="sav-eval-")
         with contextlib.ExitStack() as stack:
-            paths = {v: stack.enter_context(local_file(by_id[v]["source_uri"], lk.s3, lk._client if lk.is_s3 else None))
+            paths = {v: stack.enter_context(lk.local_file(by_id[v]["source_uri"]))
                      for v in vids}
             summary = write_eval_layout(out, split, [by_id[v] for v in vids], fb, paths)
         if lk.is_s3:
@@ -162,7 +161,6 @@ class ShardsConfig(dg.Config):
 )
 def training_shards(context: dg.AssetExecutionContext, config: ShardsConfig, lake: LakeResource) -> dg.MaterializeResult:
     from sav_assets.lib.shards import ShardConfig, write_shards
-    from sav_assets.lib.source import local_file
     from sav_assets.lib.tables import MASKLET_FRAMES, SHARDS, SPLITS, to_table
 
     batch_id = context.partition_key
@@ -184,7 +182,7 @@ def training_shards(context: dg.AssetExecutionContext, config: ShardsConfig, lak
                       shard_max_samples=config.shard_max_samples, jpeg_quality=config.jpeg_quality,
                       max_side=config.max_side)
     with contextlib.ExitStack() as stack:
-        paths = {v["video_id"]: stack.enter_context(local_file(v["source_uri"], lk.s3, lk._client if lk.is_s3 else None))
+        paths = {v["video_id"]: stack.enter_context(lk.local_file(v["source_uri"]))
                  for v in videos}
         res = write_shards(lk, f"shards/{batch_id}", videos, fb, mb, paths, cfg)
     now = datetime.datetime.now(datetime.timezone.utc)

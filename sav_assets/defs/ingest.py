@@ -114,7 +114,6 @@ def video_quality(context: dg.AssetExecutionContext, config: QualityConfig, lake
     import contextlib
 
     from sav_assets.lib.quality import assess_batch, reason_counts
-    from sav_assets.lib.source import local_file
     from sav_assets.lib.tables import VIDEO_QUALITY, VIDEOS, to_table
 
     batch_id = context.partition_key
@@ -126,7 +125,7 @@ def video_quality(context: dg.AssetExecutionContext, config: QualityConfig, lake
     prior_hashes = {r["video_id"]: list(r["phash"] or []) for r in prior}
     sidecars = {v["video_id"]: (json.loads(v["sidecar_json"]) if v["sidecar_json"] else None) for v in ok}
     with contextlib.ExitStack() as stack:
-        paths = {v["video_id"]: stack.enter_context(local_file(v["source_uri"], lk.s3, lk._client if lk.is_s3 else None))
+        paths = {v["video_id"]: stack.enter_context(lk.local_file(v["source_uri"]))
                  for v in ok}
         rows = assess_batch(ok, paths, sidecars, prior_hashes, quality_thresholds(config))
     now = datetime.datetime.now(datetime.timezone.utc)

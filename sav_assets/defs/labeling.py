@@ -53,7 +53,6 @@ def masklets(context: dg.AssetExecutionContext, config: LabelingConfig, lake: La
     import os
 
     from sav_assets.lib.labeling_batch import label_batch
-    from sav_assets.lib.source import local_file
     from sav_assets.lib.tables import MASKLETS, SOURCE_OBJECTS, VIDEO_QUALITY, VIDEOS
 
     batch_id = context.partition_key
@@ -84,7 +83,7 @@ def masklets(context: dg.AssetExecutionContext, config: LabelingConfig, lake: La
     if prompts_uri:
         from sav_assets.lib.prompts import load_prompts
 
-        with local_file(prompts_uri, lk.s3, lk._client if lk.is_s3 else None) as p:
+        with lk.local_file(prompts_uri) as p:
             prompts = load_prompts(open(p, "rb").read())
 
     def progress(i, n, vid):

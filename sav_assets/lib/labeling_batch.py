@@ -20,7 +20,6 @@ from typing import Callable
 import pyarrow as pa
 
 from .masklet_fields import annotation_grid
-from .source import local_file
 from .storage import Lake
 from .tables import LABEL_RUNS, MASKLET_FRAMES, MASKLETS, SAV_ANNOTATIONS, to_table
 
@@ -85,7 +84,7 @@ def import_annotations(lake: Lake, batch_id: str, video: dict, annotation_uris: 
     all_m, all_f, headers = [], [], []
     for kind, uri in sorted(annotation_uris.items()):
         try:
-            with local_file(uri, lake.s3, lake._client if lake.is_s3 else None) as path:
+            with lake.local_file(uri) as path:
                 doc = json.loads(open(path, "rb").read())
             n_ann = len(doc.get("masklet") or [])
             grid = annotation_grid(int(video.get("video_frame_count") or 0), float(video.get("video_fps") or 0))
@@ -150,7 +149,7 @@ def label_batch(lake: Lake, batch_id: str, videos: list[dict], annotations: dict
             continue
         t0 = time.time()
         try:
-            with local_file(video["source_uri"], lake.s3, lake._client if lake.is_s3 else None) as path:
+            with lake.local_file(video["source_uri"]) as path:
                 res = label_video(loaded, path, video, cfg, prompts=vprompts)
         except LabelingFailed as e:
             summary.failed[vid] = f"{e.error_class}: {e}"

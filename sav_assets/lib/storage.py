@@ -109,6 +109,13 @@ class Lake:
             raise ValueError("local_path() is only for local lakes")
         return Path(self.uri(rel))
 
+    def local_file(self, uri: str):
+        """Context manager: a local path for a local path or ``s3://`` URI (downloaded to a temporary
+        file, through this lake's S3 client when the lake itself is on S3)."""
+        from .source import local_file
+
+        return local_file(uri, self.s3, self.client if self.is_s3 else None)
+
     # ---- files -------------------------------------------------------------------------------
     def put_bytes(self, rel: str, data: bytes, content_type: str | None = None) -> str:
         if self.is_s3:
