@@ -28,6 +28,7 @@ demo: $(STAMP)
 	$(BIN)/sav-assets sql --root $(SAV_DATA_ROOT) "select status, count(*) as videos from videos group by 1 order by 1"
 
 test: $(STAMP)
+	mkdir -p $(DAGSTER_HOME)
 	$(BIN)/python -m pytest -q tests
 
 bench: $(STAMP)

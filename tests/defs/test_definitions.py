@@ -4,6 +4,7 @@ Loaded in a fresh interpreter, as `dagster dev` does: Dagster keeps process-wide
 last instance it saw, which other in-process tests' temporary instances would leave behind."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -47,8 +48,13 @@ def test_definitions_load_with_groups_and_checks():
     assert info["pools"] == ["gpu"]  # one labeling step per GPU at a time
 
 
-def test_dagster_loads_the_workspace():
-    """What `dagster dev` does first: load the code location from workspace.yaml."""
+def test_dagster_loads_the_workspace(tmp_path):
+    """What `dagster dev` does first: load the code location from workspace.yaml.
+
+    DAGSTER_HOME points at a fresh folder: on a clean clone the project's `.dagster_home` may not exist yet."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    env = {**os.environ, "DAGSTER_HOME": str(home)}
     out = subprocess.run([sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+                         cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
