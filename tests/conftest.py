@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = (REPO_ROOT / ".." / "shared" / "data").resolve()
+# the read-only real data: <repo>/../shared/data, or wherever SAV_SHARED_DATA points
+SHARED_DATA = Path(os.environ.get("SAV_SHARED_DATA") or (REPO_ROOT / ".." / "shared" / "data")).resolve()
+needs_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"shared test data not found at {SHARED_DATA}")
 
 
 @pytest.fixture(scope="session")

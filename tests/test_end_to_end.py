@@ -4,9 +4,9 @@ stage's tables and files present, and the same rows after re-running the batch."
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
+from conftest import SHARED_DATA
 
 from sav_assets.cli import main
 from sav_assets.lib.catalog import query
@@ -44,7 +44,9 @@ def pipeline(tmp_path_factory):
     from sav_assets.lib.demo import write_demo_corpus
 
     write_demo_corpus(src, n_videos=2, seconds=5.0, width=1280, height=720, seed=3, include_bad=True)
-    shared = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos"
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared test data not found at {SHARED_DATA}")
+    shared = SHARED_DATA / "videos"
     shutil.copy(shared / "bedroom.mp4", src / "bedroom.mp4")              # real, but 540p: fails quality
     data = (shared / "01_dog.mp4").read_bytes()
     (src / "cut_dog.mp4").write_bytes(data[: len(data) // 3])            # cut mid-stream

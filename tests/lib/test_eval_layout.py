@@ -13,7 +13,7 @@ from PIL import Image
 from sav_assets.lib import rle
 from sav_assets.lib.eval_layout import write_eval_layout
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+from conftest import SHARED_DATA as DATA, needs_shared
 BEDROOM = DATA / "videos" / "bedroom.mp4"
 SAV_MANUAL = DATA / "sav_example" / "sav_000001_manual.json"
 
@@ -51,6 +51,7 @@ def evaluator_scan(gt_root: Path, vid: str) -> list[tuple[list[str], str]]:
     return [(sorted(os.listdir(gt_root / vid / o)), o) for o in entries]
 
 
+@needs_shared
 def test_layout_on_real_video(tmp_path):
     h, w = 540, 960
     ann = list(range(0, 25, 4))
@@ -91,6 +92,7 @@ def test_layout_on_real_video(tmp_path):
     assert all((gt_root / "bed" / o / "00000.png").exists() for _, o in scanned)
 
 
+@needs_shared
 def test_layout_real_sav_rles_and_frame_numbering(tmp_path):
     doc = json.loads(SAV_MANUAL.read_text())
     h, w = int(doc["video_height"]), int(doc["video_width"])

@@ -21,6 +21,7 @@ pytest.importorskip("decord")
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _video_util import make_video, synth_frames  # noqa: E402
+from conftest import SHARED_DATA  # noqa: E402
 
 from sav_assets.lib import labeler as lab  # noqa: E402
 from sav_assets.lib import masklet_fields, rle, tables  # noqa: E402
@@ -33,7 +34,7 @@ N_FRAMES, W, H, FPS = 32, 160, 120, 24   # 24 fps -> every 4th frame -> 8 annota
 LATE = 16                                 # the blue square enters on frame 16 = annotated frame 4
 SIZE = 128                                # model input size (a multiple of 32): keeps CPU tests fast
 GRID = masklet_fields.annotation_grid(N_FRAMES, FPS)
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "videos"
+SHARED = SHARED_DATA / "videos"
 
 
 def fast_cfg(**kw) -> LabelerConfig:

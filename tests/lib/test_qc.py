@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
+
+from conftest import SHARED_DATA
 
 from sav_assets.lib import jf, rle
 from sav_assets.lib.qc import REASONS, QCThresholds, masklet_qc_rows
 from sav_assets.lib.savformat import import_sav
 from sav_assets.lib.tables import MASKLET_QC, SCHEMAS, to_table
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "sav_example"
+DATA = SHARED_DATA / "sav_example"
 H, W = 60, 80
 
 

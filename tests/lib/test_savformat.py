@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+
+from conftest import SHARED_DATA
 
 from sav_assets.lib import masklet_fields, rle
 from sav_assets.lib.savformat import (
@@ -23,7 +24,7 @@ from sav_assets.lib.savformat import (
 )
 from sav_assets.lib.tables import MASKLET_FRAMES, MASKLETS, SAV_ANNOTATIONS, to_table
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "sav_example"
+DATA = SHARED_DATA / "sav_example"
 KINDS = ("manual", "auto")
 
 
@@ -84,7 +85,8 @@ def test_export_uses_rows_video_id_not_the_documents(sample, imported):
     """The pipeline renames rows to its own video id; the header keeps the file's verbatim."""
     text = sample["manual"][0]
     header, masklets, frames = imported["manual"]
-    ren = lambda rows: [{**r, "video_id": "vid-123"} for r in rows]
+    def ren(rows):
+        return [{**r, "video_id": "vid-123"} for r in rows]
     other = [{**f, "video_id": "someone-else", "counts": "bogus"} for f in frames]
     out = export_sav({**header, "video_id": "vid-123"}, ren(masklets), ren(frames) + other, masklet_type="manual")
     assert dumps_sav(out) == text

@@ -23,7 +23,7 @@ from sav_assets.lib.shards import (
 )
 from sav_assets.lib.storage import Lake
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+from conftest import SHARED_DATA as DATA, needs_shared
 SAV_MANUAL = DATA / "sav_example" / "sav_000001_manual.json"
 NOW = datetime(2025, 1, 1, tzinfo=timezone.utc)
 
@@ -138,6 +138,7 @@ def test_loader_masks_decode_to_source_rles(tmp_path, corpus):
     assert raw["rles"][0][0] == {"size": r0["size"], "counts": r0["counts"]}   # stored verbatim
 
 
+@needs_shared
 def test_real_sav_rles_round_trip(tmp_path):
     from sav_assets.lib.loader import decode_sample
 
@@ -275,6 +276,7 @@ def test_worker_sharding(tmp_path, corpus):
     assert sorted(keys) == sorted(s["first_key"] for s in res["manifest"]["shards"])   # each once
 
 
+@needs_shared
 def test_export_sav_train(tmp_path, corpus):
     videos, _, _, paths = corpus
     doc = json.loads(SAV_MANUAL.read_text())
