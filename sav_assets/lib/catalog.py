@@ -17,7 +17,8 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from .storage import Lake
+from .compaction import BATCH_COLUMN, COMPACTED, TableLayout, table_layout
+from .storage import SCHEMA_BATCH, Lake
 from .tables import SCHEMAS
 
 SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
@@ -48,13 +49,37 @@ def _derived_views() -> list[tuple[str, str]]:
     return [(p.stem, p.read_text()) for p in sorted(d.glob("*.sql"))]
 
 
+def _list_literal(items) -> str:
+    return "[" + ", ".join(_literal(str(i)) for i in items) + "]"
+
+
+def _in_list(items) -> str:
+    return ", ".join(_literal(str(i)) for i in items) or "'/'"     # '/' is never a batch folder name
+
+
+def _compacted_view_sql(lake: Lake, name: str, layout: TableLayout) -> str:
+    stale = f" WHERE _sav_batch NOT IN ({_in_list(layout.stale_batches)})" if layout.stale_batches else ""
+    schema_part = f"{Lake.table_dir(name)}/{SCHEMA_BATCH}/empty.parquet"
+    parts = [schema_part] + [r for r in layout.parts if r != schema_part]
+    return (sql_text("table_view_compacted.sql")
+            .replace("{{name}}", name)
+            .replace("{{compacted}}", _list_literal(lake.uri(r) for r in layout.compacted))
+            .replace("{{stale_filter}}", stale)
+            .replace("{{parts}}", _list_literal(lake.uri(r) for r in parts))
+            .replace("{{union}}", "false" if layout.parts_match_schema else "true"))
+
+
 def _create_views(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
     template = sql_text("table_view.sql")
     for name in SCHEMAS:
         assert _IDENT.match(name), name
         if lake.is_s3:
             continue
-        con.execute(template.replace("{{name}}", name).replace("{{files}}", _literal(lake.table_glob(name))))
+        layout = table_layout(lake, name)
+        if layout.is_compacted:
+            con.execute(_compacted_view_sql(lake, name, layout))
+        else:
+            con.execute(template.replace("{{name}}", name).replace("{{files}}", _literal(lake.table_glob(name))))
     for _name, text in _derived_views():
         try:
             con.execute(text)
@@ -105,6 +130,19 @@ def connect(lake: Lake, read_only: bool = True) -> duckdb.DuckDBPyConnection:
         con = duckdb.connect(":memory:")
         fs, base = lake.arrow_filesystem()
         for name, schema in SCHEMAS.items():
+            layout = table_layout(lake, name)
+            if layout.is_compacted:
+                # the compacted files for unchanged batches, the parts for the rest (as the local view does)
+                con.register(f"__compacted_{name}", ds.dataset([f"{base}/{r}" for r in layout.compacted],
+                                                               filesystem=fs, format="parquet"))
+                con.register(f"__parts_{name}", ds.dataset(
+                    [f"{base}/{r}" for r in layout.parts if r.split("/")[2] not in layout.fresh_batches],
+                    filesystem=fs, format="parquet", schema=schema))
+                stale = (f" WHERE {BATCH_COLUMN} NOT IN ({_in_list(layout.stale_batches)})"
+                         if layout.stale_batches else "")
+                con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * EXCLUDE ({BATCH_COLUMN}) FROM "
+                            f"__compacted_{name}{stale} UNION ALL BY NAME SELECT * FROM __parts_{name}")
+                continue
             dataset = ds.dataset(f"{base}/tables/{name}", filesystem=fs, format="parquet",
                                  schema=schema) if _s3_has(lake, name) else schema.empty_table()
             con.register(name, dataset)
@@ -114,9 +152,12 @@ def connect(lake: Lake, read_only: bool = True) -> duckdb.DuckDBPyConnection:
         if not db.exists():
             refresh_catalog(lake)
         con = duckdb.connect(str(db), read_only=read_only)
+    # Parquet footers are cached per connection (DuckDB re-reads a footer whose file changed).
+    con.execute("SET parquet_metadata_cache = true")
     if read_only:
         if not lake.is_s3:
-            con.execute(f"SET allowed_directories = [{_literal(lake.uri('tables'))}]")
+            con.execute(f"SET allowed_directories = [{_literal(lake.uri('tables'))}, "
+                        f"{_literal(lake.uri(COMPACTED))}]")
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
     return con

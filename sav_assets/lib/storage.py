@@ -194,6 +194,26 @@ class Lake:
                     out.append(os.path.relpath(os.path.join(dirpath, f), self.root).replace(os.sep, "/"))
         return sorted(out)
 
+    def signatures(self, prefix: str = "") -> dict[str, str]:
+        """``{rel: version}`` of every file under ``prefix``: ``size:mtime_ns`` locally, the ETag on S3.
+
+        A rewrite of a file (even under the same name) changes its version."""
+        prefix = safe_relpath(prefix) if prefix else ""
+        out: dict[str, str] = {}
+        if self.is_s3:
+            full = self._key(prefix) if prefix else (self.prefix or "")
+            if full and not full.endswith("/"):
+                full += "/"
+            strip = len(self.prefix) + 1 if self.prefix else 0
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
+                for obj in page.get("Contents", []):
+                    out[obj["Key"][strip:]] = f"{obj['Size']}:{obj['ETag'].strip(chr(34))}"
+            return out
+        for rel in self.list(prefix):
+            st = os.stat(self.local_path(rel))
+            out[rel] = f"{st.st_size}:{st.st_mtime_ns}"
+        return out
+
     # ---- tables ------------------------------------------------------------------------------
     @staticmethod
     def table_dir(table: str) -> str:

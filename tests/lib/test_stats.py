@@ -159,30 +159,3 @@ def test_missing_view_is_reported_not_raised(tmp_path):
     assert res["split_sizes"].column_names == ["error"]
     assert "_(no rows)_" not in stats_markdown(res)
     stats_plots_png(res)
-
-
-def test_frame_lookup_matches_view(tmp_path):
-    from sav_assets.lib.lookup import FrameLookup
-
-    lake = Lake(tmp_path / "lake")
-    for b, vids in (("b1", ["a", "b"]), ("b2", ["c", "d"])):
-        rows = [{"video_id": v, "masklet_id": m, "frame_idx": 4 * f, "counts": f"{v}{m}{f}"}
-                for v in vids for m in range(2) for f in range(3)]
-        lake.write_part("masklet_frames", b, "part-0", tables.to_table(rows, tables.MASKLET_FRAMES),
-                        row_group_size=4, sort_by=[("video_id", "ascending"), ("masklet_id", "ascending"),
-                                                   ("frame_idx", "ascending")])
-    refresh_catalog(lake)
-    con = connect(lake)
-    try:
-        fl = FrameLookup(lake, con)
-        assert [len(fl.files_for(v)) for v in "abcdz"] == [1, 1, 1, 1, 0]
-        for v in "abcd":
-            want = con.sql("select * from masklet_frames where video_id = ? order by masklet_id, frame_idx",
-                           params=[v]).to_arrow_table()
-            assert fl.frames(v).equals(want)
-        assert fl.frames("z").num_rows == 0 and fl.frames("z", ["counts"]).column_names == ["counts"]
-        assert fl.frames("c", ["counts"]).column("counts").to_pylist() == ["c00", "c01", "c02", "c10", "c11", "c12"]
-    finally:
-        con.close()
-    with pytest.raises(ValueError):
-        FrameLookup(lake, None, table="x; drop")
