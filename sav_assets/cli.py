@@ -195,6 +195,26 @@ def cmd_export_sav(args) -> int:
     return 0
 
 
+def cmd_compact(args) -> int:
+    from sav_assets.lib.catalog import refresh_catalog
+    from sav_assets.lib.compaction import DEFAULT_TABLES, CompactionError, compact_table
+
+    lk = _lake(args.root)
+    failed = 0
+    for table in args.table or DEFAULT_TABLES:
+        try:
+            res = compact_table(lk, table, min_new_parts=args.min_new_parts, force=args.force,
+                                memory_limit=args.memory_limit, log=lambda m: print(m, flush=True))
+        except CompactionError as e:
+            print(f"error: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        if not res.compacted:
+            print(f"{table}: skipped ({res.reason})")
+    refresh_catalog(lk)
+    return 1 if failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="sav-assets", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -231,6 +251,17 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--dest", default=None, help="local folder or s3:// prefix (default <root>/exports/sav)")
     e.add_argument("--video-id", action="append")
     e.set_defaults(fn=cmd_export_sav)
+
+    c = sub.add_parser("compact", help="rewrite the big tables into a few sorted files behind the DuckDB views "
+                                       "(fast SQL at SA-V scale; the batch parts stay the source of truth)")
+    c.add_argument("--root", default=None)
+    c.add_argument("--table", action="append", help="table to compact (repeatable; default: masklet_frames, "
+                                                    "masklets, masklet_qc, label_runs, videos, video_quality)")
+    c.add_argument("--min-new-parts", type=int, default=1,
+                   help="skip a table with fewer parts written since its last compaction")
+    c.add_argument("--force", action="store_true", help="compact even if nothing changed")
+    c.add_argument("--memory-limit", default="2GB", help="DuckDB memory for the sort (it spills beyond)")
+    c.set_defaults(fn=cmd_compact)
 
     args = p.parse_args(argv)
     return int(args.fn(args) or 0)

@@ -32,6 +32,9 @@ ops:
   splits:
     config:
       val_target: 1
+  compacted_tables:
+    config:
+      min_new_parts: 1
 """
 
 
@@ -115,6 +118,11 @@ def test_downstream_outputs(pipeline):
     splits = _q(lake, "select split, count(*) n from splits group by 1")
     assert sum(r["n"] for r in splits) == 2
     assert (root / "reports" / "statistics.md").exists()
+    # compacted copies sit behind the views and hold exactly the batch parts' rows
+    for table in ("masklet_frames", "masklets", "videos"):
+        assert (root / "compacted" / table / "CURRENT.json").exists(), table
+        n_parts = lake.read_table(table).num_rows
+        assert _q(lake, f"select count(*) n from {table}")[0]["n"] == n_parts, table
 
 
 def test_second_run_adds_nothing_and_rerun_is_idempotent(pipeline):

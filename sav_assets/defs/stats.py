@@ -4,17 +4,55 @@ import base64
 
 import dagster as dg
 
-from sav_assets.defs.common import batches
+from sav_assets.defs.common import batches, refresh_views
 from sav_assets.defs.dataset import eval_layout, training_shards
 from sav_assets.defs.labeling import sav_export
+from sav_assets.lib.compaction import DEFAULT_TABLES
 from sav_assets.resources import LakeResource
+
+
+class CompactionConfig(dg.Config):
+    tables: list[str] = list(DEFAULT_TABLES)
+    min_new_parts: int = 8          # compact a table once this many parts were written since its last compaction
+    memory_limit: str = "2GB"       # DuckDB memory for the sort; it spills to a temporary folder beyond
+
+
+@dg.asset(
+    partitions_def=batches,
+    group_name="analytics",
+    kinds={"duckdb", "parquet"},
+    deps=[training_shards, eval_layout, sav_export],
+    description="Keeps the big tables fast to query: once enough parts were written since the last "
+                "compaction, rewrites each table into a few files sorted by video (compacted/<table>/) that "
+                "the DuckDB views read instead of the batch parts. The batch parts stay the source of truth; "
+                "`sav-assets compact` does the same by hand.",
+)
+def compacted_tables(context: dg.AssetExecutionContext, config: CompactionConfig,
+                     lake: LakeResource) -> dg.MaterializeResult:
+    from sav_assets.lib.compaction import compact_table
+
+    lk = lake.lake()
+    lines = ["| table | result | rows | files | MB | seconds |", "| --- | --- | ---: | ---: | ---: | ---: |"]
+    md: dict = {}
+    for table in config.tables:
+        res = compact_table(lk, table, min_new_parts=config.min_new_parts, memory_limit=config.memory_limit,
+                            log=context.log.info)
+        lines.append(f"| {table} | {res.reason} | {res.rows:,} | {res.files} | {res.bytes / 1e6:.1f} | "
+                     f"{res.seconds:.1f} |")
+        if res.compacted:
+            md[f"{table}/rows"] = res.rows
+            md[f"{table}/generation"] = res.generation
+    refresh_views(context, lk)
+    md["compaction"] = dg.MetadataValue.md("\n".join(lines))
+    md["compacted_root"] = dg.MetadataValue.path(lk.uri("compacted"))
+    return dg.MaterializeResult(metadata=md)
 
 
 @dg.asset(
     partitions_def=batches,
     group_name="analytics",
     kinds={"duckdb"},
-    deps=[training_shards, eval_layout, sav_export],
+    deps=[training_shards, eval_layout, sav_export, compacted_tables],
     description="DuckDB statistics over all batches (sql/stats/*.sql): videos by status and rejection reason, "
                 "masklets per video, size-bucket mix, occlusion and reappearance rates, masklet types, QC pass "
                 "rates, split sizes; with SA-V's published figures as a reference column.",
