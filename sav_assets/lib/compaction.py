@@ -150,8 +150,12 @@ class CompactionResult:
     seconds: float = 0.0
 
 
+def _sql_str(item) -> str:
+    return "'" + str(item).replace("'", "''") + "'"
+
+
 def _sql_list(items) -> str:
-    return "[" + ", ".join("'" + str(i).replace("'", "''") + "'" for i in items) + "]"
+    return "[" + ", ".join(_sql_str(i) for i in items) + "]"
 
 
 def compact_table(lake: Lake, table: str, min_new_parts: int = 1, force: bool = False,
@@ -196,6 +200,11 @@ def compact_table(lake: Lake, table: str, min_new_parts: int = 1, force: bool = 
         else:
             src_paths = [str(lake.local_path(rel)) for rel in sources]
             out_dir = lake.local_path(f"{COMPACTED}/{table}/{gen}")
+        # the table's current columns, in schema order, come first (an empty file): the compacted files
+        # then carry every column, in the order the plain view shows them
+        schema_file = work / "schema.parquet"
+        pq.write_table(SCHEMAS[table].empty_table(), str(schema_file))
+        src_paths = [str(schema_file)] + src_paths
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         con = duckdb.connect(config={"memory_limit": memory_limit, "temp_directory": str(work / "spill"),
                                      **({"threads": threads} if threads else {})})
@@ -204,7 +213,7 @@ def compact_table(lake: Lake, table: str, min_new_parts: int = 1, force: bool = 
             con.execute(
                 f"COPY (SELECT * EXCLUDE (_sav_file), regexp_extract(_sav_file, '([^/]+)/[^/]+$', 1) "
                 f"AS {BATCH_COLUMN} FROM read_parquet({_sql_list(src_paths)}, union_by_name = true, "
-                f"filename = '_sav_file') {order}) TO '{out_dir}' (FORMAT parquet, COMPRESSION {compression}, "
+                f"filename = '_sav_file') {order}) TO {_sql_str(out_dir)} (FORMAT parquet, COMPRESSION {compression}, "
                 f"ROW_GROUP_SIZE {int(row_group_size)}, FILE_SIZE_BYTES '{file_size}')")
         finally:
             con.close()
