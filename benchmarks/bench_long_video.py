@@ -330,7 +330,7 @@ def main(argv=None) -> int:
     ap.add_argument("--fps", type=float, default=24.0)
     ap.add_argument("--config", default="tiny")
     ap.add_argument("--image-size", type=int, default=512, help="model input size (multiple of 32)")
-    ap.add_argument("--objects", type=int, default=3, help="box-prompted objects on annotated frame 0 (1-3)")
+    ap.add_argument("--objects", type=int, default=1, help="box-prompted objects on annotated frame 0 (1-3)")
     ap.add_argument("--chunk-frames", type=int, default=64, help="LabelerConfig.chunk_frames (ours)")
     ap.add_argument("--no-cycle-check", action="store_true", help="ours: LabelerConfig(cycle_check=False)")
     ap.add_argument("--baseline-frames", type=int, default=0,
