@@ -23,8 +23,12 @@ process tree (sum of RSS of the worker and its children: our decoder runs in a c
 The RSS after importing torch and building the model is reported too, and RSS is recorded along
 the video so that growth with video length is visible.
 
-    .venv/bin/python benchmarks/bench_long_video.py                  # 60 s 1080p, 512 px, 3 objects
-    .venv/bin/python benchmarks/bench_long_video.py --seconds 5      # quick check
+    .venv/bin/python benchmarks/bench_long_video.py                               # 512 px, 1 object
+    .venv/bin/python benchmarks/bench_long_video.py --image-size 256 --objects 3  # faster
+    .venv/bin/python benchmarks/bench_long_video.py --seconds 4                   # quick check
+
+On 2 CPU cores (shared) the first took ~18 min (video rendering included: ~30 s, once), the
+second ~8.5 min: the cycle check doubles our time; ``--no-cycle-check`` halves it.
 
 Needs only torch, sam2, numpy, PIL, psutil, decord, av and ``sav_assets.lib`` (no Dagster).
 """
@@ -251,23 +255,26 @@ class TreePeak:
         self.root = psutil.Process(pid)
         self.every = every_s
         self.peak = 0
+        self.children_peak = 0
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
 
     def _sample(self) -> None:
         import psutil
 
-        total = 0
         try:
-            procs = [self.root] + self.root.children(recursive=True)
+            root = self.root.memory_info().rss
+            kids = self.root.children(recursive=True)
         except psutil.Error:
             return
-        for p in procs:
+        rest = 0
+        for p in kids:
             try:
-                total += p.memory_info().rss
+                rest += p.memory_info().rss
             except psutil.Error:
                 pass
-        self.peak = max(self.peak, total)
+        self.peak = max(self.peak, root + rest)
+        self.children_peak = max(self.children_peak, rest)
 
     def _run(self):
         while not self._stop.is_set():
@@ -310,6 +317,7 @@ def _spawn(args, kind: str, extra: list[str]) -> dict:
         if line.startswith("RESULT "):
             res = json.loads(line[len("RESULT "):])
             res["tree_peak_mb"] = tree.peak_mb
+            res["children_peak_mb"] = tree.children_peak / MB
             return res
     sys.stderr.write(out[-4000:] + err[-4000:])
     raise SystemExit(f"{kind} worker failed (exit {rc})")
@@ -386,7 +394,7 @@ def main(argv=None) -> int:
     print(f"- video: {path.name} ({video['video_frame_count']} frames, {path.stat().st_size / MB:.1f} MB"
           + (f", rendered+encoded in {t_video:.0f} s" if t_video else ", cached") + ")")
     print(f"- model: {ours['stats']['model_name']} at {S} px, RANDOM WEIGHTS (masks meaningless; memory and "
-          f"time are what is measured), device cpu; {ours['objects']} box prompts on annotated frame 0")
+          f"time are what is measured), device cpu; {ours['objects']} box prompt(s) on annotated frame 0")
     print(f"- ours: label_video(mode='prompted'), chunk_frames={ours['chunk_frames']}, "
           f"cycle_check={ours['cycle_check']} (wall time includes the backward cycle-check pass"
           + ("" if ours["cycle_check"] else ", here off") + "), isolated decoding in a child process")
@@ -426,6 +434,8 @@ def main(argv=None) -> int:
           f"progress ticks), seconds {ours['stats']['seconds']:.1f}, forward pass {ours['stats']['forward_seconds']:.1f} s, "
           f"fps {ours['stats']['fps']:.2f}, objects {ours['stats']['objects']}, cohorts {ours['stats']['cohorts']}, "
           f"video_hw {ours['stats']['video_hw']}; visible mask-frames {ours['visible_frames']}")
+    print(f"- ours, peak summed RSS of the worker's child processes (the isolated decoder): "
+          f"{ours['children_peak_mb']:.0f} MB")
     print(f"- ours, worker RSS along the run (processed/{ours['timeline_total']} progress ticks: MB; forward "
           f"then cycle-check pass): {_growth(ours)}")
     if base:
