@@ -90,6 +90,12 @@ def _decode_batch(vr, idx: list[int], path: str) -> np.ndarray:
     except Exception as e:
         raise FrameDecodeError(f"{path}: decoding frames {idx[0]}..{idx[-1]} failed: "
                                f"{type(e).__name__}: {_first_line(e)}") from e
+    # After get_batch, decord keeps decoding the rest of the video in the background and holds every
+    # frame (dmlc/decord#157, #208): 7.6 GB for a 60 s 1080p video while a slow consumer works. Parking
+    # the reader on frame 0 stops that (1.0 GB peak, 32-frame chunks). Not seek(idx[-1]) nor
+    # seek_accurate: the first makes the next get_batch return wrong frames, the second still reads ahead.
+    with contextlib.suppress(Exception):
+        vr.seek(0)
     if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[0] != len(idx) or arr.shape[-1] != 3:
         raise FrameDecodeError(f"{path}: decoder returned {arr.dtype} {arr.shape} for {len(idx)} frames")
     return arr
@@ -135,7 +141,9 @@ def _worker_main() -> int:  # runs in the child process
             arr = np.ascontiguousarray(_decode_batch(vr, idx, req["path"]))
             send({"kind": "chunk", "start": start, "idx": idx, "shape": list(arr.shape)},
                  memoryview(arr).cast("B"))
-        send({"kind": "done"})
+        import resource
+
+        send({"kind": "done", "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
     except FrameDecodeError as e:
         send({"kind": "error", "error_class": e.error_class, "message": str(e)})
     except BaseException as e:  # noqa: BLE001 - reported to the parent, which classifies it
@@ -187,7 +195,7 @@ class _Reader:
             got += k
 
 
-def _iter_isolated(path, chunks, size, timeout_s: float) -> Iterator[FrameChunk]:
+def _iter_isolated(path, chunks, size, timeout_s: float, stats: dict | None = None) -> Iterator[FrameChunk]:
     import json
     import subprocess
     import tempfile
@@ -215,6 +223,8 @@ def _iter_isolated(path, chunks, size, timeout_s: float) -> Iterator[FrameChunk]
                 raise FrameDecodeError(f"{path}: decoder process died (exit code {code})"
                                        + (f": {tail.splitlines()[-1]}" if tail else ""), "decoder_crashed") from e
             if msg["kind"] == "done":
+                if stats is not None and msg.get("peak_rss_mb") is not None:
+                    stats["decoder_peak_mb"] = max(stats.get("decoder_peak_mb", 0.0), float(msg["peak_rss_mb"]))
                 return
             if msg["kind"] == "error":
                 raise FrameDecodeError(msg["message"], msg["error_class"])
@@ -288,19 +298,21 @@ def iter_frame_chunks(
     timeout_s: float = 300.0,
     prefetch: bool = False,
     first_chunk: int | None = None,
+    stats: dict | None = None,
 ) -> Iterator[FrameChunk]:
     """Yield the requested frames (uint8 RGB) chunk by chunk, in order (or chunks in reverse order).
 
     Within a chunk frames are always in increasing order; with ``reverse=True`` the chunks come last
     first, so a caller walking backwards iterates each chunk's frames reversed. ``first_chunk``
-    makes the first chunk smaller, so work can start while the rest is decoded.
+    makes the first chunk smaller, so work can start while the rest is decoded. With ``isolate``,
+    ``stats["decoder_peak_mb"]`` receives the decoder process's peak RSS once it finishes.
     """
     chunks = _chunks(indices, chunk_frames, first_chunk)
     if reverse:
         chunks = chunks[::-1]
     if not chunks:
         return iter(())
-    it = _iter_isolated(path, chunks, size, timeout_s) if isolate else _iter_inprocess(path, chunks, size)
+    it = _iter_isolated(path, chunks, size, timeout_s, stats) if isolate else _iter_inprocess(path, chunks, size)
     return _prefetched(it) if prefetch else it
 
 

@@ -80,7 +80,7 @@ class LabelerConfig:
     reseed_every: int = 8                # annotated frames between re-seeding; 0 = seed on frame 0 only
     new_object_max_overlap: float = 0.3  # seed starts a new masklet if covered by tracked masks below this
     # execution
-    chunk_frames: int = 64               # annotated frames decoded and held at once
+    chunk_frames: int = 32               # annotated frames decoded and held at once (x3 in flight)
     offload_video_to_cpu: bool = False   # keep decoded frames on the host until each is processed
     offload_state_to_cpu: bool = False   # keep memory features / mask logits of the state on the host
     max_memory_frames: int = 16          # non-conditioning frame outputs kept per cohort
@@ -765,7 +765,9 @@ def _label(loaded, video_path: str, video: dict, cfg: LabelerConfig, prompts: li
     done = 0
     best = (-1, None, None)  # (visible count, ann idx, small frame)
     hw: tuple[int, int] | None = None
-    decode_kw = {"isolate": cfg.isolate_decode, "timeout_s": cfg.decode_timeout_s, "prefetch": cfg.prefetch}
+    decode_stats: dict = {}
+    decode_kw = {"isolate": cfg.isolate_decode, "timeout_s": cfg.decode_timeout_s, "prefetch": cfg.prefetch,
+                 "stats": decode_stats}
     last_masks: dict[int, np.ndarray] = {}
 
     def tick(n=1):
@@ -872,7 +874,9 @@ def _label(loaded, video_path: str, video: dict, cfg: LabelerConfig, prompts: li
         "seconds": elapsed,
         "forward_seconds": t_forward,
         "fps": T / elapsed if elapsed > 0 else None,
-        "peak_host_mb": peak_rss / 2**20,
+        # this process plus the isolated decoder process, which runs beside it
+        "peak_host_mb": peak_rss / 2**20 + decode_stats.get("decoder_peak_mb", 0.0),
+        "peak_decoder_mb": decode_stats.get("decoder_peak_mb"),
         "peak_gpu_mb": (torch.cuda.max_memory_allocated() / 2**20) if cuda else None,
         "objects": len(masklets),
         "masklets_auto": sum(1 for m in masklets if m["masklet_type"] == "auto"),

@@ -181,6 +181,29 @@ def test_frames_decode_only_the_grid_in_chunks(video):
         read_frames(path, [0, N_FRAMES + 5])
 
 
+def test_chunked_decoding_returns_exactly_the_sequential_frames(make_video):
+    """Chunks (forward, reverse, isolated) hold the very frames a frame-by-frame read gives, on a video
+    with several GOPs: guards the seek that stops decord's read-ahead (a wrong seek shifts frames)."""
+    import decord
+
+    path = str(make_video(None, seconds=3.0, fps=24, width=160, height=120, gop=12, seed=5))
+    vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=0)
+    seq = np.stack([vr[i].asnumpy() for i in range(len(vr))])
+    grid = list(range(0, len(vr), 4))
+    for kw in ({}, {"reverse": True}, {"isolate": True, "prefetch": True}):
+        chunks = list(iter_frame_chunks(path, grid, 3, **kw))
+        for c in chunks:
+            assert np.array_equal(c.frames, seq[c.indices]), (kw, c.indices)
+        assert sorted(i for c in chunks for i in c.indices) == grid
+
+
+def test_isolated_decoder_reports_its_peak_memory(video):
+    path, _ = video
+    stats: dict = {}
+    list(iter_frame_chunks(path, GRID, 4, isolate=True, stats=stats))
+    assert 10 < stats["decoder_peak_mb"] < 4096
+
+
 @pytest.mark.parametrize("fault,error_class", [("segv", "decoder_crashed"), ("hang", "decode_timeout")])
 def test_isolated_decoder_crash_and_hang_are_classified(video, monkeypatch, fault, error_class):
     path, _ = video
