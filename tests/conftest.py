@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 from pathlib import Path
 
 import pytest
@@ -69,3 +70,29 @@ def _forget_closed_dagster_instances():
     base._current_storage.set(None)
     yield
     base._current_storage.set(None)
+
+
+# ---- a real S3 endpoint: moto's HTTP server on loopback ----------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def s3_endpoint(monkeypatch, tmp_path):
+    """``AWS_ENDPOINT_URL`` (and test credentials) pointing at a fresh moto S3 server; yields the URL."""
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                 "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": url,
+                 "DAGSTER_HOME": str(tmp_path / "dh")}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    yield url
+    server.stop()

@@ -1,34 +1,11 @@
 """Ingestion from an S3 prefix into an S3 lake root through moto's real HTTP server on loopback,
 then DuckDB over the S3-hosted tables (no DuckDB extension downloaded)."""
 
-import socket
 
 import pytest
 
 pytestmark = pytest.mark.s3
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture()
-def s3_endpoint(monkeypatch, tmp_path):
-    from moto.server import ThreadedMotoServer
-
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    url = f"http://127.0.0.1:{port}"
-    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                 "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": url,
-                 "DAGSTER_HOME": str(tmp_path / "dh")}.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    yield url
-    server.stop()
 
 
 def test_s3_source_into_s3_lake(s3_endpoint, tmp_path, capsys):
