@@ -141,6 +141,7 @@ def _worker_main() -> int:  # runs in the child process
             arr = np.ascontiguousarray(_decode_batch(vr, idx, req["path"]))
             send({"kind": "chunk", "start": start, "idx": idx, "shape": list(arr.shape)},
                  memoryview(arr).cast("B"))
+            del arr  # not alive while the next chunk decodes
         import resource
 
         send({"kind": "done", "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
