@@ -197,11 +197,15 @@ def cmd_export_sav(args) -> int:
 
 def cmd_compact(args) -> int:
     from sav_assets.lib.catalog import refresh_catalog
-    from sav_assets.lib.compaction import DEFAULT_TABLES, CompactionError, compact_table
+    from sav_assets.lib.compaction import DEFAULT_TABLES, CompactionError, compact_table, drop_compaction
 
     lk = _lake(args.root)
     failed = 0
     for table in args.table or DEFAULT_TABLES:
+        if args.drop:
+            drop_compaction(lk, table)
+            print(f"{table}: compacted copy removed; its view reads the batch parts")
+            continue
         try:
             res = compact_table(lk, table, min_new_parts=args.min_new_parts, force=args.force,
                                 memory_limit=args.memory_limit, log=lambda m: print(m, flush=True))
@@ -261,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="skip a table with fewer parts written since its last compaction")
     c.add_argument("--force", action="store_true", help="compact even if nothing changed")
     c.add_argument("--memory-limit", default="2GB", help="DuckDB memory for the sort (it spills beyond)")
+    c.add_argument("--drop", action="store_true", help="remove the compacted copies instead (frees the disk)")
     c.set_defaults(fn=cmd_compact)
 
     args = p.parse_args(argv)

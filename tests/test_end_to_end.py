@@ -150,6 +150,23 @@ def test_sql_cli(pipeline, capsys):
     assert json.loads(capsys.readouterr().out)[0]["n"] == 7
 
 
+def test_compact_cli_force_and_drop(pipeline, capsys):
+    root, lake = pipeline["root"], pipeline["lake"]
+    n = _q(lake, "select count(*) n from masklet_frames")[0]["n"]
+    pointer = root / "compacted" / "masklet_frames" / "CURRENT.json"
+    gen = json.loads(pointer.read_text())["generation"]
+    assert main(["compact", "--root", str(root), "--table", "masklet_frames"]) == 0
+    assert "nothing new" in capsys.readouterr().out
+    assert main(["compact", "--root", str(root), "--table", "masklet_frames", "--force"]) == 0
+    assert json.loads(pointer.read_text())["generation"] != gen
+    assert _q(lake, "select count(*) n from masklet_frames")[0]["n"] == n
+    assert main(["compact", "--root", str(root), "--table", "masklet_frames", "--drop"]) == 0
+    assert not pointer.exists() and not any((root / "compacted" / "masklet_frames").glob("*/*.parquet"))
+    assert _q(lake, "select count(*) n from masklet_frames")[0]["n"] == n
+    assert main(["compact", "--root", str(root), "--table", "nope"]) == 1
+    assert "unknown table" in capsys.readouterr().err
+
+
 def test_blocking_qc_contract_stops_splits_and_shards_in_the_same_run(pipeline, monkeypatch, tmp_path):
     import dagster as dg
 

@@ -57,16 +57,19 @@ def _in_list(items) -> str:
     return ", ".join(_literal(str(i)) for i in items) or "'/'"     # '/' is never a batch folder name
 
 
-def _compacted_view_sql(lake: Lake, name: str, layout: TableLayout) -> str:
-    stale = f" WHERE _sav_batch NOT IN ({_in_list(layout.stale_batches)})" if layout.stale_batches else ""
+def _compacted_view_sql(name: str, layout: TableLayout, compacted: str, parts: str) -> str:
+    stale = f" WHERE {BATCH_COLUMN} NOT IN ({_in_list(layout.stale_batches)})" if layout.stale_batches else ""
+    return (sql_text("table_view_compacted.sql").replace("{{name}}", name).replace("{{compacted}}", compacted)
+            .replace("{{stale_filter}}", stale).replace("{{parts}}", parts))
+
+
+def _local_compacted_view_sql(lake: Lake, name: str, layout: TableLayout) -> str:
     schema_part = f"{Lake.table_dir(name)}/{SCHEMA_BATCH}/empty.parquet"
     parts = [schema_part] + [r for r in layout.parts if r != schema_part]
-    return (sql_text("table_view_compacted.sql")
-            .replace("{{name}}", name)
-            .replace("{{compacted}}", _list_literal(lake.uri(r) for r in layout.compacted))
-            .replace("{{stale_filter}}", stale)
-            .replace("{{parts}}", _list_literal(lake.uri(r) for r in parts))
-            .replace("{{union}}", "false" if layout.parts_match_schema else "true"))
+    union = "false" if layout.parts_match_schema else "true"   # unify by name only when a part differs
+    return _compacted_view_sql(
+        name, layout, f"read_parquet({_list_literal(lake.uri(r) for r in layout.compacted)})",
+        f"read_parquet({_list_literal(lake.uri(r) for r in parts)}, union_by_name = {union})")
 
 
 def _create_views(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
@@ -77,7 +80,7 @@ def _create_views(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
             continue
         layout = table_layout(lake, name)
         if layout.is_compacted:
-            con.execute(_compacted_view_sql(lake, name, layout))
+            con.execute(_local_compacted_view_sql(lake, name, layout))
         else:
             con.execute(template.replace("{{name}}", name).replace("{{files}}", _literal(lake.table_glob(name))))
     for _name, text in _derived_views():
@@ -135,13 +138,9 @@ def connect(lake: Lake, read_only: bool = True) -> duckdb.DuckDBPyConnection:
                 # the compacted files for unchanged batches, the parts for the rest (as the local view does)
                 con.register(f"__compacted_{name}", ds.dataset([f"{base}/{r}" for r in layout.compacted],
                                                                filesystem=fs, format="parquet"))
-                con.register(f"__parts_{name}", ds.dataset(
-                    [f"{base}/{r}" for r in layout.parts if r.split("/")[2] not in layout.fresh_batches],
-                    filesystem=fs, format="parquet", schema=schema))
-                stale = (f" WHERE {BATCH_COLUMN} NOT IN ({_in_list(layout.stale_batches)})"
-                         if layout.stale_batches else "")
-                con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * EXCLUDE ({BATCH_COLUMN}) FROM "
-                            f"__compacted_{name}{stale} UNION ALL BY NAME SELECT * FROM __parts_{name}")
+                con.register(f"__parts_{name}", ds.dataset([f"{base}/{r}" for r in layout.parts],
+                                                           filesystem=fs, format="parquet", schema=schema))
+                con.execute(_compacted_view_sql(name, layout, f"__compacted_{name}", f"__parts_{name}"))
                 continue
             dataset = ds.dataset(f"{base}/tables/{name}", filesystem=fs, format="parquet",
                                  schema=schema) if _s3_has(lake, name) else schema.empty_table()

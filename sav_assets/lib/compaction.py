@@ -258,10 +258,6 @@ def _drop_other_generations(lake: Lake, table: str, keep: set) -> None:
                 os.rmdir(d)
 
 
-def compact_tables(lake: Lake, tables=DEFAULT_TABLES, **kw) -> list[CompactionResult]:
-    return [compact_table(lake, t, **kw) for t in tables]
-
-
 def drop_compaction(lake: Lake, table: str) -> None:
     """Forget a table's compaction (its views read the batch parts again)."""
     lake.delete(pointer_rel(table))
