@@ -132,6 +132,10 @@ def eval_layout(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Mat
             shutil.rmtree(out, ignore_errors=True)
         md[f"{split}_videos"] = summary.get("videos", len(vids))
         md[f"{split}_objects"] = summary.get("objects", 0)
+        left_out = summary.get("skipped", []) + summary.get("skipped_objects", [])
+        if left_out:
+            md[f"{split}_left_out"] = dg.MetadataValue.json(left_out)
+            context.log.warning(f"{split} layout: {len(left_out)} video(s)/object(s) left out (see metadata)")
         md[f"{split}_layout"] = dg.MetadataValue.path(lk.uri(f"exports/sav_{split}"))
     if not md:
         md["note"] = "no val/test videos yet"

@@ -66,7 +66,7 @@ def write_eval_layout(out_dir: str | os.PathLike, split_name: str, videos: list[
     split = safe_relpath(split_name)
     vids = sorted({v["video_id"] for v in videos})
     summary = {"split": split, "videos": 0, "objects": 0, "jpegs": 0, "pngs": 0,
-               "skipped": [], "size_mismatch": [], "gt_root": str(out / ANN_DIR), "jpeg_root": str(out / JPEG_DIR),
+               "skipped": [], "skipped_objects": [], "size_mismatch": [], "gt_root": str(out / ANN_DIR), "jpeg_root": str(out / JPEG_DIR),
                "list_file": str(out / f"sav_{split}.txt")}
     written: list[str] = []
     for vid in vids:
@@ -93,18 +93,29 @@ def write_eval_layout(out_dir: str | os.PathLike, split_name: str, videos: list[
             shutil.rmtree(out / d / vid, ignore_errors=True)
 
         # masks first: they need no decoding and fail fast on bad RLE
+        n_objects = 0
         for obj_id in sorted(by_obj):
             obj = by_obj[obj_id]
             size = next(iter(obj.values()))["size"]
+            masks = {f: rle_lib.decode(_rle(obj[f])) if f in obj else
+                     np.zeros((int(size[0]), int(size[1])), dtype=np.uint8) for f in ann_frames}
+            # The evaluators score frames strictly between the first and the last annotated one; an
+            # object absent from all of them has no score (Meta's sav_evaluator.py stops on an assert).
+            if not any(masks[f].any() for f in ann_frames[1:-1]):
+                summary["skipped_objects"].append({"video_id": vid, "masklet_id": obj_id,
+                                                   "reason": "not visible between the first and last "
+                                                             "annotated frames"})
+                continue
             for f in ann_frames:
-                r = obj.get(f)
-                if r is not None:
-                    mask = rle_lib.decode(_rle(r))
-                else:
-                    mask = np.zeros((int(size[0]), int(size[1])), dtype=np.uint8)
-                _atomic_write(out / ANN_DIR / vid / f"{obj_id:03d}" / f"{f:05d}.png", encode_mask_png(mask))
+                _atomic_write(out / ANN_DIR / vid / f"{obj_id:03d}" / f"{f:05d}.png", encode_mask_png(masks[f]))
                 summary["pngs"] += 1
-            summary["objects"] += 1
+            n_objects += 1
+        summary["objects"] += n_objects
+        if not n_objects:
+            shutil.rmtree(out / ANN_DIR / vid, ignore_errors=True)
+            summary["skipped"].append({"video_id": vid, "reason": "no object visible between the first and "
+                                                                  "last annotated frames"})
+            continue
 
         mask_hw = tuple(int(x) for x in rows[0]["size"])
         n_jpegs = 0
@@ -118,8 +129,8 @@ def write_eval_layout(out_dir: str | os.PathLike, split_name: str, videos: list[
             shutil.rmtree(out / JPEG_DIR / vid, ignore_errors=True)
             shutil.rmtree(out / ANN_DIR / vid, ignore_errors=True)
             summary["skipped"].append({"video_id": vid, "reason": f"{type(e).__name__}: {e}"})
-            summary["objects"] -= len(by_obj)
-            summary["pngs"] -= len(by_obj) * len(ann_frames)
+            summary["objects"] -= n_objects
+            summary["pngs"] -= n_objects * len(ann_frames)
             continue
         summary["jpegs"] += n_jpegs
         written.append(vid)

@@ -111,9 +111,17 @@ def test_layout_real_sav_rles_and_frame_numbering(tmp_path):
     for k in (0, 5, 12):
         mean = np.asarray(Image.open(out / "JPEGImages_24fps" / "sav_000001" / f"{k:05d}.jpg")).mean()
         assert abs(mean - 8 * k) < 3, (k, mean)
+    # objects absent from frames 4 and 8 (the evaluated ones) are left out, as the evaluators need
+    left_out = {o["masklet_id"] for o in s["skipped_objects"]}
+    middle = {j for ann in (1, 2) for j, r in enumerate(doc["masklet"][ann]) if rle.decode(r).any()}
+    assert left_out == {doc["masklet_id"][j] for j in range(len(doc["masklet_id"])) if j not in middle}
+    assert s["objects"] == len(doc["masklet_id"]) - len(left_out) > 0
     for ann, frame in enumerate(doc["masklet"][:4]):
         for j, r in enumerate(frame):
             p = out / "Annotations_6fps" / "sav_000001" / f"{doc['masklet_id'][j]:03d}" / f"{4 * ann:05d}.png"
+            if doc["masklet_id"][j] in left_out:
+                assert not p.parent.exists()
+                continue
             assert np.array_equal(np.array(Image.open(p)) > 0, rle.decode(r) > 0)
 
 
@@ -139,6 +147,29 @@ def test_video_shorter_than_annotations_is_left_out(tmp_path):
     assert not (tmp_path / "out" / "JPEGImages_24fps" / "short").exists()
     assert not (tmp_path / "out" / "Annotations_6fps" / "short").exists()
     assert (tmp_path / "out" / "sav_val.txt").read_text() == ""
+
+
+def test_objects_not_visible_between_first_and_last_frame_are_left_out(tmp_path):
+    """The evaluators drop the first and last annotated frames; an object seen only there cannot be
+    scored (Meta's evaluator asserts), so it is not written and is listed; so is a video left with none."""
+    video = tmp_path / "v.mp4"
+    make_video(video, 13, 32, 48)
+    m = np.zeros((32, 48), np.uint8)
+    m[2:6, 2:6] = 1
+    z = np.zeros_like(m)
+    rows = frame_rows("a", {0: {0: m, 4: m, 8: m, 12: m}, 1: {0: m, 4: z, 8: z, 12: m}})
+    rows += frame_rows("b", {3: {0: m, 4: z, 8: z, 12: z}})
+    out = tmp_path / "out"
+    s = write_eval_layout(out, "val", [{"video_id": "a"}, {"video_id": "b"}], {"a": rows[:8], "b": rows[8:]},
+                          {"a": str(video), "b": str(video)})
+    assert s["videos"] == 1 and s["objects"] == 1 and s["pngs"] == 4
+    assert s["skipped_objects"] == [
+        {"video_id": "a", "masklet_id": 1, "reason": "not visible between the first and last annotated frames"},
+        {"video_id": "b", "masklet_id": 3, "reason": "not visible between the first and last annotated frames"}]
+    assert [x["video_id"] for x in s["skipped"]] == ["b"]
+    assert sorted(os.listdir(out / "Annotations_6fps" / "a")) == ["000"]
+    assert not (out / "Annotations_6fps" / "b").exists() and not (out / "JPEGImages_24fps" / "b").exists()
+    assert (out / "sav_val.txt").read_text() == "a\n"
 
 
 def test_rerun_replaces_and_prunes(tmp_path):
