@@ -170,8 +170,6 @@ def compact_table(lake: Lake, table: str, min_new_parts: int = 1, force: bool = 
     """
     if compression not in ("lz4_raw", "zstd", "snappy", "uncompressed", "gzip", "lz4"):
         raise CompactionError(f"unknown Parquet compression {compression!r}")
-    import duckdb
-
     t0 = time.time()
     if table not in SCHEMAS:
         raise CompactionError(f"unknown table {table!r}; tables: {', '.join(SCHEMAS)}")
@@ -181,61 +179,25 @@ def compact_table(lake: Lake, table: str, min_new_parts: int = 1, force: bool = 
         return CompactionResult(table, False, "nothing new since the last compaction")
     if not force and len(new_parts) < min_new_parts and not layout.stale_batches:
         return CompactionResult(table, False, f"{len(new_parts)} new part(s) < min_new_parts={min_new_parts}")
-    sources = {r: v for r, v in _part_signatures(lake, table).items() if batch_of(r) != SCHEMA_BATCH}
-    if not sources:
-        return CompactionResult(table, False, "table has no rows yet")
-    gen = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
     keys = [k for k in SORT_KEYS.get(table, ("video_id",)) if k in SCHEMAS[table].names]
-    log(f"{table}: compacting {len(sources)} parts of {len({batch_of(r) for r in sources})} batches "
-        f"into generation {gen} (sorted by {', '.join(keys) or 'nothing'})")
-    work = Path(tempfile.mkdtemp(prefix=f"sav-compact-{table}-"))
-    try:
-        if lake.is_s3:  # DuckDB reads local files here (no httpfs): mirror the parts first
-            for rel in sources:
-                dst = work / "src" / rel
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                dst.write_bytes(lake.get_bytes(rel))
-            src_paths = [str(work / "src" / rel) for rel in sources]
-            out_dir = work / "out"
-        else:
-            src_paths = [str(lake.local_path(rel)) for rel in sources]
-            out_dir = lake.local_path(f"{COMPACTED}/{table}/{gen}")
-        # the table's current columns, in schema order, come first (an empty file): the compacted files
-        # then carry every column, in the order the plain view shows them
-        schema_file = work / "schema.parquet"
-        pq.write_table(SCHEMAS[table].empty_table(), str(schema_file))
-        src_paths = [str(schema_file)] + src_paths
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        con = duckdb.connect(config={"memory_limit": memory_limit, "temp_directory": str(work / "spill"),
-                                     **({"threads": threads} if threads else {})})
+    for attempt in (1, 2):
+        sources = {r: v for r, v in _part_signatures(lake, table).items() if batch_of(r) != SCHEMA_BATCH}
+        if not sources:
+            return CompactionResult(table, False, "table has no rows yet")
+        gen = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
+        log(f"{table}: compacting {len(sources)} parts of {len({batch_of(r) for r in sources})} batches "
+            f"into generation {gen} (sorted by {', '.join(keys) or 'nothing'})")
         try:
-            order = f"ORDER BY {', '.join(keys)}" if keys else ""
-            con.execute(
-                f"COPY (SELECT * EXCLUDE (_sav_file), regexp_extract(_sav_file, '([^/]+)/[^/]+$', 1) "
-                f"AS {BATCH_COLUMN} FROM read_parquet({_sql_list(src_paths)}, union_by_name = true, "
-                f"filename = '_sav_file') {order}) TO {_sql_str(out_dir)} (FORMAT parquet, COMPRESSION {compression}, "
-                f"ROW_GROUP_SIZE {int(row_group_size)}, FILE_SIZE_BYTES '{file_size}')")
-        finally:
-            con.close()
-        produced = sorted(p for p in out_dir.glob("*.parquet"))
-        rows = sum(pq.ParquetFile(str(p)).metadata.num_rows for p in produced)
-        nbytes = sum(p.stat().st_size for p in produced)
-        files = []
-        for p in produced:
-            rel = f"{COMPACTED}/{table}/{gen}/{p.name}"
-            if lake.is_s3:
-                lake.put_file(rel, p)
-            files.append(rel)
-        pointer = {"table": table, "generation": gen, "files": files, "sources": sources, "rows": rows,
-                   "bytes": nbytes, "sort_by": keys, "row_group_size": row_group_size, "compression": compression,
-                   "created_at": dt.datetime.now(dt.timezone.utc).isoformat()}
-        lake.put_bytes(pointer_rel(table), json.dumps(pointer, indent=1).encode(), "application/json")
-    except Exception as e:
-        if not lake.is_s3:
-            shutil.rmtree(lake.local_path(f"{COMPACTED}/{table}/{gen}"), ignore_errors=True)
-        raise CompactionError(f"{table}: compaction failed, previous generation kept: {e}") from e
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+            files, rows, nbytes = _write_generation(lake, table, sources, gen, keys, memory_limit, threads,
+                                                    file_size, row_group_size, compression)
+            break
+        except Exception as e:
+            if not lake.is_s3:
+                shutil.rmtree(lake.local_path(f"{COMPACTED}/{table}/{gen}"), ignore_errors=True)
+            if attempt == 1 and not set(sources) <= set(_part_signatures(lake, table)):
+                log(f"{table}: parts were removed while compacting (a batch re-run?); trying once more")
+                continue
+            raise CompactionError(f"{table}: compaction failed, previous generation kept: {e}") from e
     _drop_other_generations(lake, table, keep={gen, layout.generation})
     res = CompactionResult(table, True, "compacted", gen, rows, len(files), len(sources),
                            len({batch_of(r) for r in sources}), nbytes, time.time() - t0)
@@ -262,3 +224,56 @@ def drop_compaction(lake: Lake, table: str) -> None:
     """Forget a table's compaction (its views read the batch parts again)."""
     lake.delete(pointer_rel(table))
     _drop_other_generations(lake, table, keep=set())
+
+
+def _write_generation(lake: Lake, table: str, sources: dict[str, str], gen: str, keys: list[str],
+                      memory_limit: str, threads: int | None, file_size: str, row_group_size: int,
+                      compression: str) -> tuple[list[str], int, int]:
+    """Sort ``sources`` into ``compacted/<table>/<gen>/`` and point ``CURRENT.json`` at it (last)."""
+    import duckdb
+
+    work = Path(tempfile.mkdtemp(prefix=f"sav-compact-{table}-"))
+    try:
+        if lake.is_s3:  # DuckDB reads local files here (no httpfs): mirror the parts first
+            for rel in sources:
+                dst = work / "src" / rel
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                dst.write_bytes(lake.get_bytes(rel))
+            src_paths = [str(work / "src" / rel) for rel in sources]
+            out_dir = work / "out"
+        else:
+            src_paths = [str(lake.local_path(rel)) for rel in sources]
+            out_dir = lake.local_path(f"{COMPACTED}/{table}/{gen}")
+        # the table's current columns, in schema order, come first (an empty file): the compacted files
+        # then carry every column, in the order the plain view shows them
+        schema_file = work / "schema.parquet"
+        pq.write_table(SCHEMAS[table].empty_table(), str(schema_file))
+        src_paths = [str(schema_file)] + src_paths
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        con = duckdb.connect(config={"memory_limit": memory_limit, "temp_directory": str(work / "spill"),
+                                     **({"threads": threads} if threads else {})})
+        try:
+            order = f"ORDER BY {', '.join(keys)}" if keys else ""
+            con.execute(
+                f"COPY (SELECT * EXCLUDE (_sav_file), regexp_extract(_sav_file, '([^/]+)/[^/]+$', 1) "
+                f"AS {BATCH_COLUMN} FROM read_parquet({_sql_list(src_paths)}, union_by_name = true, "
+                f"filename = '_sav_file') {order}) TO {_sql_str(out_dir)} (FORMAT parquet, "
+                f"COMPRESSION {compression}, ROW_GROUP_SIZE {int(row_group_size)}, FILE_SIZE_BYTES '{file_size}')")
+        finally:
+            con.close()
+        produced = sorted(p for p in out_dir.glob("*.parquet"))
+        rows = sum(pq.ParquetFile(str(p)).metadata.num_rows for p in produced)
+        nbytes = sum(p.stat().st_size for p in produced)
+        files = []
+        for p in produced:
+            rel = f"{COMPACTED}/{table}/{gen}/{p.name}"
+            if lake.is_s3:
+                lake.put_file(rel, p)
+            files.append(rel)
+        pointer = {"table": table, "generation": gen, "files": files, "sources": sources, "rows": rows,
+                   "bytes": nbytes, "sort_by": keys, "row_group_size": row_group_size, "compression": compression,
+                   "created_at": dt.datetime.now(dt.timezone.utc).isoformat()}
+        lake.put_bytes(pointer_rel(table), json.dumps(pointer, indent=1).encode(), "application/json")
+        return files, rows, nbytes
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -446,6 +446,37 @@ def test_failed_first_compaction_leaves_plain_table(tmp_path, monkeypatch):
     assert _view(lake).equals(before)
 
 
+def test_batch_removed_while_compacting_is_retried_once(tmp_path, monkeypatch):
+    """A batch deleted between listing and reading (e.g. a concurrent re-run) makes the real COPY fail;
+    compaction lists again and succeeds without that batch. A second failure is an error."""
+    from sav_assets.lib import compaction
+
+    lake = Lake(tmp_path)
+    batches = _three_batches(lake)
+    real = compaction._write_generation
+    calls = []
+
+    def deleting_first(lake_, table, sources, *a, **kw):
+        calls.append(sorted(sources))
+        if len(calls) == 1:
+            for rel in lake.table_parts(T, ["b2"]):
+                lake.delete(rel)
+        return real(lake_, table, sources, *a, **kw)
+
+    monkeypatch.setattr(compaction, "_write_generation", deleting_first)
+    res = _compact(lake)
+    assert res.compacted and len(calls) == 2 and not any("/b2/" in r for r in calls[1])
+    assert res.batches == 2 and len(_generations(lake)) == 1
+    assert _rows(_view(lake)) == _expected(batches["b1"], batches["b3"])
+
+    def always_failing(*a, **kw):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(compaction, "_write_generation", always_failing)
+    with pytest.raises(CompactionError, match="disk full"):
+        _compact(lake, force=True)
+
+
 def test_orphan_generation_is_removed_by_next_compaction(tmp_path):
     lake = Lake(tmp_path)
     _three_batches(lake)
