@@ -150,6 +150,15 @@ class CompactionResult:
     seconds: float = 0.0
 
 
+def _sql_template(name: str, values: dict[str, str]) -> str:
+    from .catalog import sql_text  # catalog imports this module
+
+    text = sql_text(name)
+    for k, v in values.items():
+        text = text.replace("{{" + k + "}}", v)
+    return text
+
+
 def _sql_str(item) -> str:
     return "'" + str(item).replace("'", "''") + "'"
 
@@ -253,12 +262,10 @@ def _write_generation(lake: Lake, table: str, sources: dict[str, str], gen: str,
         con = duckdb.connect(config={"memory_limit": memory_limit, "temp_directory": str(work / "spill"),
                                      **({"threads": threads} if threads else {})})
         try:
-            order = f"ORDER BY {', '.join(keys)}" if keys else ""
-            con.execute(
-                f"COPY (SELECT * EXCLUDE (_sav_file), regexp_extract(_sav_file, '([^/]+)/[^/]+$', 1) "
-                f"AS {BATCH_COLUMN} FROM read_parquet({_sql_list(src_paths)}, union_by_name = true, "
-                f"filename = '_sav_file') {order}) TO {_sql_str(out_dir)} (FORMAT parquet, "
-                f"COMPRESSION {compression}, ROW_GROUP_SIZE {int(row_group_size)}, FILE_SIZE_BYTES '{file_size}')")
+            con.execute(_sql_template("compact_table.sql", {
+                "sources": _sql_list(src_paths), "out_dir": _sql_str(out_dir),
+                "order_by": f"ORDER BY {', '.join(keys)}" if keys else "", "compression": compression,
+                "row_group_size": str(int(row_group_size)), "file_size": _sql_str(file_size)}))
         finally:
             con.close()
         produced = sorted(p for p in out_dir.glob("*.parquet"))
