@@ -7,7 +7,7 @@ This benchmark measures it on CPU:
 1. A 60 s, 1920x1080, 24 fps H.264 video of moving textured shapes is rendered once with
    ``sav_assets.lib.demo.write_synthetic_video`` (preset ultrafast) and cached in ``--workdir``.
 2. Ours, in a fresh subprocess: ``label_video`` (mode "prompted", otherwise the default
-   ``LabelerConfig``: isolated decoding, 32-frame chunks, prefetch, cycle check) on the whole 6 fps
+   ``LabelerConfig``: isolated decoding, 16-frame chunks, prefetch, cycle check) on the whole 6 fps
    grid (360 annotated frames), with one box prompt per object on annotated frame 0 (the boxes
    are the scene's real objects: ball, checkered box, bar). Model: SAM 2.1 tiny, RANDOM WEIGHTS
    (no checkpoint here), device cpu, ``--image-size`` input (default 512).
@@ -339,7 +339,7 @@ def main(argv=None) -> int:
     ap.add_argument("--config", default="tiny")
     ap.add_argument("--image-size", type=int, default=512, help="model input size (multiple of 32)")
     ap.add_argument("--objects", type=int, default=1, help="box-prompted objects on annotated frame 0 (1-3)")
-    ap.add_argument("--chunk-frames", type=int, default=32, help="LabelerConfig.chunk_frames (ours; its default)")
+    ap.add_argument("--chunk-frames", type=int, default=16, help="LabelerConfig.chunk_frames (ours; its default)")
     ap.add_argument("--no-cycle-check", action="store_true", help="ours: LabelerConfig(cycle_check=False)")
     ap.add_argument("--baseline-frames", type=int, default=0,
                     help="run the baseline on the first N annotated frames only and extrapolate (0 = all)")

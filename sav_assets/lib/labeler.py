@@ -80,7 +80,7 @@ class LabelerConfig:
     reseed_every: int = 8                # annotated frames between re-seeding; 0 = seed on frame 0 only
     new_object_max_overlap: float = 0.3  # seed starts a new masklet if covered by tracked masks below this
     # execution
-    chunk_frames: int = 32               # annotated frames decoded and held at once (x3 in flight)
+    chunk_frames: int = 16               # annotated frames decoded and held at once (x3 in flight)
     offload_video_to_cpu: bool = False   # keep decoded frames on the host until each is processed
     offload_state_to_cpu: bool = False   # keep memory features / mask logits of the state on the host
     max_memory_frames: int = 16          # non-conditioning frame outputs kept per cohort
