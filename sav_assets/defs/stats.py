@@ -8,6 +8,7 @@ from sav_assets.defs.common import batches, refresh_views
 from sav_assets.defs.dataset import eval_layout, training_shards
 from sav_assets.defs.labeling import sav_export
 from sav_assets.lib.compaction import DEFAULT_TABLES
+from sav_assets.lib.tables import SCHEMAS
 from sav_assets.resources import LakeResource
 
 
@@ -29,14 +30,25 @@ class CompactionConfig(dg.Config):
 )
 def compacted_tables(context: dg.AssetExecutionContext, config: CompactionConfig,
                      lake: LakeResource) -> dg.MaterializeResult:
-    from sav_assets.lib.compaction import compact_table
+    from sav_assets.lib.compaction import CompactionError, compact_table
 
+    unknown = sorted(set(config.tables) - set(SCHEMAS))
+    if unknown:
+        raise dg.Failure(f"compacted_tables: unknown table(s) {unknown}; tables: {', '.join(SCHEMAS)}")
     lk = lake.lake()
     lines = ["| table | result | rows | files | MB | seconds |", "| --- | --- | ---: | ---: | ---: | ---: |"]
     md: dict = {}
+    failed = []
     for table in config.tables:
-        res = compact_table(lk, table, min_new_parts=config.min_new_parts, memory_limit=config.memory_limit,
-                            log=context.log.info)
+        try:
+            res = compact_table(lk, table, min_new_parts=config.min_new_parts, memory_limit=config.memory_limit,
+                                log=context.log.info)
+        except CompactionError as e:
+            # the views keep reading the previous generation and the parts: slower, never wrong
+            context.log.warning(str(e))
+            failed.append(table)
+            lines.append(f"| {table} | FAILED: {str(e)[:200]} | | | | |")
+            continue
         lines.append(f"| {table} | {res.reason} | {res.rows:,} | {res.files} | {res.bytes / 1e6:.1f} | "
                      f"{res.seconds:.1f} |")
         if res.compacted:
@@ -44,6 +56,7 @@ def compacted_tables(context: dg.AssetExecutionContext, config: CompactionConfig
             md[f"{table}/generation"] = res.generation
     refresh_views(context, lk)
     md["compaction"] = dg.MetadataValue.md("\n".join(lines))
+    md["failed_tables"] = dg.MetadataValue.json(failed)
     md["compacted_root"] = dg.MetadataValue.path(lk.uri("compacted"))
     return dg.MaterializeResult(metadata=md)
 
