@@ -18,10 +18,10 @@ import duckdb
 import pyarrow as pa
 
 from .compaction import BATCH_COLUMN, COMPACTED, TableLayout, table_layout
+from .sqlfiles import SQL_DIR, literal, literal_list, render, sql_text  # noqa: F401 (sql_text: public here too)
 from .storage import SCHEMA_BATCH, Lake
 from .tables import SCHEMAS
 
-SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 DB_NAME = "sav.duckdb"
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
 READ_ONLY_TYPES = {"SELECT", "EXPLAIN"}
@@ -31,17 +31,6 @@ class ReadOnlyViolation(ValueError):
     """An ad hoc statement that would write, copy or otherwise leave the read-only path."""
 
 
-def sql_text(rel: str) -> str:
-    path = (SQL_DIR / rel).resolve()
-    if SQL_DIR.resolve() not in path.parents:
-        raise ValueError(f"SQL file outside sql/: {rel}")
-    return path.read_text()
-
-
-def _literal(s: str) -> str:
-    return "'" + s.replace("'", "''") + "'"
-
-
 def _derived_views() -> list[tuple[str, str]]:
     d = SQL_DIR / "views"
     if not d.exists():
@@ -49,18 +38,13 @@ def _derived_views() -> list[tuple[str, str]]:
     return [(p.stem, p.read_text()) for p in sorted(d.glob("*.sql"))]
 
 
-def _list_literal(items) -> str:
-    return "[" + ", ".join(_literal(str(i)) for i in items) + "]"
-
-
 def _in_list(items) -> str:
-    return ", ".join(_literal(str(i)) for i in items) or "'/'"     # '/' is never a batch folder name
+    return ", ".join(literal(i) for i in items) or "'/'"     # '/' is never a batch folder name
 
 
 def _compacted_view_sql(name: str, layout: TableLayout, compacted: str, parts: str) -> str:
     stale = f" WHERE {BATCH_COLUMN} NOT IN ({_in_list(layout.stale_batches)})" if layout.stale_batches else ""
-    return (sql_text("table_view_compacted.sql").replace("{{name}}", name).replace("{{compacted}}", compacted)
-            .replace("{{stale_filter}}", stale).replace("{{parts}}", parts))
+    return render("table_view_compacted.sql", name=name, compacted=compacted, stale_filter=stale, parts=parts)
 
 
 def _local_compacted_view_sql(lake: Lake, name: str, layout: TableLayout) -> str:
@@ -68,12 +52,11 @@ def _local_compacted_view_sql(lake: Lake, name: str, layout: TableLayout) -> str
     parts = [schema_part] + [r for r in layout.parts if r != schema_part]
     union = "false" if layout.parts_match_schema else "true"   # unify by name only when a part differs
     return _compacted_view_sql(
-        name, layout, f"read_parquet({_list_literal(lake.uri(r) for r in layout.compacted)})",
-        f"read_parquet({_list_literal(lake.uri(r) for r in parts)}, union_by_name = {union})")
+        name, layout, f"read_parquet({literal_list(lake.uri(r) for r in layout.compacted)})",
+        f"read_parquet({literal_list(lake.uri(r) for r in parts)}, union_by_name = {union})")
 
 
 def _create_views(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
-    template = sql_text("table_view.sql")
     for name in SCHEMAS:
         assert _IDENT.match(name), name
         if lake.is_s3:
@@ -82,7 +65,7 @@ def _create_views(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
         if layout.is_compacted:
             con.execute(_local_compacted_view_sql(lake, name, layout))
         else:
-            con.execute(template.replace("{{name}}", name).replace("{{files}}", _literal(lake.table_glob(name))))
+            con.execute(render("table_view.sql", name=name, files=literal(lake.table_glob(name))))
     for _name, text in _derived_views():
         try:
             con.execute(text)
@@ -143,7 +126,7 @@ def connect(lake: Lake, read_only: bool = True) -> duckdb.DuckDBPyConnection:
                 con.execute(_compacted_view_sql(name, layout, f"__compacted_{name}", f"__parts_{name}"))
                 continue
             dataset = ds.dataset(f"{base}/tables/{name}", filesystem=fs, format="parquet",
-                                 schema=schema) if _s3_has(lake, name) else schema.empty_table()
+                                 schema=schema) if layout.parts else schema.empty_table()
             con.register(name, dataset)
         _create_views(con, lake)
     else:
@@ -155,15 +138,11 @@ def connect(lake: Lake, read_only: bool = True) -> duckdb.DuckDBPyConnection:
     con.execute("SET parquet_metadata_cache = true")
     if read_only:
         if not lake.is_s3:
-            con.execute(f"SET allowed_directories = [{_literal(lake.uri('tables'))}, "
-                        f"{_literal(lake.uri(COMPACTED))}]")
+            con.execute(f"SET allowed_directories = [{literal(lake.uri('tables'))}, "
+                        f"{literal(lake.uri(COMPACTED))}]")
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
     return con
-
-
-def _s3_has(lake: Lake, name: str) -> bool:
-    return bool(lake.list(Lake.table_dir(name)))
 
 
 def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:

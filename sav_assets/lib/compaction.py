@@ -34,6 +34,7 @@ from typing import Callable
 
 import pyarrow.parquet as pq
 
+from .sqlfiles import literal, literal_list, render
 from .storage import SCHEMA_BATCH, Lake
 from .tables import SCHEMAS
 
@@ -150,23 +151,6 @@ class CompactionResult:
     seconds: float = 0.0
 
 
-def _sql_template(name: str, values: dict[str, str]) -> str:
-    from .catalog import sql_text  # catalog imports this module
-
-    text = sql_text(name)
-    for k, v in values.items():
-        text = text.replace("{{" + k + "}}", v)
-    return text
-
-
-def _sql_str(item) -> str:
-    return "'" + str(item).replace("'", "''") + "'"
-
-
-def _sql_list(items) -> str:
-    return "[" + ", ".join(_sql_str(i) for i in items) + "]"
-
-
 def compact_table(lake: Lake, table: str, min_new_parts: int = 1, force: bool = False,
                   memory_limit: str = "2GB", threads: int | None = None, file_size: str = FILE_SIZE,
                   row_group_size: int = ROW_GROUP_SIZE, compression: str = COMPRESSION,
@@ -262,10 +246,10 @@ def _write_generation(lake: Lake, table: str, sources: dict[str, str], gen: str,
         con = duckdb.connect(config={"memory_limit": memory_limit, "temp_directory": str(work / "spill"),
                                      **({"threads": threads} if threads else {})})
         try:
-            con.execute(_sql_template("compact_table.sql", {
-                "sources": _sql_list(src_paths), "out_dir": _sql_str(out_dir),
-                "order_by": f"ORDER BY {', '.join(keys)}" if keys else "", "compression": compression,
-                "row_group_size": str(int(row_group_size)), "file_size": _sql_str(file_size)}))
+            con.execute(render(
+                "compact_table.sql", sources=literal_list(src_paths), out_dir=literal(out_dir),
+                order_by=f"ORDER BY {', '.join(keys)}" if keys else "", compression=compression,
+                row_group_size=str(int(row_group_size)), file_size=literal(file_size)))
         finally:
             con.close()
         produced = sorted(p for p in out_dir.glob("*.parquet"))

@@ -175,14 +175,7 @@ class Lake:
         prefix = safe_relpath(prefix) if prefix else ""
         out: list[str] = []
         if self.is_s3:
-            full = self._key(prefix) if prefix else (self.prefix or "")
-            if full and not full.endswith("/"):
-                full += "/"
-            strip = len(self.prefix) + 1 if self.prefix else 0
-            paginator = self.client.get_paginator("list_objects_v2")
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
-                for obj in page.get("Contents", []):
-                    out.append(obj["Key"][strip:])
+            out = [rel for rel, _obj in self._s3_objects(prefix)]
         else:
             base = Path(self.uri(prefix)) if prefix else Path(self.root)
             if not base.exists():
@@ -194,21 +187,24 @@ class Lake:
                     out.append(os.path.relpath(os.path.join(dirpath, f), self.root).replace(os.sep, "/"))
         return sorted(out)
 
+    def _s3_objects(self, prefix: str) -> Iterator[tuple[str, dict]]:
+        """(key relative to the lake root, list_objects_v2 entry) for every object under ``prefix``."""
+        full = self._key(prefix) if prefix else (self.prefix or "")
+        if full and not full.endswith("/"):
+            full += "/"
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
+            for obj in page.get("Contents", []):
+                yield obj["Key"][strip:], obj
+
     def signatures(self, prefix: str = "") -> dict[str, str]:
         """``{rel: version}`` of every file under ``prefix``: ``size:mtime_ns`` locally, the ETag on S3.
 
         A rewrite of a file (even under the same name) changes its version."""
         prefix = safe_relpath(prefix) if prefix else ""
-        out: dict[str, str] = {}
         if self.is_s3:
-            full = self._key(prefix) if prefix else (self.prefix or "")
-            if full and not full.endswith("/"):
-                full += "/"
-            strip = len(self.prefix) + 1 if self.prefix else 0
-            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
-                for obj in page.get("Contents", []):
-                    out[obj["Key"][strip:]] = f"{obj['Size']}:{obj['ETag'].strip(chr(34))}"
-            return out
+            return {rel: f"{obj['Size']}:{obj['ETag'].strip(chr(34))}" for rel, obj in self._s3_objects(prefix)}
+        out: dict[str, str] = {}
         for rel in self.list(prefix):
             st = os.stat(self.local_path(rel))
             out[rel] = f"{st.st_size}:{st.st_mtime_ns}"
