@@ -30,10 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-from sav_assets.lib.demo import write_synthetic_video
-from sav_assets.lib.isolate import run_isolated
-from sav_assets.lib.probe import ProbeLimits, probe_file
-from sav_assets.lib.quality import QualityThresholds, sample_frames, sample_indices
+from sav_assets.lib.ingest.demo import write_synthetic_video
+from sav_assets.lib.video.sandbox import run_isolated
+from sav_assets.lib.video.probe import ProbeLimits, probe_file
+from sav_assets.lib.ingest.quality import QualityThresholds, sample_frames, sample_indices
 
 SHARED_VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos"
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Annotated frames/s of ``label_video`` vs SAM 2's own propagation, side by side on the same input.
 
-Ours: ``sav_assets.lib.labeler.label_video`` end to end on the video file (decode of the annotated
+Ours: ``sav_assets.lib.label.labeler.label_video`` end to end on the video file (decode of the annotated
 frames in an isolated subprocess, batched tracking, COCO RLE, SA-V fields), prompted with one box
 per object on annotated frame 0, re-seeding and cycle check off.
 
@@ -90,7 +90,7 @@ def probe(path: str) -> dict:
 
 def limited_video(video: dict, frames: int, target_fps: float = 6.0) -> tuple[dict, list[int]]:
     """The video row cut so that its annotation grid has ``frames`` frames (0 = all)."""
-    from sav_assets.lib.masklet_fields import annotation_grid
+    from sav_assets.lib.sav.fields import annotation_grid
 
     grid = annotation_grid(video["video_frame_count"], video["video_fps"], target_fps)
     if frames and frames < len(grid):
@@ -113,7 +113,7 @@ def boxes_for(k: int, w: int, h: int) -> list[list[float]]:
 
 
 def spec_from(args):
-    from sav_assets.lib.sam2_model import ModelSpec
+    from sav_assets.lib.label.model import ModelSpec
 
     return ModelSpec(config=args.config, checkpoint=args.checkpoint, device=args.device,
                      image_size=args.image_size or None, bf16=not args.no_bf16)
@@ -159,10 +159,10 @@ def _best_of(run, repeats: int, loaded):
 def worker_ours(args) -> dict:
     import numpy as np
 
-    from sav_assets.lib import rle
-    from sav_assets.lib.labeler import LabelerConfig, label_video
-    from sav_assets.lib.prompts import Prompt
-    from sav_assets.lib.sam2_model import load_model
+    from sav_assets.lib.sav import rle
+    from sav_assets.lib.label.labeler import LabelerConfig, label_video
+    from sav_assets.lib.label.prompts import Prompt
+    from sav_assets.lib.label.model import load_model
 
     out = Path(args.out)
     meta = json.loads((out / "meta.json").read_text())
@@ -199,7 +199,7 @@ def worker_baseline(args) -> dict:
     import torch
     from pycocotools import mask as mu
 
-    from sav_assets.lib.sam2_model import load_model
+    from sav_assets.lib.label.model import load_model
 
     warnings.filterwarnings("ignore")  # sam2 warns on every frame when its CUDA extension is missing
     out = Path(args.out)
@@ -247,8 +247,8 @@ def worker_baseline(args) -> dict:
 def _prepare(args, out: Path) -> dict:
     from PIL import Image
 
-    from sav_assets.lib.frames import read_frames
-    from sav_assets.lib.labeler import _file_sha256
+    from sav_assets.lib.video.decode import read_frames
+    from sav_assets.lib.label.labeler import _file_sha256
 
     video = probe(args.video)
     video, grid = limited_video(video, args.frames)

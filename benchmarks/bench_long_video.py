@@ -5,7 +5,7 @@ The labeling issue claims: "A 60 s 1080p video must label with host memory well 
 This benchmark measures it on CPU:
 
 1. A 60 s, 1920x1080, 24 fps H.264 video of moving textured shapes is rendered once with
-   ``sav_assets.lib.demo.write_synthetic_video`` (preset ultrafast) and cached in ``--workdir``.
+   ``sav_assets.lib.ingest.demo.write_synthetic_video`` (preset ultrafast) and cached in ``--workdir``.
 2. Ours, in a fresh subprocess: ``label_video`` (mode "prompted", otherwise the default
    ``LabelerConfig``: isolated decoding, 16-frame chunks, prefetch, cycle check) on the whole 6 fps
    grid (360 annotated frames), with one box prompt per object on annotated frame 0 (the boxes
@@ -75,7 +75,7 @@ def video_path(args) -> Path:
 
 def ensure_video(args) -> tuple[Path, float]:
     """Render and encode the video once (cached); returns (path, seconds spent, 0 when cached)."""
-    from sav_assets.lib.demo import write_synthetic_video
+    from sav_assets.lib.ingest.demo import write_synthetic_video
 
     p = video_path(args)
     if p.is_file():
@@ -100,7 +100,7 @@ def video_row(path: Path) -> dict:
 
 def object_boxes(args, k: int) -> list[list[float]]:
     """Boxes of the scene's objects on frame 0 (ball, checkered box, bar), clipped to the frame."""
-    from sav_assets.lib.demo import Scene
+    from sav_assets.lib.ingest.demo import Scene
 
     n = max(1, int(round(args.seconds * args.fps)))
     sc = Scene(args.width, args.height, args.fps, n, seed=0)
@@ -124,7 +124,7 @@ def ensure_jpegs(args, path: Path, grid: list[int]) -> tuple[Path, float]:
     """The annotated frames as a JPEG folder (00000.jpg ...), extracted once (cached)."""
     from PIL import Image
 
-    from sav_assets.lib.frames import iter_frame_chunks
+    from sav_assets.lib.video.decode import iter_frame_chunks
 
     d = Path(args.workdir) / f"{path.stem}_jpg_{len(grid)}"
     done = d / ".complete"
@@ -140,7 +140,7 @@ def ensure_jpegs(args, path: Path, grid: list[int]) -> tuple[Path, float]:
 
 
 def load(args):
-    from sav_assets.lib.sam2_model import ModelSpec, load_model
+    from sav_assets.lib.label.model import ModelSpec, load_model
 
     return load_model(ModelSpec(config=args.config, checkpoint=None, device="cpu", image_size=args.image_size))
 
@@ -164,9 +164,9 @@ class _Timeline:
 
 
 def worker_ours(args) -> dict:
-    from sav_assets.lib.labeler import LabelerConfig, label_video
-    from sav_assets.lib.masklet_fields import annotation_grid
-    from sav_assets.lib.prompts import Prompt
+    from sav_assets.lib.label.labeler import LabelerConfig, label_video
+    from sav_assets.lib.sav.fields import annotation_grid
+    from sav_assets.lib.label.prompts import Prompt
 
     path = video_path(args)
     video = video_row(path)
@@ -198,8 +198,8 @@ def worker_ours(args) -> dict:
 def worker_baseline(args) -> dict:
     import torch
 
-    from sav_assets.lib import rle
-    from sav_assets.lib.masklet_fields import annotation_grid
+    from sav_assets.lib.sav import rle
+    from sav_assets.lib.sav.fields import annotation_grid
 
     warnings.filterwarnings("ignore")  # sam2 warns about its missing CUDA extension
     path = video_path(args)
@@ -362,7 +362,7 @@ def main(argv=None) -> int:
         print("RESULT " + json.dumps(res), flush=True)
         return 0
 
-    from sav_assets.lib.masklet_fields import annotation_grid
+    from sav_assets.lib.sav.fields import annotation_grid
 
     t_all = time.perf_counter()
     path, t_video = ensure_video(args)

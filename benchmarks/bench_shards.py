@@ -31,10 +31,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sav_assets.lib import rle  # noqa: E402
-from sav_assets.lib.frame_io import iter_frames  # noqa: E402
-from sav_assets.lib.shards import ShardConfig, build_samples, write_samples  # noqa: E402
-from sav_assets.lib.storage import Lake  # noqa: E402
+from sav_assets.lib.sav import rle  # noqa: E402
+from sav_assets.lib.video.images import iter_frames  # noqa: E402
+from sav_assets.lib.dataset.shards import ShardConfig, build_samples, write_samples  # noqa: E402
+from sav_assets.lib.store.lake import Lake  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
 
@@ -122,7 +122,7 @@ def main(argv=None) -> int:
 
     import webdataset as wds
 
-    from sav_assets.lib.loader import ShardDataset
+    from sav_assets.lib.dataset.loader import ShardDataset
 
     urls = [str(lake.local_path(f"bench/shards-0/{s['shard']}")) for s in res["manifest"]["shards"]]
     n_load = len(base_samples) * 2                      # enough for a stable rate, fast to run

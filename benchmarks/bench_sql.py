@@ -27,10 +27,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sav_assets.lib.catalog import connect, refresh_catalog, sql_text
-from sav_assets.lib.compaction import compact_table, read_pointer
-from sav_assets.lib.stats import stat_names
-from sav_assets.lib.storage import Lake
+from sav_assets.lib.store.catalog import connect, refresh_catalog, sql_text
+from sav_assets.lib.store.compaction import compact_table, read_pointer
+from sav_assets.lib.dataset.statistics import stat_names
+from sav_assets.lib.store.lake import Lake
 
 LOOKUP = "select * from masklet_frames where video_id = ?"
 

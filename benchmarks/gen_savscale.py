@@ -30,8 +30,8 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sav_assets.lib import tables
-from sav_assets.lib.storage import Lake
+from sav_assets.lib.store import tables
+from sav_assets.lib.store.lake import Lake
 
 SAV_VIDEOS = 50_900            # 50,583 train + 155 val + 150 test, rounded as the paper does
 MASKLETS_PER_VIDEO = 12.62     # 642.6K / 50.9K

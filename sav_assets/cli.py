@@ -31,7 +31,7 @@ def _lake(root: str | None):
 
 
 def cmd_demo(args) -> int:
-    from sav_assets.lib.demo import write_demo_corpus
+    from sav_assets.lib.ingest.demo import write_demo_corpus
 
     out = write_demo_corpus(args.out, n_videos=args.videos, seconds=args.seconds, seed=args.seed,
                             include_bad=not args.no_bad)
@@ -48,7 +48,7 @@ def cmd_run(args) -> int:
     from sav_assets.defs.automation import PIPELINE_JOB
     from sav_assets.defs.common import batches
     from sav_assets.definitions import build_definitions
-    from sav_assets.lib.source import plan_batch, write_manifest
+    from sav_assets.lib.store.source import plan_batch, write_manifest
     from sav_assets.resources import LakeResource, SAM2Resource, SourceResource
 
     _dagster_home()
@@ -139,7 +139,7 @@ def _load_run_config(path: str) -> dict:
 
 
 def _print_summary(lk) -> None:
-    from sav_assets.lib.catalog import query, refresh_catalog, sql_text
+    from sav_assets.lib.store.catalog import query, refresh_catalog, sql_text
 
     try:
         refresh_catalog(lk)
@@ -171,7 +171,7 @@ def _format(tbl, fmt: str) -> str:
 
 
 def cmd_sql(args) -> int:
-    from sav_assets.lib.catalog import ReadOnlyViolation, query
+    from sav_assets.lib.store.catalog import ReadOnlyViolation, query
 
     lk = _lake(args.root)
     try:
@@ -187,7 +187,7 @@ def cmd_sql(args) -> int:
 
 
 def cmd_export_sav(args) -> int:
-    from sav_assets.lib.exports import export_sav_all
+    from sav_assets.lib.sav.exports import export_sav_all
 
     lk = _lake(args.root)
     written = export_sav_all(lk, args.dest, video_ids=args.video_id or None)
@@ -196,8 +196,8 @@ def cmd_export_sav(args) -> int:
 
 
 def cmd_compact(args) -> int:
-    from sav_assets.lib.catalog import refresh_catalog
-    from sav_assets.lib.compaction import DEFAULT_TABLES, CompactionError, compact_table, drop_compaction
+    from sav_assets.lib.store.catalog import refresh_catalog
+    from sav_assets.lib.store.compaction import DEFAULT_TABLES, CompactionError, compact_table, drop_compaction
 
     lk = _lake(args.root)
     failed = 0

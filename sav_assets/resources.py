@@ -12,7 +12,7 @@ from typing import Optional
 import dagster as dg
 from pydantic import PrivateAttr
 
-from sav_assets.lib.storage import Lake, S3Settings
+from sav_assets.lib.store.lake import Lake, S3Settings
 
 
 def _env(value: Optional[str], var: str, default: Optional[str] = None) -> Optional[str]:
@@ -70,7 +70,7 @@ class SourceResource(dg.ConfigurableResource):
         return _env(self.uri, "SAV_SOURCE_URI", "./incoming")
 
     def source(self, uri: Optional[str] = None):
-        from sav_assets.lib.source import Source
+        from sav_assets.lib.store.source import Source
 
         uri = uri or self.source_uri
         if uri.startswith("s3://"):
@@ -93,7 +93,7 @@ class SAM2Resource(dg.ConfigurableResource):
     _loaded = PrivateAttr(default=None)
 
     def spec(self):
-        from sav_assets.lib.sam2_model import ModelSpec
+        from sav_assets.lib.label.model import ModelSpec
 
         size = self.image_size or (int(os.environ["SAV_SAM2_IMAGE_SIZE"]) if os.environ.get("SAV_SAM2_IMAGE_SIZE") else None)
         return ModelSpec(
@@ -106,7 +106,7 @@ class SAM2Resource(dg.ConfigurableResource):
 
     def load(self):
         if self._loaded is None:
-            from sav_assets.lib.sam2_model import load_model
+            from sav_assets.lib.label.model import load_model
 
             self._loaded = load_model(self.spec())
         return self._loaded

@@ -28,12 +28,12 @@ def make_video(tmp_path_factory):
     """Factory writing a small H.264 video of moving textured shapes; returns its Path.
 
     ``make_video(path, seconds=2.0, fps=24, width=320, height=240, seed=0, **knobs)`` where the knobs are
-    those of ``sav_assets.lib.demo.write_synthetic_video``: ``static``, ``blur``, ``brightness``, ``shake``,
+    those of ``sav_assets.lib.ingest.demo.write_synthetic_video``: ``static``, ``blur``, ``brightness``, ``shake``,
     ``crf``, ``preset``, ``gop``, ``faststart``, ``rotation``, ``audio``, ``codec``. The container follows
     the suffix of ``path`` (.mp4, .mkv, .mov, ...). ``path=None`` writes into a fresh temporary folder.
     Identical requests are encoded once per session and copied afterwards.
     """
-    from sav_assets.lib.demo import write_synthetic_video
+    from sav_assets.lib.ingest.demo import write_synthetic_video
 
     cache_dir = tmp_path_factory.mktemp("video_cache")
     cache: dict = {}

@@ -9,8 +9,8 @@ import pytest
 from conftest import SHARED_DATA
 
 from sav_assets.cli import main
-from sav_assets.lib.catalog import query
-from sav_assets.lib.storage import Lake
+from sav_assets.lib.store.catalog import query
+from sav_assets.lib.store.lake import Lake
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +44,7 @@ def pipeline(tmp_path_factory):
 
     base = tmp_path_factory.mktemp("e2e")
     src, root = base / "src", base / "lake"
-    from sav_assets.lib.demo import write_demo_corpus
+    from sav_assets.lib.ingest.demo import write_demo_corpus
 
     write_demo_corpus(src, n_videos=2, seconds=5.0, width=1280, height=720, seed=3, include_bad=True)
     if not SHARED_DATA.is_dir():
@@ -170,7 +170,7 @@ def test_compact_cli_force_and_drop(pipeline, capsys):
 def test_blocking_qc_contract_stops_splits_and_shards_in_the_same_run(pipeline, monkeypatch, tmp_path):
     import dagster as dg
 
-    import sav_assets.lib.gx_validate as gxv
+    import sav_assets.lib.qc.gx as gxv
 
     # a masklet_qc contract the current rows break (they would need to be empty)
     suites = tmp_path / "expectations"

@@ -27,7 +27,7 @@ sav_pipeline = dg.define_asset_job(
 
 def plan_request(lake: LakeResource, source: SourceResource, log) -> tuple[str | None, str]:
     """Plan and record the next batch; returns (batch_id or None, a human message)."""
-    from sav_assets.lib.source import plan_batch, write_manifest
+    from sav_assets.lib.store.source import plan_batch, write_manifest
 
     lk = lake.lake()
     src = source.source()

@@ -29,8 +29,8 @@ def gx_table_check(table: str, asset: str, blocking: bool) -> dg.AssetChecksDefi
         description=f"Great Expectations suite expectations/{table}.json over the batch's `{table}` rows.",
     )
     def _check(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
-        from sav_assets.lib.gx_validate import validate_table
-        from sav_assets.lib.tables import SCHEMAS
+        from sav_assets.lib.qc.gx import validate_table
+        from sav_assets.lib.store.tables import SCHEMAS
 
         lk = lake.lake()
         batches = [context.partition_key] if context.has_partition_key else None
@@ -56,7 +56,7 @@ gx_checks = [gx_table_check(t, a, b) for t, (a, b) in GX_TABLES.items()]
 @dg.asset_check(asset="raw_videos", name="video_ids_unique_across_batches", blocking=True,
                 description="No video_id or content hash appears in two batches (exactly-once ingestion).")
 def video_ids_unique_across_batches(lake: LakeResource) -> dg.AssetCheckResult:
-    from sav_assets.lib.catalog import connect, refresh_catalog, run_sql_file
+    from sav_assets.lib.store.catalog import connect, refresh_catalog, run_sql_file
 
     lk = lake.lake()
     refresh_catalog(lk)
@@ -72,8 +72,8 @@ def video_ids_unique_across_batches(lake: LakeResource) -> dg.AssetCheckResult:
 @dg.asset_check(asset="splits", name="no_group_straddles_splits", blocking=True,
                 description="No near-duplicate cluster or source group has videos in two splits (leak check).")
 def no_group_straddles_splits(lake: LakeResource) -> dg.AssetCheckResult:
-    from sav_assets.lib.splits import group_keys, straddling_groups
-    from sav_assets.lib.tables import SPLITS, VIDEO_QUALITY
+    from sav_assets.lib.dataset.splits import group_keys, straddling_groups
+    from sav_assets.lib.store.tables import SPLITS, VIDEO_QUALITY
 
     lk = lake.lake()
     quality = lk.read_table("video_quality", schema=VIDEO_QUALITY).to_pylist()
@@ -87,7 +87,7 @@ def no_group_straddles_splits(lake: LakeResource) -> dg.AssetCheckResult:
 @dg.asset_check(asset="training_shards", name="manifest_matches_shards",
                 description="Every shard in the batch's manifest exists with the recorded size and SHA-256.")
 def manifest_matches_shards(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
-    from sav_assets.lib.shards import read_manifest, verify_manifest
+    from sav_assets.lib.dataset.shards import read_manifest, verify_manifest
 
     lk = lake.lake()
     prefix = f"shards/{context.partition_key}"

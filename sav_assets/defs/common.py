@@ -4,9 +4,9 @@
 import dagster as dg
 import pyarrow as pa
 
-from sav_assets.lib.catalog import markdown_table, refresh_catalog
-from sav_assets.lib.storage import Lake
-from sav_assets.lib.tables import SCHEMAS
+from sav_assets.lib.store.catalog import markdown_table, refresh_catalog
+from sav_assets.lib.store.lake import Lake
+from sav_assets.lib.store.tables import SCHEMAS
 
 batches = dg.DynamicPartitionsDefinition(name="batches")
 

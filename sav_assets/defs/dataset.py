@@ -26,7 +26,7 @@ class SplitsConfig(dg.Config):
 
 def _accepted(lk, batch_ids=None):
     """Accepted masklets: QC passed. Accepted videos: quality passed and at least one accepted masklet."""
-    from sav_assets.lib.tables import MASKLET_QC, MASKLETS, VIDEO_QUALITY, VIDEOS
+    from sav_assets.lib.store.tables import MASKLET_QC, MASKLETS, VIDEO_QUALITY, VIDEOS
 
     qc = lk.read_table("masklet_qc", batches=batch_ids, schema=MASKLET_QC).to_pylist()
     ok_masklets = {(r["video_id"], r["masklet_type"], r["masklet_id"]) for r in qc if r["passed"]}
@@ -51,9 +51,9 @@ def _accepted(lk, batch_ids=None):
                 "environment and occlusion; earlier assignments never move.",
 )
 def splits(context: dg.AssetExecutionContext, config: SplitsConfig, lake: LakeResource) -> dg.MaterializeResult:
-    from sav_assets.lib.splits import (SplitConfig, assign_splits, build_candidates, group_keys,
+    from sav_assets.lib.dataset.splits import (SplitConfig, assign_splits, build_candidates, group_keys,
                                        split_summary)
-    from sav_assets.lib.tables import SPLITS, to_table
+    from sav_assets.lib.store.tables import SPLITS, to_table
 
     batch_id = context.partition_key
     lk = lake.lake()
@@ -93,8 +93,8 @@ def eval_layout(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Mat
     import shutil
     import tempfile
 
-    from sav_assets.lib.eval_layout import write_eval_layout
-    from sav_assets.lib.tables import MASKLET_FRAMES, SPLITS
+    from sav_assets.lib.sav.eval_layout import write_eval_layout
+    from sav_assets.lib.store.tables import MASKLET_FRAMES, SPLITS
 
     lk = lake.lake()
     split_rows = lk.read_table("splits", schema=SPLITS).to_pylist()
@@ -164,8 +164,8 @@ class ShardsConfig(dg.Config):
                 "masks, metadata), accepted masklets only; manifest.json written last and atomically.",
 )
 def training_shards(context: dg.AssetExecutionContext, config: ShardsConfig, lake: LakeResource) -> dg.MaterializeResult:
-    from sav_assets.lib.shards import ShardConfig, write_shards
-    from sav_assets.lib.tables import MASKLET_FRAMES, SHARDS, SPLITS, to_table
+    from sav_assets.lib.dataset.shards import ShardConfig, write_shards
+    from sav_assets.lib.store.tables import MASKLET_FRAMES, SHARDS, SPLITS, to_table
 
     batch_id = context.partition_key
     lk = lake.lake()

@@ -33,10 +33,10 @@ class IngestConfig(dg.Config):
 )
 def raw_videos(context: dg.AssetExecutionContext, config: IngestConfig, lake: LakeResource,
                source: SourceResource) -> dg.MaterializeResult:
-    from sav_assets.lib.ingest import ingest_batch
-    from sav_assets.lib.probe import ProbeLimits
-    from sav_assets.lib.source import Source, read_manifest
-    from sav_assets.lib.tables import SOURCE_OBJECTS, VIDEOS, to_table
+    from sav_assets.lib.ingest.ingest_batch import ingest_batch
+    from sav_assets.lib.video.probe import ProbeLimits
+    from sav_assets.lib.store.source import Source, read_manifest
+    from sav_assets.lib.store.tables import SOURCE_OBJECTS, VIDEOS, to_table
 
     batch_id = context.partition_key
     lk = lake.lake()
@@ -94,7 +94,7 @@ class QualityConfig(dg.Config):
 
 
 def quality_thresholds(config: QualityConfig):
-    from sav_assets.lib.quality import QualityThresholds
+    from sav_assets.lib.ingest.quality import QualityThresholds
 
     kw = {k: v for k, v in config.model_dump().items() if v is not None}
     if "licence_allowlist" in kw:
@@ -113,8 +113,8 @@ def quality_thresholds(config: QualityConfig):
 def video_quality(context: dg.AssetExecutionContext, config: QualityConfig, lake: LakeResource) -> dg.MaterializeResult:
     import contextlib
 
-    from sav_assets.lib.quality import assess_batch, reason_counts
-    from sav_assets.lib.tables import VIDEO_QUALITY, VIDEOS, to_table
+    from sav_assets.lib.ingest.quality import assess_batch, reason_counts
+    from sav_assets.lib.store.tables import VIDEO_QUALITY, VIDEOS, to_table
 
     batch_id = context.partition_key
     lk = lake.lake()

@@ -30,7 +30,7 @@ class LabelingConfig(dg.Config):
 
 
 def labeler_config(config: LabelingConfig):
-    from sav_assets.lib.labeler import LabelerConfig
+    from sav_assets.lib.label.labeler import LabelerConfig
 
     names = {f.name for f in dataclasses.fields(LabelerConfig)}
     kw = {k: v for k, v in config.model_dump().items() if k in names and v is not None}
@@ -52,8 +52,8 @@ def masklets(context: dg.AssetExecutionContext, config: LabelingConfig, lake: La
              source: SourceResource, sam2: SAM2Resource) -> dg.MaterializeResult:
     import os
 
-    from sav_assets.lib.labeling_batch import label_batch
-    from sav_assets.lib.tables import MASKLETS, SOURCE_OBJECTS, VIDEO_QUALITY, VIDEOS
+    from sav_assets.lib.label.batch import label_batch
+    from sav_assets.lib.store.tables import MASKLETS, SOURCE_OBJECTS, VIDEO_QUALITY, VIDEOS
 
     batch_id = context.partition_key
     lk = lake.lake()
@@ -81,7 +81,7 @@ def masklets(context: dg.AssetExecutionContext, config: LabelingConfig, lake: La
     prompts = None
     prompts_uri = config.prompts_uri or os.environ.get("SAV_PROMPTS_URI")
     if prompts_uri:
-        from sav_assets.lib.prompts import load_prompts
+        from sav_assets.lib.label.prompts import load_prompts
 
         with lk.local_file(prompts_uri) as p:
             prompts = load_prompts(open(p, "rb").read())
@@ -137,7 +137,7 @@ def masklets(context: dg.AssetExecutionContext, config: LabelingConfig, lake: La
                 "video of the batch under <lake root>/exports/sav/.",
 )
 def sav_export(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
-    from sav_assets.lib.exports import export_sav_all
+    from sav_assets.lib.sav.exports import export_sav_all
 
     lk = lake.lake()
     written = export_sav_all(lk, None, batches=[context.partition_key])

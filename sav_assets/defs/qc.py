@@ -29,7 +29,7 @@ class QCConfig(dg.Config):
 
 
 def qc_thresholds(config: QCConfig):
-    from sav_assets.lib.qc import QCThresholds
+    from sav_assets.lib.qc.masklet_qc import QCThresholds
 
     return QCThresholds(**{k: v for k, v in config.model_dump().items() if v is not None})
 
@@ -45,8 +45,8 @@ def qc_thresholds(config: QCConfig):
                 "kept and exported for review (exports/review/<batch>/failing_masklets.jsonl).",
 )
 def masklet_qc(context: dg.AssetExecutionContext, config: QCConfig, lake: LakeResource) -> dg.MaterializeResult:
-    from sav_assets.lib.qc import masklet_qc_rows
-    from sav_assets.lib.tables import MASKLET_FRAMES, MASKLET_QC, MASKLETS, to_table
+    from sav_assets.lib.qc.masklet_qc import masklet_qc_rows
+    from sav_assets.lib.store.tables import MASKLET_FRAMES, MASKLET_QC, MASKLETS, to_table
 
     batch_id = context.partition_key
     lk = lake.lake()

@@ -7,8 +7,8 @@ import dagster as dg
 from sav_assets.defs.common import batches, refresh_views
 from sav_assets.defs.dataset import eval_layout, training_shards
 from sav_assets.defs.labeling import sav_export
-from sav_assets.lib.compaction import DEFAULT_TABLES
-from sav_assets.lib.tables import SCHEMAS
+from sav_assets.lib.store.compaction import DEFAULT_TABLES
+from sav_assets.lib.store.tables import SCHEMAS
 from sav_assets.resources import LakeResource
 
 
@@ -30,7 +30,7 @@ class CompactionConfig(dg.Config):
 )
 def compacted_tables(context: dg.AssetExecutionContext, config: CompactionConfig,
                      lake: LakeResource) -> dg.MaterializeResult:
-    from sav_assets.lib.compaction import CompactionError, compact_table
+    from sav_assets.lib.store.compaction import CompactionError, compact_table
 
     unknown = sorted(set(config.tables) - set(SCHEMAS))
     if unknown:
@@ -71,8 +71,8 @@ def compacted_tables(context: dg.AssetExecutionContext, config: CompactionConfig
                 "rates, split sizes; with SA-V's published figures as a reference column.",
 )
 def dataset_statistics(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
-    from sav_assets.lib.catalog import connect, refresh_catalog
-    from sav_assets.lib.stats import run_stats, stats_markdown, stats_plots_png
+    from sav_assets.lib.store.catalog import connect, refresh_catalog
+    from sav_assets.lib.dataset.statistics import run_stats, stats_markdown, stats_plots_png
 
     lk = lake.lake()
     refresh_catalog(lk)

@@ -9,7 +9,7 @@ import dagster as dg
 
 from sav_assets.defs.automation import new_videos_sensor, nightly_ingestion
 from sav_assets.defs.common import batches
-from sav_assets.lib.storage import Lake
+from sav_assets.lib.store.lake import Lake
 from sav_assets.resources import LakeResource, SourceResource
 
 

@@ -3,10 +3,10 @@
 import dagster as dg
 
 from sav_assets.defs.stats import compacted_tables
-from sav_assets.lib import compaction
-from sav_assets.lib.catalog import query, refresh_catalog
-from sav_assets.lib.storage import Lake
-from sav_assets.lib.tables import MASKLET_FRAMES, VIDEOS, to_table
+from sav_assets.lib.store import compaction
+from sav_assets.lib.store.catalog import query, refresh_catalog
+from sav_assets.lib.store.lake import Lake
+from sav_assets.lib.store.tables import MASKLET_FRAMES, VIDEOS, to_table
 from sav_assets.resources import LakeResource
 
 

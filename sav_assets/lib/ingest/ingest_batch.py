@@ -1,0 +1,171 @@
+"""Turn a batch manifest into ``videos`` and ``source_objects`` rows: hash, dedupe, probe, quarantine.
+
+Every object of the batch gets a ``source_objects`` row with its disposition; every video file gets
+exactly one ``videos`` row (``ok`` or ``quarantined`` with an error class), unless the same content
+was already ingested (then it is recorded as ``duplicate_content`` and points at the first video).
+Nothing here raises for bad input.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable
+
+from sav_assets.lib.video.probe import ProbeLimits, is_video_name, probe_file
+from sav_assets.lib.store.source import Source, SourceObject
+
+SAV_NAME = re.compile(r"^sav_\d+$")
+ANNOTATION_SUFFIXES = ("_manual.json", "_auto.json")
+
+
+def sha256_file(path: str, chunk: int = 4 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while True:
+            b = fh.read(chunk)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def _slug(stem: str) -> str:
+    s = re.sub(r"[^A-Za-z0-9_-]+", "-", stem).strip("-_")
+    return (s or "video")[:48]
+
+
+def video_id_for(key: str, content_sha256: str) -> str:
+    """Stable id: the stem for SA-V-style names (``sav_000001``), else slug plus a content/key hash."""
+    stem = key.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    if SAV_NAME.match(stem):
+        return stem
+    h = hashlib.sha256(f"{key}\x00{content_sha256}".encode()).hexdigest()[:10]
+    return f"{_slug(stem)}_{h}"
+
+
+def classify_object(key: str, keys: set[str]) -> str:
+    """video | annotation | sidecar | non_video, by name."""
+    name = key.rsplit("/", 1)[-1]
+    if is_video_name(name):
+        return "video"
+    low = name.lower()
+    if low.endswith(ANNOTATION_SUFFIXES):
+        return "annotation"
+    if low.endswith(".json"):
+        base = key[: -len(".json")]
+        if any(k.startswith(base + ".") and is_video_name(k) for k in keys):
+            return "sidecar"
+    return "non_video"
+
+
+def sidecar_for(video_key: str, keys: set[str]) -> str | None:
+    stem = video_key.rsplit(".", 1)[0]
+    cand = stem + ".json"
+    return cand if cand in keys else None
+
+
+@dataclass
+class IngestResult:
+    videos: list[dict]
+    objects: list[dict]
+    counts: dict[str, int]
+
+
+def ingest_batch(source: Source, manifest: dict, batch_id: str, prior_videos: list[dict],
+                 limits: ProbeLimits, workers: int = 2,
+                 log: Callable[[str], None] | None = None) -> IngestResult:
+    """Probe the batch's video objects; ``prior_videos`` are ``videos`` rows of *other* batches."""
+    log = log or (lambda m: None)
+    now = dt.datetime.now(dt.timezone.utc)
+    objs = [SourceObject(**o) for o in manifest["objects"]]
+    all_keys = {o.key for o in objs} | {o.key for o in source.list_objects()} if not source.is_s3 else {o.key for o in objs}
+    by_sha = {}
+    for v in sorted(prior_videos, key=lambda r: (str(r.get("ingested_at")), r["video_id"])):
+        by_sha.setdefault(v["content_sha256"], v)
+
+    objects_rows: list[dict] = []
+    counts = {"objects": len(objs), "videos_ok": 0, "videos_quarantined": 0, "duplicate_content": 0,
+              "non_video": 0, "sidecar": 0, "annotation": 0, "unreadable": 0}
+
+    def base_row(o: SourceObject, disposition: str, **kw) -> dict:
+        return {"batch_id": batch_id, "source_uri": o.uri, "source_key": o.key, "source_version": o.version,
+                "bytes": o.size, "disposition": disposition, "seen_at": now, **kw}
+
+    video_objs = []
+    for o in objs:
+        kind = classify_object(o.key, all_keys)
+        if kind == "video":
+            video_objs.append(o)
+        else:
+            counts[kind] += 1
+            objects_rows.append(base_row(o, kind))
+
+    def handle(o: SourceObject) -> tuple[SourceObject, dict | None, str | None, Exception | None]:
+        try:
+            with source.local_copy(o.key) as path:
+                sha = sha256_file(path)
+                if sha in by_sha:
+                    return o, None, sha, None
+                res = probe_file(path, limits)
+                return o, res.as_row(), sha, None
+        except Exception as e:  # the object vanished or could not be read: record, never crash
+            return o, None, None, e
+
+    seen_in_batch: dict[str, str] = {}
+    videos: list[dict] = []
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        results = list(pool.map(handle, video_objs))
+    for i, (o, probe, sha, err) in enumerate(results, 1):
+        log(f"[{i}/{len(results)}] {o.key}")
+        if err is not None:
+            counts["unreadable"] += 1
+            objects_rows.append(base_row(o, "unreadable", duplicate_of=None,
+                                         video_id=None, content_sha256=None))
+            continue
+        dup = by_sha.get(sha)
+        if dup is not None or sha in seen_in_batch:
+            first = dup["video_id"] if dup is not None else seen_in_batch[sha]
+            counts["duplicate_content"] += 1
+            objects_rows.append(base_row(o, "duplicate_content", content_sha256=sha, duplicate_of=first))
+            continue
+        vid = video_id_for(o.key, sha)
+        seen_in_batch[sha] = vid
+        sidecar = _read_sidecar(source, o, all_keys)
+        row = {
+            "video_id": vid, "batch_id": batch_id, "source_uri": o.uri, "source_key": o.key,
+            "source_version": o.version, "content_sha256": sha, "bytes": o.size,
+            **probe, "sidecar_json": json.dumps(sidecar, sort_keys=True) if sidecar else None,
+            "ingested_at": now,
+        }
+        if row.get("video_height") and row.get("video_width"):
+            row["video_resolution"] = int(row["video_height"]) * int(row["video_width"])
+        videos.append(row)
+        counts["videos_ok" if row["status"] == "ok" else "videos_quarantined"] += 1
+        objects_rows.append(base_row(o, "video", content_sha256=sha, video_id=vid))
+    return IngestResult(videos=videos, objects=objects_rows, counts=counts)
+
+
+def _read_sidecar(source: Source, o: SourceObject, keys: set[str]) -> dict | None:
+    """``<name>.json`` beside the video, merged over S3 user metadata; invalid JSON is noted, not fatal."""
+    meta: dict = dict(o.metadata or {})
+    if source.is_s3 and not meta:
+        try:
+            meta = dict(source.head_metadata(o.key))
+        except Exception:
+            meta = {}
+    side = sidecar_for(o.key, keys)
+    if side:
+        try:
+            doc = json.loads(source.read_bytes(side))
+            if isinstance(doc, dict):
+                meta.update(doc)
+            else:
+                meta["sidecar_error"] = "sidecar JSON is not an object"
+        except (ValueError, OSError) as e:
+            meta["sidecar_error"] = f"unreadable sidecar {side}: {e}"[:300]
+    return meta or None

@@ -1,0 +1,184 @@
+"""Label one batch: import SA-V annotations, run SAM 2 (automatic + prompted), resume, record failures.
+
+Each video's rows are written as soon as that video finishes, as its own Parquet part
+(``tables/masklets/<batch>/<video_id>.sam2.parquet``, ``...import.parquet``); the ``label_runs``
+part is written last and is the commit marker a re-run reads to skip finished work. The label key
+hashes the video content, model, checkpoint, config and labeler settings, so a re-run with the same
+model skips the video and a different model relabels it. A failure becomes a ``label_runs`` row with
+an error class; the other videos go on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Callable
+
+import pyarrow as pa
+
+from sav_assets.lib.sav.fields import annotation_grid
+from sav_assets.lib.store.lake import Lake
+from sav_assets.lib.store.tables import LABEL_RUNS, MASKLET_FRAMES, MASKLETS, SAV_ANNOTATIONS, to_table
+
+
+@dataclass
+class BatchLabelSummary:
+    labeled: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    imported: dict[str, list[str]] = field(default_factory=dict)
+    masklets_by_type: dict[str, int] = field(default_factory=dict)
+    frames_labeled: int = 0
+    seconds: float = 0.0
+    peak_host_mb: float = 0.0
+    peak_gpu_mb: float = 0.0
+    random_weights: bool | None = None
+    model_name: str | None = None
+    overlay_png: bytes | None = None
+    overlay_video: str | None = None
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _part(video_id: str, kind: str) -> str:
+    return f"{video_id}.{kind}"
+
+
+def _existing_run(lake: Lake, batch_id: str, video_id: str) -> dict | None:
+    rel = f"{Lake.table_dir('label_runs')}/{batch_id}/{_part(video_id, 'sam2')}.parquet"
+    if not lake.exists(rel):
+        return None
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(pa.BufferReader(lake.get_bytes(rel))).to_pylist()
+    return rows[0] if rows else None
+
+
+def _write_video_parts(lake: Lake, batch_id: str, video_id: str, kind: str, masklets: list[dict],
+                       frames: list[dict], run_row: dict | None) -> None:
+    for r in masklets:
+        r["batch_id"] = batch_id
+        r.setdefault("created_at", _now())
+    for r in frames:
+        r["batch_id"] = batch_id
+    part = _part(video_id, kind)
+    lake.write_part("masklets", batch_id, part, to_table(masklets, MASKLETS))
+    lake.write_part("masklet_frames", batch_id, part, to_table(frames, MASKLET_FRAMES),
+                    sort_by=[("masklet_type", "ascending"), ("masklet_id", "ascending"), ("frame_idx", "ascending")])
+    if run_row is not None:  # commit marker, last
+        run_row["batch_id"] = batch_id
+        lake.write_part("label_runs", batch_id, part, to_table([run_row], LABEL_RUNS))
+
+
+def import_annotations(lake: Lake, batch_id: str, video: dict, annotation_uris: dict[str, str],
+                       summary: BatchLabelSummary, log: Callable[[str], None]) -> None:
+    """Import ``<video_id>_manual.json`` / ``_auto.json`` with RLEs unchanged."""
+    from sav_assets.lib.sav.annotations import import_sav
+
+    vid = video["video_id"]
+    all_m, all_f, headers = [], [], []
+    for kind, uri in sorted(annotation_uris.items()):
+        try:
+            with lake.local_file(uri) as path:
+                doc = json.loads(open(path, "rb").read())
+            n_ann = len(doc.get("masklet") or [])
+            grid = annotation_grid(int(video.get("video_frame_count") or 0), float(video.get("video_fps") or 0))
+            kw = {"frame_indices": grid} if len(grid) == n_ann else {"frame_step": 4}
+            header, m, f = import_sav(doc, source_uri=uri, **kw)
+        except Exception as e:
+            summary.failed[f"{vid}:{kind}"] = f"bad_annotation: {e}"
+            log(f"{vid}: could not import {uri}: {e}")
+            _record_failure(lake, batch_id, vid, f"import_{kind}", "bad_annotation", str(e))
+            continue
+        for r in m:
+            r["video_id"] = vid
+        for r in f:
+            r["video_id"] = vid
+        header.update({"video_id": vid, "batch_id": batch_id, "imported_at": _now()})
+        headers.append(header)
+        all_m += m
+        all_f += f
+        summary.imported.setdefault(vid, []).append(kind)
+        summary.masklets_by_type[kind] = summary.masklets_by_type.get(kind, 0) + len(m)
+    if headers:
+        _write_video_parts(lake, batch_id, vid, "import", all_m, all_f, None)
+        lake.write_part("sav_annotations", batch_id, vid, to_table(headers, SAV_ANNOTATIONS))
+
+
+def _record_failure(lake: Lake, batch_id: str, video_id: str, kind: str, error_class: str, message: str,
+                    label_key: str | None = None, model_name: str | None = None) -> None:
+    row = {"video_id": video_id, "batch_id": batch_id, "label_key": label_key, "status": "failed",
+           "error_class": error_class, "error_message": message[:2000], "masklets": 0, "frames_labeled": 0,
+           "model_name": model_name, "finished_at": _now()}
+    lake.write_part("label_runs", batch_id, _part(video_id, kind), to_table([row], LABEL_RUNS))
+
+
+def label_batch(lake: Lake, batch_id: str, videos: list[dict], annotations: dict[str, dict[str, str]],
+                load_model: Callable[[], object], cfg, prompts: dict[str, list] | None = None,
+                run_sam2: bool = True, log: Callable[[str], None] = print,
+                progress: Callable[[int, int, str], None] | None = None) -> BatchLabelSummary:
+    """Label every video of the batch; ``annotations[video_id]`` maps 'manual'/'auto' to JSON URIs."""
+    from sav_assets.lib.label.labeler import LabelingFailed, label_key, label_video
+
+    summary = BatchLabelSummary()
+    t_batch = time.time()
+    loaded = None
+    for i, video in enumerate(sorted(videos, key=lambda v: v["video_id"]), 1):
+        vid = video["video_id"]
+        if progress:
+            progress(i, len(videos), vid)
+        if annotations.get(vid):
+            import_annotations(lake, batch_id, video, annotations[vid], summary, log)
+        if not run_sam2:
+            continue
+        if loaded is None:
+            loaded = load_model()
+            summary.random_weights = loaded.random_weights
+            summary.model_name = loaded.model_name
+        vprompts = (prompts or {}).get(vid)
+        key = label_key(video["content_sha256"], loaded, cfg, prompts=vprompts)
+        prev = _existing_run(lake, batch_id, vid)
+        if prev and prev.get("status") == "labeled" and prev.get("label_key") == key:
+            summary.skipped.append(vid)
+            log(f"[{i}/{len(videos)}] {vid}: already labeled with this model/config, skipped")
+            continue
+        t0 = time.time()
+        try:
+            with lake.local_file(video["source_uri"]) as path:
+                res = label_video(loaded, path, video, cfg, prompts=vprompts)
+        except LabelingFailed as e:
+            summary.failed[vid] = f"{e.error_class}: {e}"
+            log(f"[{i}/{len(videos)}] {vid}: FAILED ({e.error_class}) {e}")
+            _record_failure(lake, batch_id, vid, "sam2", e.error_class, str(e), key, loaded.model_name)
+            continue
+        except Exception as e:  # unexpected: still a recorded failure, never a lost batch
+            summary.failed[vid] = f"internal_error: {e}"
+            log(f"[{i}/{len(videos)}] {vid}: FAILED (internal_error) {traceback.format_exc(limit=3)}")
+            _record_failure(lake, batch_id, vid, "sam2", "internal_error", f"{type(e).__name__}: {e}", key,
+                            loaded.model_name)
+            continue
+        secs = time.time() - t0
+        st = res.stats
+        run_row = {"video_id": vid, "label_key": key, "status": "labeled", "masklets": len(res.masklets),
+                   "frames_labeled": int(st.get("frames_labeled", 0)), "seconds": secs,
+                   "peak_host_mb": st.get("peak_host_mb"), "peak_gpu_mb": st.get("peak_gpu_mb"),
+                   "model_name": loaded.model_name, "random_weights": loaded.random_weights,
+                   "finished_at": _now()}
+        _write_video_parts(lake, batch_id, vid, "sam2", res.masklets, res.frames, run_row)
+        summary.labeled.append(vid)
+        for m in res.masklets:
+            summary.masklets_by_type[m["masklet_type"]] = summary.masklets_by_type.get(m["masklet_type"], 0) + 1
+        summary.frames_labeled += run_row["frames_labeled"]
+        summary.peak_host_mb = max(summary.peak_host_mb, float(st.get("peak_host_mb") or 0))
+        summary.peak_gpu_mb = max(summary.peak_gpu_mb, float(st.get("peak_gpu_mb") or 0))
+        if summary.overlay_png is None and getattr(res, "sample_overlay_png", None):
+            summary.overlay_png, summary.overlay_video = res.sample_overlay_png, vid
+        log(f"[{i}/{len(videos)}] {vid}: {len(res.masklets)} masklets, {run_row['frames_labeled']} frames "
+            f"in {secs:.1f}s")
+    summary.seconds = time.time() - t_batch
+    return summary

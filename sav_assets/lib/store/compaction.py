@@ -1,0 +1,270 @@
+"""Compaction: a few big, globally sorted Parquet files per table, so SQL at SA-V scale opens few files.
+
+The batch parts under ``tables/<table>/<batch>/`` stay the source of truth: the pipeline writes,
+replaces and reads them exactly as before. Compaction adds a derived copy of a table, like a
+materialised index:
+
+    compacted/<table>/<generation>/data_<n>.parquet   sorted by SORT_KEYS[table], 64Ki-row groups,
+                                                       plus a ``_sav_batch`` column (the source batch)
+    compacted/<table>/CURRENT.json                     the generation in use and the version (size +
+                                                       mtime, or ETag) of every source part it holds
+
+``CURRENT.json`` is written last, in one atomic put: a crash while compacting leaves the previous
+generation in use and an orphan folder that the next compaction removes.
+
+The DuckDB view of a compacted table (``catalog``) reads the compacted files for every batch whose
+parts are unchanged since compaction, and the parts themselves for the rest (batches written or
+rewritten since). A batch rewritten after compaction is therefore never counted twice: its
+compacted rows are filtered out (``_sav_batch NOT IN (...)``) once the views are refreshed, which
+every pipeline write does; until then the view keeps showing the batch as it was compacted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pyarrow.parquet as pq
+
+from sav_assets.lib.store.sqlfiles import literal, literal_list, render
+from sav_assets.lib.store.lake import SCHEMA_BATCH, Lake
+from sav_assets.lib.store.tables import SCHEMAS
+
+COMPACTED = "compacted"
+POINTER = "CURRENT.json"
+BATCH_COLUMN = "_sav_batch"
+ROW_GROUP_SIZE = 64 * 1024
+FILE_SIZE = "512MB"
+# The compacted files serve queries: LZ4 decompresses ~2x faster than zstd, which halves a one-video
+# lookup at SA-V scale (the matching row group is read whole) for ~20% more bytes. The batch parts,
+# the durable copy, stay zstd.
+COMPRESSION = "lz4_raw"
+DEFAULT_TABLES = ("masklet_frames", "masklets", "masklet_qc", "label_runs", "videos", "video_quality")
+
+# Sort order of the compacted files: one video's rows are contiguous, so a one-video lookup reads one
+# row group of one file (DuckDB skips the rest by their min/max statistics).
+SORT_KEYS: dict[str, tuple[str, ...]] = {
+    "masklet_frames": ("video_id", "masklet_type", "masklet_id", "frame_idx"),
+    "masklets": ("video_id", "masklet_type", "masklet_id"),
+    "masklet_qc": ("video_id", "masklet_type", "masklet_id"),
+    "sav_annotations": ("video_id", "masklet_type"),
+}
+
+
+class CompactionError(RuntimeError):
+    pass
+
+
+def batch_of(rel: str) -> str:
+    """``tables/<table>/<batch>/<part>.parquet`` -> ``<batch>``."""
+    return rel.split("/")[2]
+
+
+def pointer_rel(table: str) -> str:
+    return f"{COMPACTED}/{table}/{POINTER}"
+
+
+def read_pointer(lake: Lake, table: str) -> dict | None:
+    rel = pointer_rel(table)
+    if not lake.exists(rel):
+        return None
+    return json.loads(lake.get_bytes(rel))
+
+
+@dataclass
+class TableLayout:
+    """What the view of one table reads (all paths relative to the lake root)."""
+
+    table: str
+    generation: str | None = None
+    compacted: list[str] = field(default_factory=list)      # compacted files in use
+    fresh_batches: list[str] = field(default_factory=list)  # batches served from the compacted files
+    stale_batches: list[str] = field(default_factory=list)  # compacted, but changed since: read the parts
+    parts: list[str] = field(default_factory=list)          # parts read directly (incl. the schema part)
+    parts_match_schema: bool = True                         # every part has the table's current columns
+
+    @property
+    def is_compacted(self) -> bool:
+        return self.generation is not None
+
+
+def _part_signatures(lake: Lake, table: str) -> dict[str, str]:
+    return {r: v for r, v in lake.signatures(Lake.table_dir(table)).items() if r.endswith(".parquet")}
+
+
+def table_layout(lake: Lake, table: str, check_schema: bool = True) -> TableLayout:
+    sigs = _part_signatures(lake, table)
+    ptr = read_pointer(lake, table)
+    if ptr is None:
+        return TableLayout(table, parts=sorted(sigs))
+    sources: dict[str, str] = ptr["sources"]
+    by_batch: dict[str, dict[str, str]] = {}
+    for rel, v in sources.items():
+        by_batch.setdefault(batch_of(rel), {})[rel] = v
+    current: dict[str, dict[str, str]] = {}
+    for rel, v in sigs.items():
+        current.setdefault(batch_of(rel), {})[rel] = v
+    fresh, stale = [], []
+    for b, want in sorted(by_batch.items()):
+        (fresh if current.get(b) == want else stale).append(b)
+    fresh_set = set(fresh)
+    parts = sorted(r for r in sigs if batch_of(r) not in fresh_set)
+    layout = TableLayout(table, ptr["generation"], list(ptr["files"]), fresh, stale, parts)
+    if check_schema and table in SCHEMAS:
+        want_cols = set(SCHEMAS[table].names)
+        for rel in parts:
+            if batch_of(rel) == SCHEMA_BATCH:
+                continue
+            if set(_columns(lake, rel)) != want_cols:
+                layout.parts_match_schema = False
+                break
+    return layout
+
+
+def _columns(lake: Lake, rel: str) -> list[str]:
+    if lake.is_s3:
+        fs, base = lake.arrow_filesystem()
+        with fs.open_input_file(f"{base}/{rel}") as fh:
+            return pq.ParquetFile(fh).schema_arrow.names
+    return pq.ParquetFile(str(lake.local_path(rel))).schema_arrow.names
+
+
+@dataclass
+class CompactionResult:
+    table: str
+    compacted: bool
+    reason: str
+    generation: str | None = None
+    rows: int = 0
+    files: int = 0
+    source_parts: int = 0
+    batches: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+
+
+def compact_table(lake: Lake, table: str, min_new_parts: int = 1, force: bool = False,
+                  memory_limit: str = "2GB", threads: int | None = None, file_size: str = FILE_SIZE,
+                  row_group_size: int = ROW_GROUP_SIZE, compression: str = COMPRESSION,
+                  log: Callable[[str], None] = print) -> CompactionResult:
+    """Rewrite every part of ``table`` into a new sorted generation and switch the pointer to it.
+
+    Skipped (``compacted=False``) when fewer than ``min_new_parts`` parts are outside the current
+    generation and no compacted batch has changed since, unless ``force``. DuckDB sorts out of core:
+    ``memory_limit`` bounds its memory and it spills to a temporary folder.
+    """
+    if compression not in ("lz4_raw", "zstd", "snappy", "uncompressed", "gzip", "lz4"):
+        raise CompactionError(f"unknown Parquet compression {compression!r}")
+    t0 = time.time()
+    if table not in SCHEMAS:
+        raise CompactionError(f"unknown table {table!r}; tables: {', '.join(SCHEMAS)}")
+    layout = table_layout(lake, table, check_schema=False)
+    new_parts = [r for r in layout.parts if batch_of(r) != SCHEMA_BATCH]
+    if not force and not new_parts and not layout.stale_batches:
+        return CompactionResult(table, False, "nothing new since the last compaction")
+    if not force and len(new_parts) < min_new_parts and not layout.stale_batches:
+        return CompactionResult(table, False, f"{len(new_parts)} new part(s) < min_new_parts={min_new_parts}")
+    keys = [k for k in SORT_KEYS.get(table, ("video_id",)) if k in SCHEMAS[table].names]
+    for attempt in (1, 2):
+        sources = {r: v for r, v in _part_signatures(lake, table).items() if batch_of(r) != SCHEMA_BATCH}
+        if not sources:
+            return CompactionResult(table, False, "table has no rows yet")
+        gen = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
+        log(f"{table}: compacting {len(sources)} parts of {len({batch_of(r) for r in sources})} batches "
+            f"into generation {gen} (sorted by {', '.join(keys) or 'nothing'})")
+        try:
+            files, rows, nbytes = _write_generation(lake, table, sources, gen, keys, memory_limit, threads,
+                                                    file_size, row_group_size, compression)
+            break
+        except Exception as e:
+            if not lake.is_s3:
+                shutil.rmtree(lake.local_path(f"{COMPACTED}/{table}/{gen}"), ignore_errors=True)
+            if attempt == 1 and not set(sources) <= set(_part_signatures(lake, table)):
+                log(f"{table}: parts were removed while compacting (a batch re-run?); trying once more")
+                continue
+            raise CompactionError(f"{table}: compaction failed, previous generation kept: {e}") from e
+    _drop_other_generations(lake, table, keep={gen, layout.generation})
+    res = CompactionResult(table, True, "compacted", gen, rows, len(files), len(sources),
+                           len({batch_of(r) for r in sources}), nbytes, time.time() - t0)
+    log(f"{table}: {rows:,} rows from {res.source_parts} parts -> {res.files} file(s), "
+        f"{nbytes / 1e6:.1f} MB in {res.seconds:.1f}s")
+    return res
+
+
+def _drop_other_generations(lake: Lake, table: str, keep: set) -> None:
+    """Remove orphaned generations and those older than the previous one (kept for open sessions whose
+    views were defined before the switch)."""
+    prefix = f"{COMPACTED}/{table}"
+    for rel in lake.list(prefix):
+        parts = rel.split("/")
+        if len(parts) >= 4 and parts[2] not in keep:
+            lake.delete(rel)
+    if not lake.is_s3:
+        for d in lake.local_path(prefix).iterdir():
+            if d.is_dir() and d.name not in keep and not any(d.rglob("*")):
+                os.rmdir(d)
+
+
+def drop_compaction(lake: Lake, table: str) -> None:
+    """Forget a table's compaction (its views read the batch parts again)."""
+    lake.delete(pointer_rel(table))
+    _drop_other_generations(lake, table, keep=set())
+
+
+def _write_generation(lake: Lake, table: str, sources: dict[str, str], gen: str, keys: list[str],
+                      memory_limit: str, threads: int | None, file_size: str, row_group_size: int,
+                      compression: str) -> tuple[list[str], int, int]:
+    """Sort ``sources`` into ``compacted/<table>/<gen>/`` and point ``CURRENT.json`` at it (last)."""
+    import duckdb
+
+    work = Path(tempfile.mkdtemp(prefix=f"sav-compact-{table}-"))
+    try:
+        if lake.is_s3:  # DuckDB reads local files here (no httpfs): mirror the parts first
+            for rel in sources:
+                dst = work / "src" / rel
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                dst.write_bytes(lake.get_bytes(rel))
+            src_paths = [str(work / "src" / rel) for rel in sources]
+            out_dir = work / "out"
+        else:
+            src_paths = [str(lake.local_path(rel)) for rel in sources]
+            out_dir = lake.local_path(f"{COMPACTED}/{table}/{gen}")
+        # the table's current columns, in schema order, come first (an empty file): the compacted files
+        # then carry every column, in the order the plain view shows them
+        schema_file = work / "schema.parquet"
+        pq.write_table(SCHEMAS[table].empty_table(), str(schema_file))
+        src_paths = [str(schema_file)] + src_paths
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        con = duckdb.connect(config={"memory_limit": memory_limit, "temp_directory": str(work / "spill"),
+                                     **({"threads": threads} if threads else {})})
+        try:
+            con.execute(render(
+                "compact_table.sql", sources=literal_list(src_paths), out_dir=literal(out_dir),
+                order_by=f"ORDER BY {', '.join(keys)}" if keys else "", compression=compression,
+                row_group_size=str(int(row_group_size)), file_size=literal(file_size)))
+        finally:
+            con.close()
+        produced = sorted(p for p in out_dir.glob("*.parquet"))
+        rows = sum(pq.ParquetFile(str(p)).metadata.num_rows for p in produced)
+        nbytes = sum(p.stat().st_size for p in produced)
+        files = []
+        for p in produced:
+            rel = f"{COMPACTED}/{table}/{gen}/{p.name}"
+            if lake.is_s3:
+                lake.put_file(rel, p)
+            files.append(rel)
+        pointer = {"table": table, "generation": gen, "files": files, "sources": sources, "rows": rows,
+                   "bytes": nbytes, "sort_by": keys, "row_group_size": row_group_size, "compression": compression,
+                   "created_at": dt.datetime.now(dt.timezone.utc).isoformat()}
+        lake.put_bytes(pointer_rel(table), json.dumps(pointer, indent=1).encode(), "application/json")
+        return files, rows, nbytes
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -1,0 +1,118 @@
+"""The few helpers every stage shares, each written once: SHA-256 of bytes, text and files; an atomic
+local file write; a Markdown table. Plain Python on purpose (no numpy, no pyarrow at import), so any
+group of ``sav_assets.lib`` may import it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+_CHUNK = 4 << 20
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def sha256_json(obj: Any) -> str:
+    """A stable digest of a JSON-able value (keys sorted; anything else through ``str``)."""
+    return sha256_text(json.dumps(obj, sort_keys=True, default=str))
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = _CHUNK) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, fsync: bool = True) -> Path:
+    """Write ``data`` to ``path`` so that a reader sees the old file or the new one, never half of one:
+    a temporary file in the same folder, flushed, then renamed over the target."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_copy(src: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """Copy a file to ``dest`` atomically (temporary file in the destination folder, then rename)."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return dest
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return "" if v is None else str(v).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]] | Any, columns: Sequence[str] | None = None,
+                   max_rows: int = 50) -> str:
+    """A Markdown table of dict rows, or of anything with ``to_pylist()`` / ``column_names`` (Arrow)."""
+    if hasattr(rows, "to_pylist"):
+        columns = list(columns or rows.column_names)
+        total = rows.num_rows
+        rows = rows.slice(0, max_rows).to_pylist()
+    else:
+        rows = list(rows)
+        total = len(rows)
+        columns = list(columns or (rows[0].keys() if rows else []))
+        rows = rows[:max_rows]
+    if not columns:
+        return "_(no columns)_"
+    out = ["| " + " | ".join(columns) + " |", "| " + " | ".join("---" for _ in columns) + " |"]
+    out += ["| " + " | ".join(_cell(r.get(c)) for c in columns) + " |" for r in rows]
+    if total > max_rows:
+        out.append(f"\n_{total - max_rows} more rows_")
+    return "\n".join(out)
+
+
+def counts_table(counts: Mapping[str, int], key: str = "what", value: str = "count") -> str:
+    """A two-column Markdown table of counts, largest first."""
+    ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return markdown_table([{key: k, value: v} for k, v in ordered], [key, value], max_rows=len(ordered) or 1)
+
+
+def first_line(text: object, limit: int = 300) -> str:
+    """The first line of a message (an exception's, a decoder's), cut to ``limit`` characters."""
+    s = str(text).strip().splitlines()
+    return (s[0] if s else "")[:limit]
+
+
+def unique(items: Iterable[Any]) -> list[Any]:
+    """Items in first-seen order, without repeats."""
+    seen: set = set()
+    return [x for x in items if not (x in seen or seen.add(x))]

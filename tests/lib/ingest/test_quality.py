@@ -1,0 +1,212 @@
+"""Quality metrics, verdicts, near-duplicates and licences on real and generated videos."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+
+from sav_assets.lib.store import tables
+from sav_assets.lib.ingest.demo import _Writer
+from sav_assets.lib.video.probe import probe_file
+from sav_assets.lib.ingest.quality import (
+    REASONS,
+    DecodeFailed,
+    QualityThresholds,
+    assess_batch,
+    hamming,
+    phash,
+    reason_counts,
+    sample_frames,
+)
+
+QUALITY_COLUMNS = {f.name for f in tables.VIDEO_QUALITY} - {"batch_id", "evaluated_at"}
+# small generated videos: relax only the header checks, keep every frame-metric default
+SMALL = dict(min_short_side=100, min_duration_s=1.0)
+
+
+_PROBED: dict = {}
+
+
+def video_row(video_id: str, path) -> dict:
+    key = (str(path), os.stat(path).st_mtime_ns)
+    if key not in _PROBED:
+        r = probe_file(str(path))
+        assert r.status == "ok", r
+        _PROBED[key] = r.as_row()
+    return {"video_id": video_id, **_PROBED[key]}
+
+
+def assess(items: dict, sidecars=None, prior=None, **thresholds) -> dict:
+    """items: video_id -> path. Returns video_id -> quality row."""
+    videos = [video_row(vid, p) for vid, p in items.items()]
+    rows = assess_batch(videos, {vid: str(p) for vid, p in items.items()}, sidecars or {}, prior or {},
+                        QualityThresholds(**thresholds))
+    for row in rows:
+        assert set(row) == QUALITY_COLUMNS
+        assert row["passed"] == (row["reasons"] == [])
+        assert all(r in REASONS for r in row["reasons"])
+    tables.to_table(rows, tables.VIDEO_QUALITY)  # the rows fit the Arrow contract
+    return {r["video_id"]: r for r in rows}
+
+
+def test_sample_frames_shape_and_downscale(shared_data):
+    frames = sample_frames(str(shared_data / "videos" / "01_dog.mp4"), 5, timeout_s=60, max_side=256)
+    assert frames.shape == (5, 144, 256, 3) and frames.dtype == np.uint8
+    assert frames.std() > 10  # real picture content, not zeros
+
+
+def test_sample_frames_equal_decord_get_batch(shared_data):
+    """Our key-frame-aware, B-frame-skipping decode returns exactly decord's frames (real B-frames)."""
+    import decord
+
+    path = str(shared_data / "videos" / "03_blocks.mp4")
+    idx = [0, 1, 5, 6, 120, 122, 124, 251, 252, 291]
+    ours = sample_frames(path, len(idx), timeout_s=60, max_side=4096, indices=idx)
+    ref = decord.VideoReader(path, num_threads=1).get_batch(idx).asnumpy()
+    assert ours.shape == ref.shape and np.array_equal(ours, ref)
+
+
+def test_sample_frames_failures_raise_decode_failed(tmp_path, shared_data):
+    bad = tmp_path / "junk.mp4"
+    bad.write_bytes(os.urandom(20000))
+    with pytest.raises(DecodeFailed) as e:
+        sample_frames(str(bad), 4, timeout_s=30)
+    assert e.value.error_class == "decode_error"
+    fifo = tmp_path / "hang.mp4"
+    os.mkfifo(fifo)
+    t0 = time.monotonic()
+    with pytest.raises(DecodeFailed) as e:
+        sample_frames(str(fifo), 4, timeout_s=1.0)
+    assert e.value.error_class == "decoder_timeout" and time.monotonic() - t0 < 4.0
+
+
+def test_phash_and_hamming():
+    rng = np.random.default_rng(0)
+    img = (rng.random((90, 160, 3)) * 255).astype(np.uint8)
+    img = np.repeat(np.repeat(img[::10, ::10], 10, 0), 10, 1)[:90, :160]
+    h = phash(img)
+    assert len(h) == 16 and int(h, 16) >= 0
+    assert hamming(h, h) == 0
+    assert hamming(h, phash(np.clip(img.astype(int) + 12, 0, 255).astype(np.uint8))) <= 4  # brighter
+    assert hamming(h, phash(img[::2, ::2])) <= 6  # resized
+    other = np.ascontiguousarray(img[::-1, ::-1])
+    assert hamming(h, phash(other)) > 10
+    assert hamming("ffffffffffffffff", "0000000000000000") == 64
+
+
+def test_real_videos(shared_data):
+    v = shared_data / "videos"
+    rows = assess({"dog": v / "01_dog.mp4", "blocks": v / "03_blocks.mp4", "bedroom": v / "bedroom.mp4"})
+    assert rows["dog"]["passed"] and rows["blocks"]["passed"], rows
+    assert rows["bedroom"]["reasons"] == ["low_resolution"]  # 960x540
+    assert rows["bedroom"]["short_side"] == 540 and rows["dog"]["short_side"] == 720
+    t = QualityThresholds()
+    for r in rows.values():
+        assert r["sampled_frames"] >= t.sample_frames
+        assert len(r["phash"]) == t.sample_frames
+        assert r["sharpness"] > 3 * t.min_sharpness
+        assert t.min_brightness < r["brightness"] < t.max_brightness
+        assert r["clipped_fraction"] < 0.1  # bedroom has a bright window: ~5 %
+        assert r["motion"] > 2 * t.min_motion
+        assert r["camera_shake"] < t.max_camera_shake
+        assert r["duplicate_of"] is None
+        assert r["licence"] is None and r["source_group"] is None  # no sidecar: unknown is allowed
+    assert rows["dog"]["video_duration"] == pytest.approx(289 / (30000 / 1001))
+    assert reason_counts(rows.values()) == {"low_resolution": 1}
+
+
+def test_bad_looking_videos_fail_for_the_right_reason(make_video, tmp_path):
+    items = {
+        "a_good": make_video(tmp_path / "good.mp4", seed=11),
+        "b_blurred": make_video(tmp_path / "blur.mp4", seed=12, blur=3.0),
+        "c_static": make_video(tmp_path / "static.mp4", seed=13, static=True),
+        "d_dark": make_video(tmp_path / "dark.mp4", seed=14, brightness=0.1),
+        "e_shaky": make_video(tmp_path / "shaky.mp4", seed=15, shake=0.04),
+        "f_bright": make_video(tmp_path / "bright.mp4", seed=16, brightness=3.0),
+    }
+    rows = assess(items, **SMALL)
+    assert rows["a_good"]["reasons"] == [], rows["a_good"]
+    assert "blurry" in rows["b_blurred"]["reasons"]
+    assert rows["c_static"]["reasons"] == ["static"]
+    assert "too_dark" in rows["d_dark"]["reasons"]
+    assert rows["e_shaky"]["reasons"] == ["shaky"]
+    assert {"too_bright", "clipped"} <= set(rows["f_bright"]["reasons"]), rows["f_bright"]
+    # the defaults reject what the header says, too: 320x240 and 2 s
+    header = assess({"a_good": items["a_good"]})["a_good"]
+    assert header["reasons"] == ["low_resolution", "too_short"]
+    fps = assess({"slow": make_video(tmp_path / "slow.mp4", seconds=2, fps=8, seed=17)}, **SMALL)["slow"]
+    assert fps["reasons"] == ["fps_out_of_range"]
+
+
+def _reencode(src, dst, scale: float, crf: int) -> None:
+    import av
+    from PIL import Image
+
+    writer = None
+    with av.open(str(src)) as c:
+        vs = c.streams.video[0]
+        for frame in c.decode(vs):
+            a = frame.to_ndarray(format="rgb24")
+            h, w = a.shape[:2]
+            nw, nh = int(w * scale) // 2 * 2, int(h * scale) // 2 * 2
+            a = np.asarray(Image.fromarray(a).resize((nw, nh), Image.BILINEAR))
+            if writer is None:
+                writer = _Writer(dst, float(vs.average_rate), nw, nh, crf=crf)
+            writer.write(a)
+    writer.close()
+
+
+def test_near_duplicates(make_video, tmp_path):
+    orig = make_video(tmp_path / "orig.mp4", seed=21)
+    copy = tmp_path / "copy.mp4"
+    _reencode(orig, copy, scale=0.75, crf=34)  # resized and re-encoded
+    other = make_video(tmp_path / "other.mp4", seed=22)
+    rows = assess({"v2_copy": copy, "v1_orig": orig, "v3_other": other}, **SMALL)
+    assert rows["v1_orig"]["duplicate_of"] is None and rows["v1_orig"]["passed"]
+    assert rows["v2_copy"]["duplicate_of"] == "v1_orig"
+    assert rows["v2_copy"]["reasons"] == ["near_duplicate"]
+    assert rows["v3_other"]["duplicate_of"] is None and rows["v3_other"]["passed"]
+    # against earlier batches: the smallest matching id wins; a video never matches itself
+    prior = {"z_old": rows["v1_orig"]["phash"], "y_old": rows["v1_orig"]["phash"],
+             "v3_other": rows["v3_other"]["phash"]}
+    again = assess({"v2_copy": copy, "v3_other": other}, prior=prior, **SMALL)
+    assert again["v2_copy"]["duplicate_of"] == "y_old"
+    assert again["v3_other"]["duplicate_of"] is None
+
+
+def test_licences_groups_and_environment(make_video, tmp_path):
+    p = make_video(tmp_path / "v.mp4", seed=31)
+    items = {k: p for k in ("l1", "l2", "l3", "l4")}
+    sidecars = {
+        "l1": {"license": "CC-BY-4.0", "group": "g1", "video_environment": "Outdoor"},
+        "l2": {"licence": "cc-by-nc-4.0", "source_group": "g2", "environment": "Indoor"},
+        "l3": None,
+        "l4": {"licence": "MIT", "source_group": 7},
+    }
+    rows = assess(items, sidecars, dup_max_hamming=-1, **SMALL)  # same file four times: no dup check
+    assert rows["l1"]["passed"] and rows["l1"]["licence"] == "cc-by-4.0"
+    assert (rows["l1"]["source_group"], rows["l1"]["video_environment"]) == ("g1", "Outdoor")
+    assert rows["l2"]["reasons"] == ["licence_not_allowed"]
+    assert (rows["l2"]["source_group"], rows["l2"]["video_environment"]) == ("g2", "Indoor")
+    assert rows["l3"]["passed"] and rows["l3"]["licence"] is None
+    assert rows["l4"]["passed"] and rows["l4"]["source_group"] == "7"
+    strict = assess({"l3": p}, {"l3": None}, unknown_licence_ok=False, **SMALL)
+    assert strict["l3"]["reasons"] == ["licence_unknown"]
+
+
+def test_decode_failure_while_sampling_is_a_reason(make_video, tmp_path, shared_data):
+    good = make_video(tmp_path / "good.mp4", seed=41)
+    row = video_row("broken", good)
+    broken = tmp_path / "broken.mp4"  # probed fine earlier, damaged before sampling
+    broken.write_bytes(good.read_bytes()[:2000])
+    skipped = {"video_id": "bad", "status": "quarantined", "error_class": "empty_file"}
+    rows = assess_batch([row, skipped, {**video_row("gone", good), "video_id": "gone"}],
+                        {"broken": str(broken)}, {}, {}, QualityThresholds(**SMALL))
+    assert [r["video_id"] for r in rows] == ["broken", "gone"]  # quarantined rows are not assessed
+    for r in rows:
+        assert r["passed"] is False and r["reasons"] == ["decode_failed"]
+        assert r["sampled_frames"] == 0 and r["phash"] == [] and r["sharpness"] is None
+    assert reason_counts(rows) == {"decode_failed": 2}
