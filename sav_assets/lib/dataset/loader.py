@@ -86,7 +86,7 @@ class _ShardDatasetImpl:
     @classmethod
     def from_manifest(cls, lake, out_prefix: str, **kwargs):
         """Only the shards listed in ``<out_prefix>/manifest.json`` of a local lake (published ones)."""
-        from sav_assets.lib.dataset.shards import read_manifest
+        from sav_assets.lib.dataset.publisher import read_manifest
         from sav_assets.lib.store.lake import safe_relpath
 
         m = read_manifest(lake, out_prefix)

@@ -22,6 +22,11 @@ def to_coco(rle: dict) -> dict:
     return {"size": list(rle["size"]), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
 
 
+def from_row(row: dict) -> dict:
+    """The SA-V RLE of a ``masklet_frames`` row (its ``size`` and ``counts`` columns)."""
+    return {"size": [int(v) for v in row["size"]], "counts": row["counts"]}
+
+
 def _from_coco(r: dict) -> dict:
     return {"size": [int(r["size"][0]), int(r["size"][1])], "counts": r["counts"].decode("ascii")}
 

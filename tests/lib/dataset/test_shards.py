@@ -199,9 +199,9 @@ def test_deterministic_rerun(tmp_path, corpus):
 
 def _fail_after(monkeypatch, n_ok: int):
     """Let ``n_ok`` shards publish, then crash while publishing the next one."""
-    from sav_assets.lib.dataset import shards
+    from sav_assets.lib.dataset import publisher
 
-    real = shards.publish_file
+    real = publisher.publish_file
     calls = {"n": 0}
 
     def flaky(lake, rel, tmp):
@@ -210,7 +210,7 @@ def _fail_after(monkeypatch, n_ok: int):
             raise OSError("injected crash while publishing a shard")
         return real(lake, rel, tmp)
 
-    monkeypatch.setattr(shards, "publish_file", flaky)
+    monkeypatch.setattr(publisher, "publish_file", flaky)
 
 
 def test_crash_leaves_no_manifest_entry_for_partial_shard(tmp_path, corpus, monkeypatch):
@@ -325,7 +325,7 @@ def test_manual_and_auto_masklets_with_the_same_id_stay_apart(tmp_path, corpus):
 def test_tar_writer_bytes_match_stock_webdataset_writer():
     import webdataset as wds
 
-    from sav_assets.lib.dataset.shards import _TarWriter
+    from sav_assets.lib.dataset.publisher import _TarWriter
 
     sample = {"__key__": "k_000000", "f00.jpg": b"x" * 70001, "masks.json": b"{}", "meta.json": b"[1]"}
     outs = []
@@ -337,3 +337,27 @@ def test_tar_writer_bytes_match_stock_webdataset_writer():
         w.close()
         outs.append(buf.getvalue())
     assert outs[0] == outs[1] and len(outs[0]) % 10240 == 0
+
+
+def test_shard_publisher_context_post_hook_and_abort(tmp_path):
+    from sav_assets.lib.dataset.publisher import ShardPublisher
+
+    lake = Lake(tmp_path / "lake")
+    samples = [{"__key__": f"k_{i:06d}", "meta.json": b"[%d]" % i} for i in range(5)]
+    posted = []
+    with ShardPublisher(lake, "p", "val", max_samples=2, post=posted.append,
+                        manifest_extra=lambda: {"note": len(posted)}) as pub:
+        for s in samples:
+            pub.write(s)
+    assert [e["shard"] for e in posted] == ["val-000000.tar", "val-000001.tar", "val-000002.tar"]
+    assert [e["samples"] for e in pub.entries] == [2, 2, 1] and posted == pub.entries
+    m = read_manifest(lake, "p")
+    assert m == pub.manifest and m["samples"] == 5 and m["note"] == 3 and m["split"] == "val"
+    assert verify_manifest(lake, "p") == [] and "k_000004" == m["shards"][2]["last_key"]
+    # an error inside the block: the open shard is dropped, no manifest, the old one stays
+    with pytest.raises(RuntimeError, match="boom"):
+        with ShardPublisher(lake, "p", "val", max_samples=2) as pub2:
+            pub2.write(samples[0])
+            raise RuntimeError("boom")
+    assert read_manifest(lake, "p") == m and pub2.manifest is None
+    assert not list((tmp_path / "lake").rglob("*.tmp"))
