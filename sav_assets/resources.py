@@ -1,24 +1,44 @@
-"""Dagster resources: the lake, the video source and the SAM 2 model.
+"""Dagster resources: the lake, the video source and the SAM 2 model; and every ``SAV_*`` variable.
 
-Configuration comes from environment variables, resolved when a run (or sensor tick) uses the
-resource, never at import time: an unset variable falls back to the documented default.
+This module is the one place the project's environment variables are read. Resources resolve them
+when a run (or sensor tick) uses the resource, never at import time; an unset variable falls back to
+the documented default (README, "Configuration"). Two values are read when the definitions are built
+(``sav_assets.definitions.build_definitions``), because they are part of a definition rather than of
+a run: the schedule's cron (``ingest_cron``: ``SAV_INGEST_CRON``) and the SAM 2 spec that
+``masklets``' code_version is derived from (``SAM2Resource.spec``).
+
+    SAV_DATA_ROOT, AWS_ENDPOINT_URL     LakeResource
+    SAV_SOURCE_URI, SAV_PROMPTS_URI     SourceResource
+    SAV_SAM2_CONFIG, SAV_SAM2_CHECKPOINT, SAV_SAM2_CHECKPOINT_SHA256, SAV_DEVICE, SAV_SAM2_IMAGE_SIZE,
+    SAV_CHECKPOINT_CACHE                SAM2Resource
+    SAV_INGEST_CRON                     ingest_cron()
 """
 
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 import dagster as dg
-from pydantic import PrivateAttr
+from pydantic import Field, PrivateAttr
 
+from sav_assets.lib.label.model import ModelSpec
 from sav_assets.lib.store.lake import Lake, S3Settings
+
+DEFAULT_DATA_ROOT = "./data"
+DEFAULT_SOURCE_URI = "./incoming"
+DEFAULT_INGEST_CRON = "0 2 * * *"
 
 
 def _env(value: Optional[str], var: str, default: Optional[str] = None) -> Optional[str]:
+    """An explicit resource value, else the environment variable (read now), else the default."""
     if value not in (None, ""):
         return value
-    return os.environ.get(var) or default
+    return dg.EnvVar(var).get_value() or default
+
+
+def ingest_cron() -> str:
+    """The nightly schedule's cron: ``$SAV_INGEST_CRON`` or 02:00 every day (read when definitions are built)."""
+    return _env(None, "SAV_INGEST_CRON", DEFAULT_INGEST_CRON)
 
 
 def _s3_settings(endpoint_url: Optional[str], region: Optional[str]) -> S3Settings:
@@ -36,15 +56,16 @@ def _s3_client(settings: S3Settings):
 class LakeResource(dg.ConfigurableResource):
     """Where tables, exports and shards are written: a local path or ``s3://bucket/prefix``."""
 
-    root: Optional[str] = None            # default: $SAV_DATA_ROOT or ./data
-    endpoint_url: Optional[str] = None    # default: $AWS_ENDPOINT_URL
-    region_name: Optional[str] = None
+    root: Optional[str] = Field(default=None, description="local path or s3://bucket/prefix; unset: "
+                                "$SAV_DATA_ROOT, else ./data")
+    endpoint_url: Optional[str] = Field(default=None, description="S3-compatible endpoint; unset: $AWS_ENDPOINT_URL")
+    region_name: Optional[str] = Field(default=None, description="S3 region; unset: the AWS variables")
 
     _lake: Optional[Lake] = PrivateAttr(default=None)
 
     @property
     def root_uri(self) -> str:
-        return _env(self.root, "SAV_DATA_ROOT", "./data")
+        return _env(self.root, "SAV_DATA_ROOT", DEFAULT_DATA_ROOT)
 
     def lake(self) -> Lake:
         if self._lake is None:
@@ -60,14 +81,22 @@ class LakeResource(dg.ConfigurableResource):
 class SourceResource(dg.ConfigurableResource):
     """Where raw videos land: a local folder or ``s3://bucket/prefix``."""
 
-    uri: Optional[str] = None             # default: $SAV_SOURCE_URI or ./incoming
-    settle_seconds: float = 30.0          # local files modified more recently are still being copied
-    endpoint_url: Optional[str] = None
-    region_name: Optional[str] = None
+    uri: Optional[str] = Field(default=None, description="local folder or s3://bucket/prefix; unset: "
+                               "$SAV_SOURCE_URI, else ./incoming")
+    settle_seconds: float = Field(default=30.0, description="local files modified more recently than this are "
+                                  "still being copied and wait for a later tick")
+    prompts_uri: Optional[str] = Field(default=None, description="point/box prompts file (JSONL/CSV/JSON) for "
+                                       "prompted masklets; unset: $SAV_PROMPTS_URI, else none")
+    endpoint_url: Optional[str] = Field(default=None, description="S3-compatible endpoint; unset: $AWS_ENDPOINT_URL")
+    region_name: Optional[str] = Field(default=None, description="S3 region; unset: the AWS variables")
 
     @property
     def source_uri(self) -> str:
-        return _env(self.uri, "SAV_SOURCE_URI", "./incoming")
+        return _env(self.uri, "SAV_SOURCE_URI", DEFAULT_SOURCE_URI)
+
+    @property
+    def default_prompts_uri(self) -> Optional[str]:
+        return _env(self.prompts_uri, "SAV_PROMPTS_URI")
 
     def source(self, uri: Optional[str] = None):
         from sav_assets.lib.store.source import Source
@@ -82,26 +111,32 @@ class SourceResource(dg.ConfigurableResource):
 class SAM2Resource(dg.ConfigurableResource):
     """The SAM 2.1 model used for pseudo-labeling (random weights when no checkpoint is given)."""
 
-    config: Optional[str] = None          # tiny | small | base_plus | large; $SAV_SAM2_CONFIG, default tiny
-    checkpoint: Optional[str] = None      # local path or s3:// URI; $SAV_SAM2_CHECKPOINT
-    checkpoint_sha256: Optional[str] = None  # $SAV_SAM2_CHECKPOINT_SHA256
-    device: Optional[str] = None          # auto | cuda | cpu; $SAV_DEVICE, default auto
-    image_size: Optional[int] = None      # input-size override (CPU smoke runs); $SAV_SAM2_IMAGE_SIZE
-    bf16: bool = True
-    compile: bool = False
+    config: Optional[str] = Field(default=None, description="tiny | small | base_plus | large; unset: "
+                                  "$SAV_SAM2_CONFIG, else tiny")
+    checkpoint: Optional[str] = Field(default=None, description="local path or s3:// URI; unset: "
+                                      "$SAV_SAM2_CHECKPOINT, else random weights")
+    checkpoint_sha256: Optional[str] = Field(default=None, description="refuse a checkpoint with another "
+                                             "SHA-256; unset: $SAV_SAM2_CHECKPOINT_SHA256")
+    device: Optional[str] = Field(default=None, description="auto | cuda | cuda:N | cpu; unset: $SAV_DEVICE, else auto")
+    image_size: Optional[int] = Field(default=None, description="input-size override (CPU smoke runs); unset: "
+                                      "$SAV_SAM2_IMAGE_SIZE, else the model's")
+    checkpoint_cache: Optional[str] = Field(default=None, description="where s3:// checkpoints are cached; "
+                                            "unset: $SAV_CHECKPOINT_CACHE, else ~/.cache/sav-assets/checkpoints")
+    bf16: bool = Field(default=ModelSpec.bf16, description="bfloat16 autocast (CUDA only)")
+    compile: bool = Field(default=ModelSpec.compile, description="torch.compile the image encoder (CUDA only)")
 
     _loaded = PrivateAttr(default=None)
 
-    def spec(self):
-        from sav_assets.lib.label.model import ModelSpec
-
-        size = self.image_size or (int(os.environ["SAV_SAM2_IMAGE_SIZE"]) if os.environ.get("SAV_SAM2_IMAGE_SIZE") else None)
+    def spec(self) -> ModelSpec:
+        """The model to load, with every unset value resolved from the environment now (no torch import)."""
+        size = self.image_size or _env(None, "SAV_SAM2_IMAGE_SIZE")
         return ModelSpec(
-            config=_env(self.config, "SAV_SAM2_CONFIG", "tiny"),
+            config=_env(self.config, "SAV_SAM2_CONFIG", ModelSpec.config),
             checkpoint=_env(self.checkpoint, "SAV_SAM2_CHECKPOINT"),
             checkpoint_sha256=_env(self.checkpoint_sha256, "SAV_SAM2_CHECKPOINT_SHA256"),
-            device=_env(self.device, "SAV_DEVICE", "auto"),
-            image_size=size, bf16=self.bf16, compile=self.compile,
+            device=_env(self.device, "SAV_DEVICE", ModelSpec.device),
+            image_size=int(size) if size else None, bf16=self.bf16, compile=self.compile,
+            cache_dir=_env(self.checkpoint_cache, "SAV_CHECKPOINT_CACHE"),
         )
 
     def load(self):

@@ -173,7 +173,8 @@ def sha256_file(path: str | os.PathLike, bufsize: int = 1 << 20) -> str:
 
 
 def _cache_root(cache_dir: str | None) -> Path:
-    root = cache_dir or os.environ.get("SAV_CHECKPOINT_CACHE") or os.path.join(
+    # $SAV_CHECKPOINT_CACHE is resolved by SAM2Resource (sav_assets/resources.py) into ModelSpec.cache_dir
+    root = cache_dir or os.path.join(
         os.path.expanduser("~"), ".cache", "sav-assets", "checkpoints")
     return Path(root)
 
