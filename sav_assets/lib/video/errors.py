@@ -20,6 +20,7 @@ table below. These strings are a contract: they land in ``videos.error_class``,
 ``bad_annotation``     an imported SA-V file does not match its video
 ``oom``                the accelerator ran out of memory, even after the offloading retry
 ``worker_lost``        the process labeling it went away (a distributed worker)
+``internal_error``     labeling one video raised an unexpected exception (recorded, the batch goes on)
 =====================  =======================================================================
 """
 
@@ -39,10 +40,11 @@ BAD_PROMPT = "bad_prompt"
 BAD_ANNOTATION = "bad_annotation"
 OOM = "oom"
 WORKER_LOST = "worker_lost"
+INTERNAL_ERROR = "internal_error"
 
 ERROR_CLASSES = frozenset({
     EMPTY_FILE, UNREADABLE, NOT_A_CONTAINER, NO_VIDEO_STREAM, TRUNCATED, DECODE_ERROR, OVER_LIMITS,
-    DECODER_TIMEOUT, DECODER_CRASH, EMPTY_VIDEO, BAD_PROMPT, BAD_ANNOTATION, OOM, WORKER_LOST,
+    DECODER_TIMEOUT, DECODER_CRASH, EMPTY_VIDEO, BAD_PROMPT, BAD_ANNOTATION, OOM, WORKER_LOST, INTERNAL_ERROR,
 })
 
 
