@@ -7,8 +7,9 @@ STAMP := $(VENV)/.sav-installed
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export SAV_DATA_ROOT ?= $(CURDIR)/data
 DEMO_SOURCE ?= $(CURDIR)/demo_source
+INSTANCE_YAML := $(DAGSTER_HOME)/dagster.yaml
 
-.PHONY: setup demo test bench dev lint clean
+.PHONY: setup instance demo test bench dev lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -21,14 +22,26 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-demo: $(STAMP)
+# The Dagster instance config, written only when missing (yours to edit afterwards). Dagster 1.13 sets
+# pool limits with `concurrency: pools: default_limit`; `gpu` (the masklets step) is the only pool, so
+# the default is its limit: one labeling step per GPU at a time.
+$(INSTANCE_YAML):
 	mkdir -p $(DAGSTER_HOME)
+	printf '%s\n' \
+	  '# Written by make (only when missing). Pools: gpu = the masklets step; one at a time per GPU.' \
+	  'concurrency:' \
+	  '  pools:' \
+	  '    default_limit: 1' > $@.tmp
+	mv $@.tmp $@
+
+instance: $(INSTANCE_YAML)
+
+demo: $(STAMP) $(INSTANCE_YAML)
 	$(BIN)/sav-assets demo --out $(DEMO_SOURCE)
 	$(BIN)/sav-assets run --source $(DEMO_SOURCE) --root $(SAV_DATA_ROOT) --config configs/demo.yaml
 	$(BIN)/sav-assets sql --root $(SAV_DATA_ROOT) "select status, count(*) as videos from videos group by 1 order by 1"
 
-test: $(STAMP)
-	mkdir -p $(DAGSTER_HOME)
+test: $(STAMP) $(INSTANCE_YAML)
 	$(BIN)/python -m pytest -q tests
 
 bench: $(STAMP)
@@ -37,12 +50,12 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_sql.py
 	$(BIN)/python benchmarks/bench_shards.py
 
-dev: $(STAMP)
-	mkdir -p $(DAGSTER_HOME)
+dev: $(STAMP) $(INSTANCE_YAML)
 	$(BIN)/dagster dev -w workspace.yaml
 
 lint: $(STAMP)
-	$(BIN)/ruff check sav_assets tests benchmarks definitions.py
+	$(BIN)/ruff check sav_assets tests benchmarks definitions.py setup.py
+	$(BIN)/dg check defs
 
 clean:
 	rm -rf data demo_source .dagster_home

@@ -11,11 +11,12 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pyarrow as pa
 
-EXPECTATIONS_DIR = Path(__file__).resolve().parents[3] / "expectations"
+from sav_assets.lib.store.sqlfiles import shipped_dir
+
+EXPECTATIONS_DIR = shipped_dir("expectations")
 
 
 @dataclass

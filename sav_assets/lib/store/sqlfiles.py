@@ -2,13 +2,28 @@
 
 Placeholders are only ever filled with identifiers, paths and options chosen by sav-assets (quoted
 with :func:`literal`); values from users are bound as parameters instead.
+
+Where ``sql/`` (and ``expectations/``) are: :func:`shipped_dir` is the one lookup. The folders live at
+the top of the repository, where users read and edit them; a wheel carries them inside the package
+(``sav_assets/sql``, ``sav_assets/expectations``: setup.py maps them in). A source checkout and an
+editable install read the repository's folders, a wheel install its packaged copy.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-SQL_DIR = Path(__file__).resolve().parents[3] / "sql"
+_PACKAGE = Path(__file__).resolve().parents[2]        # .../sav_assets
+
+
+def shipped_dir(name: str) -> Path:
+    """The data folder ``name`` (``sql`` or ``expectations``): the packaged copy inside an installed
+    wheel, else the repository's top-level folder (source checkout, editable install)."""
+    packaged = _PACKAGE / name
+    return packaged if packaged.is_dir() else _PACKAGE.parent / name
+
+
+SQL_DIR = shipped_dir("sql")
 
 
 def sql_text(rel: str) -> str:
