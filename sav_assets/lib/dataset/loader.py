@@ -18,7 +18,6 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-
 _FRAME = re.compile(r"^f(\d+)\.jpg$")
 
 

@@ -10,7 +10,7 @@ in numpy without building the mask (validation and cheap areas on imported files
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from pycocotools import mask as mask_utils

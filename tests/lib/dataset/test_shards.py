@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SHARED_DATA as DATA
+from conftest import needs_shared
 
-from sav_assets.lib.sav import rle
-from sav_assets.lib.store import tables
 from sav_assets.lib.dataset.shards import (
     ShardConfig,
     export_sav_train,
@@ -22,9 +22,10 @@ from sav_assets.lib.dataset.shards import (
     verify_manifest,
     write_shards,
 )
+from sav_assets.lib.sav import rle
+from sav_assets.lib.store import tables
 from sav_assets.lib.store.lake import Lake
 
-from conftest import SHARED_DATA as DATA, needs_shared
 SAV_MANUAL = DATA / "sav_example" / "sav_000001_manual.json"
 NOW = datetime(2025, 1, 1, tzinfo=timezone.utc)
 

@@ -7,10 +7,6 @@ import json
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from hypothesis.extra.numpy import arrays
-
 from conftest import SHARED_DATA
 
 from sav_assets.lib.sav import fields as masklet_fields
@@ -21,7 +17,6 @@ from sav_assets.lib.sav.annotations import (
     export_sav,
     find_annotation_files,
     import_sav,
-    parse_counts,
 )
 from sav_assets.lib.store.tables import MASKLET_FRAMES, MASKLETS, SAV_ANNOTATIONS, to_table
 
@@ -273,16 +268,6 @@ def test_malformed_real_doc_raises(sample):
     doc["masklet"][60][4]["size"] = [480, 848]
     with pytest.raises(SavFormatError, match=r"masklet\[60\]\[4\]"):
         import_sav(doc, source_uri="x")
-
-
-@settings(max_examples=40, deadline=None)
-@given(arrays(np.uint8, st.tuples(st.integers(1, 12), st.integers(1, 12)), elements=st.integers(0, 1)))
-def test_parse_counts_matches_pycocotools(mask):
-    r = rle.encode(mask)
-    runs = parse_counts(r["counts"])
-    assert runs.sum() == mask.size and (runs >= 0).all()
-    flat = np.repeat(np.arange(runs.size) % 2, runs).astype(np.uint8)
-    assert (flat.reshape(mask.shape[1], mask.shape[0]).T == mask).all()
 
 
 def test_find_annotation_files():
