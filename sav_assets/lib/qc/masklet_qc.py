@@ -23,7 +23,7 @@ Metrics per masklet (over its annotated frames, in frame order; "visible" = non-
 Masklets are keyed by (video_id, masklet_type, masklet_id): imported manual and auto files number
 their masklets independently. Each RLE is parsed once; each visible mask is expanded once (numpy,
 from the parsed runs) and only its bounding box (plus one pixel) is labelled and traced. Pairwise
-IoUs run on the RLEs (pycocotools). Rows with an RLE whose runs do not cover its ``size`` raise
+IoUs run on the RLEs (:mod:`sav_assets.lib.sav.rle`, one IoU matrix per frame). Rows with an RLE whose runs do not cover its ``size`` raise
 ``ValueError``.
 """
 
@@ -33,11 +33,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
-from pycocotools import mask as mask_utils
 from scipy import ndimage
 
-from sav_assets.lib.sav import jf
-from sav_assets.lib.sav.rle import parse_counts
+from sav_assets.lib.sav import jf, rle
 
 REASONS = (
     "too_few_visible_frames", "too_small", "temporal_inconsistent", "area_jump", "flicker",
@@ -72,26 +70,14 @@ def _mean(vals: list[float]) -> float | None:
 
 
 class _Masklet:
-    __slots__ = (
-        "area",
-        "coco",
-        "cols",
-        "fragments",
-        "frames",
-        "h",
-        "key",
-        "points",
-        "row",
-        "runs",
-        "vis",
-        "w",
-    )
+    __slots__ = ("area", "cols", "fragments", "frames", "h", "key", "points", "rles", "row", "runs", "vis", "w")
 
     def __init__(self, row: dict, frames: list[dict]):
         self.row = row
         self.key = (row.get("masklet_type"), int(row["masklet_id"]))
         self.frames = frames
         self.points: dict[int, np.ndarray] = {}
+        self.fragments: list[int] = []
 
 
 def _decode_full(runs: np.ndarray, h: int, w: int) -> np.ndarray:
@@ -102,8 +88,9 @@ def _decode_full(runs: np.ndarray, h: int, w: int) -> np.ndarray:
 
 
 def _prepare(m: _Masklet) -> None:
+    """Parse every RLE once (checked against its size), areas and visibility per frame."""
     n = len(m.frames)
-    m.runs, m.coco = [], []
+    m.runs, m.rles = [], []
     m.area = np.zeros(n, np.int64)
     for i, fr in enumerate(m.frames):
         h, w = (int(v) for v in fr["size"])
@@ -111,161 +98,173 @@ def _prepare(m: _Masklet) -> None:
             m.h, m.w = h, w
         elif (h, w) != (m.h, m.w):
             raise ValueError(f"masklet {m.key}: frame sizes differ ({m.h}x{m.w} vs {h}x{w})")
-        runs = parse_counts(fr["counts"])
+        runs = rle.parse_counts(fr["counts"])
         if int(runs.sum()) != h * w or (runs < 0).any():
             raise ValueError(f"masklet {m.key} ann_idx {fr.get('ann_idx')}: RLE runs do not cover {h}x{w}")
         m.runs.append(runs)
-        m.coco.append({"size": [h, w], "counts": fr["counts"].encode("ascii")})
+        m.rles.append(rle.from_row(fr))
         m.area[i] = int(runs[1::2].sum())
     m.vis = m.area > 0
 
 
-def _video_qc(rows: list[dict], frame_rows: list[dict], t: QCThresholds) -> list[dict]:
-    frames_by_key: dict[tuple, list[dict]] = defaultdict(list)
-    for fr in frame_rows:
-        frames_by_key[(fr.get("masklet_type"), int(fr["masklet_id"]))].append(fr)
-    use_frame_idx = all(fr.get("frame_idx") is not None for fr in frame_rows)
+class _Grid:
+    """The video's masklets on their shared frame grid (frame_idx, else ann_idx), with the pairwise
+    sums the duplicate and manual-match metrics need: ``shared`` frames both have, ``uvis`` of those
+    where at least one is visible, ``iou_sum`` the IoUs summed over them (RLE IoUs, one matrix per
+    frame); ``mean_iou`` = ``iou_sum / uvis`` (NaN without such a frame)."""
 
-    def fkey(fr):
-        return int(fr["frame_idx"]) if use_frame_idx else int(fr["ann_idx"])
+    def __init__(self, rows: list[dict], frame_rows: list[dict]):
+        frames_by_key: dict[tuple, list[dict]] = defaultdict(list)
+        for fr in frame_rows:
+            frames_by_key[(fr.get("masklet_type"), int(fr["masklet_id"]))].append(fr)
+        use_frame_idx = all(fr.get("frame_idx") is not None for fr in frame_rows)
 
-    ms: list[_Masklet] = []
-    for row in rows:
-        m = _Masklet(row, sorted(frames_by_key.get((row.get("masklet_type"), int(row["masklet_id"])), []),
-                                 key=fkey))
-        _prepare(m)
-        ms.append(m)
-    n_m = len(ms)
+        def fkey(fr):
+            return int(fr["frame_idx"]) if use_frame_idx else int(fr["ann_idx"])
 
-    # frame grid shared by the video's masklets
-    grid = sorted({fkey(fr) for m in ms for fr in m.frames})
-    col = {k: c for c, k in enumerate(grid)}
-    for m in ms:
-        m.cols = np.array([col[fkey(fr)] for fr in m.frames], dtype=np.int64)
-    present = np.zeros((len(grid), n_m), bool)
-    visible = np.zeros((len(grid), n_m), bool)
-    where: list[dict[int, int]] = []  # column -> index into the masklet's frame list
-    for j, m in enumerate(ms):
-        present[m.cols, j] = True
-        visible[m.cols, j] = m.vis
-        where.append({int(c): i for i, c in enumerate(m.cols)})
+        self.ms: list[_Masklet] = []
+        for row in rows:
+            key = (row.get("masklet_type"), int(row["masklet_id"]))
+            m = _Masklet(row, sorted(frames_by_key.get(key, []), key=fkey))
+            _prepare(m)
+            self.ms.append(m)
+        grid = sorted({fkey(fr) for m in self.ms for fr in m.frames})
+        col = {k: c for c, k in enumerate(grid)}
+        self.present = np.zeros((len(grid), len(self.ms)), bool)
+        self.visible = np.zeros((len(grid), len(self.ms)), bool)
+        for j, m in enumerate(self.ms):
+            m.cols = np.array([col[fkey(fr)] for fr in m.frames], dtype=np.int64)
+            self.present[m.cols, j] = True
+            self.visible[m.cols, j] = m.vis
+        self._pairwise()
 
-    # pairwise IoU sums on the RLEs, frame by frame
-    shared = np.zeros((n_m, n_m), np.int64)
-    uvis = np.zeros((n_m, n_m), np.int64)
-    iou_sum = np.zeros((n_m, n_m), np.float64)
-    for c in range(len(grid)):
-        p, v = present[c], visible[c]
-        pp = np.outer(p, p)
-        shared += pp
-        uvis += pp & (v[:, None] | v[None, :])
-        vi = np.flatnonzero(v)
-        if vi.size > 1:
-            rles = [ms[j].coco[where[j][c]] for j in vi]
-            ious = np.asarray(mask_utils.iou(rles, rles, [0] * len(rles)), dtype=np.float64)
-            iou_sum[np.ix_(vi, vi)] += ious
-        elif vi.size == 1:
-            iou_sum[vi[0], vi[0]] += 1.0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean_iou = np.where(uvis > 0, iou_sum / np.maximum(uvis, 1), np.nan)
+    def _pairwise(self) -> None:
+        n_m = len(self.ms)
+        where = [{int(c): i for i, c in enumerate(m.cols)} for m in self.ms]  # column -> frame index
+        self.shared = np.zeros((n_m, n_m), np.int64)
+        self.uvis = np.zeros((n_m, n_m), np.int64)
+        self.iou_sum = np.zeros((n_m, n_m), np.float64)
+        for c, (p, v) in enumerate(zip(self.present, self.visible)):
+            pp = np.outer(p, p)
+            self.shared += pp
+            self.uvis += pp & (v[:, None] | v[None, :])
+            vi = np.flatnonzero(v)
+            if vi.size:
+                self.iou_sum[np.ix_(vi, vi)] += rle.iou_matrix([self.ms[j].rles[where[j][c]] for j in vi])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            self.mean_iou = np.where(self.uvis > 0, self.iou_sum / np.maximum(self.uvis, 1), np.nan)
 
-    # duplicates (same type, earlier id) and manual matches
-    dup_of: list[int | None] = [None] * n_m
-    dup_iou: list[float | None] = [None] * n_m
-    match: list[int | None] = [None] * n_m  # index of the matched manual masklet
-    manual_idx = [j for j, m in enumerate(ms) if m.key[0] == "manual"]
-    for b, mb in enumerate(ms):
-        best, best_a = -1.0, None
-        for a, ma in enumerate(ms):
-            if a == b or ma.key[0] != mb.key[0] or ma.key[1] >= mb.key[1] or np.isnan(mean_iou[a, b]):
-                continue
-            if mean_iou[a, b] > best:
-                best, best_a = float(mean_iou[a, b]), a
-        if best_a is not None:
-            dup_iou[b] = best
-            if best > t.duplicate_iou:
-                dup_of[b] = ms[best_a].key[1]
-        if mb.key[0] != "manual" and manual_idx:
-            scores = [(float(mean_iou[b, a]), -ms[a].key[1], a) for a in manual_idx if not np.isnan(mean_iou[b, a])]
-            if scores:
-                s, _, a = max(scores)
-                if s >= t.manual_match_iou and s > 0:
-                    match[b] = a
-    need_points = {j for j, a in enumerate(match) if a is not None} | {a for a in match if a is not None}
 
-    # one pass over the visible masks: fragments, boundaries
-    for j, m in enumerate(ms):
-        m.fragments = []
-        vis_idx = np.flatnonzero(m.vis)
-        if vis_idx.size == 0:
+def _duplicate(g: _Grid, b: int, t: QCThresholds) -> tuple[int | None, float | None]:
+    """(``duplicate_of``, ``duplicate_iou``) of masklet ``b``: its best mean IoU with an earlier
+    masklet of the same type, a duplicate above ``t.duplicate_iou``."""
+    mb = g.ms[b]
+    best, best_a = -1.0, None
+    for a, ma in enumerate(g.ms):
+        if a == b or ma.key[0] != mb.key[0] or ma.key[1] >= mb.key[1] or np.isnan(g.mean_iou[a, b]):
             continue
-        boxes = np.asarray(mask_utils.toBbox([m.coco[i] for i in vis_idx]), dtype=np.float64)
-        for i, (bx, by, bw, bh) in zip(vis_idx, boxes):
-            full = _decode_full(m.runs[i], m.h, m.w)
-            x0, y0 = int(bx), int(by)
-            ya, yb, xa, xb = jf.boundary_window(y0, y0 + int(bh) - 1, x0, x0 + int(bw) - 1, m.h, m.w)
-            win = np.ascontiguousarray(full[ya:yb, xa:xb])
-            m.fragments.append(int(ndimage.label(win, structure=_EIGHT)[1]))
-            if j in need_points:
-                m.points[int(m.cols[i])] = jf.boundary_points_window(win, ya, xa)
+        if g.mean_iou[a, b] > best:
+            best, best_a = float(g.mean_iou[a, b]), a
+    if best_a is None:
+        return None, None
+    return (g.ms[best_a].key[1] if best > t.duplicate_iou else None), best
 
+
+def _manual_match(g: _Grid, b: int, manual_idx: list[int], t: QCThresholds) -> int | None:
+    """Index of the manual masklet that is the same object as non-manual masklet ``b``, if any."""
+    if g.ms[b].key[0] == "manual":
+        return None
+    scores = [(float(g.mean_iou[b, a]), -g.ms[a].key[1], a) for a in manual_idx if not np.isnan(g.mean_iou[b, a])]
+    if not scores:
+        return None
+    s, _, a = max(scores)
+    return a if s >= t.manual_match_iou and s > 0 else None
+
+
+def _trace(m: _Masklet, with_points: bool) -> None:
+    """Fragments (8-connected components) of every visible mask and, when asked, its boundary
+    pixels; each mask is expanded once and only its bounding box (plus one pixel) is traced."""
+    vis_idx = np.flatnonzero(m.vis)
+    boxes = rle.bboxes([m.rles[i] for i in vis_idx])
+    for i, (bx, by, bw, bh) in zip(vis_idx, boxes):
+        full = _decode_full(m.runs[i], m.h, m.w)
+        x0, y0 = int(bx), int(by)
+        ya, yb, xa, xb = jf.boundary_window(y0, y0 + int(bh) - 1, x0, x0 + int(bw) - 1, m.h, m.w)
+        win = np.ascontiguousarray(full[ya:yb, xa:xb])
+        m.fragments.append(int(ndimage.label(win, structure=_EIGHT)[1]))
+        if with_points:
+            m.points[int(m.cols[i])] = jf.boundary_points_window(win, ya, xa)
+
+
+def _temporal(m: _Masklet) -> dict:
+    """Adjacent-frame metrics: IoU and area ratio where both frames are visible, flicker."""
+    vis, area, nfr = m.vis, m.area, len(m.frames)
+    pairs = np.flatnonzero(vis[:-1] & vis[1:]) if nfr > 1 else np.zeros(0, np.int64)
+    t_ious = rle.paired_ious([m.rles[i] for i in pairs], [m.rles[i + 1] for i in pairs]).tolist()
+    jumps = [max(float(area[i]), float(area[i + 1])) / min(float(area[i]), float(area[i + 1])) for i in pairs]
+    changes = int(np.count_nonzero(vis[1:] != vis[:-1])) if nfr > 1 else 0
+    return {
+        "temporal_iou_mean": _mean(t_ious),
+        "max_area_jump": float(max(jumps)) if jumps else None,
+        "flicker_rate": changes / nfr if nfr else 0.0,
+    }
+
+
+def _scores(m: _Masklet) -> dict:
+    """Model scores over the visible frames (the masklet row's stability mean when it has one)."""
+    stab = m.row.get("masklet_stability_mean")
+    if stab is None:
+        stab = _mean([float(fr["stability_score"]) for fr, v in zip(m.frames, m.vis)
+                      if v and fr.get("stability_score") is not None])
+    piou = _mean([float(fr["predicted_iou"]) for fr, v in zip(m.frames, m.vis)
+                  if v and fr.get("predicted_iou") is not None])
+    return {"stability_mean": None if stab is None else float(stab), "predicted_iou_mean": piou}
+
+
+_NO_POINTS = np.zeros((0, 2), np.int32)
+
+
+def _manual_agreement(g: _Grid, j: int, a: int | None, t: QCThresholds) -> dict:
+    """J and F of masklet ``j`` against its matched manual masklet ``a`` over their shared frames."""
+    if a is None:
+        return {"manual_masklet_id": None, "manual_j": None, "manual_f": None, "manual_jf": None}
+    m, ma = g.ms[j], g.ms[a]
+    common = np.flatnonzero(g.present[:, j] & g.present[:, a])
+    # frames where neither is visible count as J = 1
+    man_j = float((g.iou_sum[j, a] + g.shared[j, a] - g.uvis[j, a]) / g.shared[j, a])
+    r = jf.bound_pix((m.h, m.w), t.bound_th)
+    fvals = [jf.f_from_points(m.points.get(int(c), _NO_POINTS), ma.points.get(int(c), _NO_POINTS), r)
+             for c in common]
+    man_f = float(np.mean(fvals))
+    return {"manual_masklet_id": ma.key[1], "manual_j": man_j, "manual_f": man_f, "manual_jf": (man_j + man_f) / 2}
+
+
+def _video_qc(rows: list[dict], frame_rows: list[dict], t: QCThresholds) -> list[dict]:
+    g = _Grid(rows, frame_rows)
+    manual_idx = [j for j, m in enumerate(g.ms) if m.key[0] == "manual"]
+    match = [_manual_match(g, b, manual_idx, t) for b in range(len(g.ms))]
+    need_points = {j for j, a in enumerate(match) if a is not None} | {a for a in match if a is not None}
+    for j, m in enumerate(g.ms):
+        _trace(m, j in need_points)
     out: list[dict] = []
-    no_pts = np.zeros((0, 2), np.int32)
-    for j, m in enumerate(ms):
-        row = m.row
-        nfr = len(m.frames)
-        vis = m.vis
-        area = m.area
-        pairs = np.flatnonzero(vis[:-1] & vis[1:]) if nfr > 1 else np.zeros(0, np.int64)
-        t_ious: list[float] = []
-        jumps: list[float] = []
-        for i in pairs:
-            t_ious.append(float(mask_utils.iou([m.coco[i]], [m.coco[i + 1]], [0])[0][0]))
-            a0, a1 = float(area[i]), float(area[i + 1])
-            jumps.append(max(a0, a1) / min(a0, a1))
-        changes = int(np.count_nonzero(vis[1:] != vis[:-1])) if nfr > 1 else 0
-
-        stab = row.get("masklet_stability_mean")
-        if stab is None:
-            stab = _mean([float(fr["stability_score"]) for fr, v in zip(m.frames, vis)
-                          if v and fr.get("stability_score") is not None])
-        piou = _mean([float(fr["predicted_iou"]) for fr, v in zip(m.frames, vis)
-                      if v and fr.get("predicted_iou") is not None])
-
-        man_id = man_j = man_f = man_jf = None
-        a = match[j]
-        if a is not None:
-            ma = ms[a]
-            common = np.flatnonzero(present[:, j] & present[:, a])
-            man_j = float((iou_sum[j, a] + shared[j, a] - uvis[j, a]) / shared[j, a])
-            r = jf.bound_pix((m.h, m.w), t.bound_th)
-            fvals = [jf.f_from_points(m.points.get(int(c), no_pts), ma.points.get(int(c), no_pts), r)
-                     for c in common]
-            man_id, man_f = ma.key[1], float(np.mean(fvals))
-            man_jf = (man_j + man_f) / 2
-
+    for j, m in enumerate(g.ms):
+        dup_of, dup_iou = _duplicate(g, j, t)
         res = {
-            "video_id": row.get("video_id"),
+            "video_id": m.row.get("video_id"),
             "masklet_id": m.key[1],
             "masklet_type": m.key[0],
-            "visible_frames": int(vis.sum()),
-            "mean_area": float(area[vis].mean()) if vis.any() else 0.0,
-            "temporal_iou_mean": _mean(t_ious),
-            "max_area_jump": float(max(jumps)) if jumps else None,
-            "flicker_rate": changes / nfr if nfr else 0.0,
+            "visible_frames": int(m.vis.sum()),
+            "mean_area": float(m.area[m.vis].mean()) if m.vis.any() else 0.0,
+            **_temporal(m),
             "fragments_mean": _mean(m.fragments),
-            "stability_mean": None if stab is None else float(stab),
-            "predicted_iou_mean": piou,
-            "duplicate_of": dup_of[j],
-            "duplicate_iou": dup_iou[j],
-            "manual_masklet_id": man_id,
-            "manual_j": man_j,
-            "manual_f": man_f,
-            "manual_jf": man_jf,
-            "cycle_iou": None if row.get("masklet_cycle_iou") is None else float(row["masklet_cycle_iou"]),
+            **_scores(m),
+            "duplicate_of": dup_of,
+            "duplicate_iou": dup_iou,
+            **_manual_agreement(g, j, match[j], t),
+            "cycle_iou": None if m.row.get("masklet_cycle_iou") is None else float(m.row["masklet_cycle_iou"]),
         }
-        if "batch_id" in row:
-            res["batch_id"] = row["batch_id"]
+        if "batch_id" in m.row:
+            res["batch_id"] = m.row["batch_id"]
         res["reasons"] = verdict_reasons(res, t)
         res["passed"] = not res["reasons"]
         out.append(res)

@@ -6,12 +6,10 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import SHARED_DATA
 
-from sav_assets.lib.sav import jf
-from sav_assets.lib.sav import rle
 from sav_assets.lib.qc.masklet_qc import REASONS, QCThresholds, masklet_qc_rows
+from sav_assets.lib.sav import jf, rle
 from sav_assets.lib.sav.annotations import import_sav
 from sav_assets.lib.store.tables import MASKLET_QC, SCHEMAS, to_table
 
