@@ -1,10 +1,5 @@
-"""The code location: `dagster dev` (with workspace.yaml) loads `defs` from here."""
+"""The code location for `dagster dev -w workspace.yaml`: a shim over sav_assets.definitions."""
 
-import dagster as dg
+from sav_assets.definitions import defs
 
-from sav_assets.definitions import build_definitions
-
-
-@dg.definitions
-def defs() -> dg.Definitions:
-    return build_definitions()
+__all__ = ["defs"]

@@ -4,18 +4,19 @@ Both the schedule and the sensor plan a batch of object versions no earlier batc
 its manifest to the lake, register the batch as a dynamic partition and request one run whose run
 key is the batch id: a second tick that sees the same objects plans nothing (they are claimed) and
 a duplicate request would be dropped by its run key.
+
+The schedule's cron is part of its definition, so it cannot be read at run time: ``build_definitions``
+(sav_assets/definitions.py) reads it (``resources.ingest_cron``: ``SAV_INGEST_CRON``) when the code
+location loads and builds the schedule with ``nightly_ingestion_schedule(cron)``. Nothing here reads
+the environment at import.
 """
-
-
-import os
 
 import dagster as dg
 
-from sav_assets.defs.common import batches
+from sav_assets.defs.partitions import batches
 from sav_assets.resources import LakeResource, SourceResource
 
 PIPELINE_JOB = "sav_pipeline"
-INGEST_CRON = os.environ.get("SAV_INGEST_CRON", "0 2 * * *")  # schedule definition: read when defs load
 
 sav_pipeline = dg.define_asset_job(
     PIPELINE_JOB,
@@ -27,7 +28,7 @@ sav_pipeline = dg.define_asset_job(
 
 def plan_request(lake: LakeResource, source: SourceResource, log) -> tuple[str | None, str]:
     """Plan and record the next batch; returns (batch_id or None, a human message)."""
-    from sav_assets.lib.store.source import plan_batch, write_manifest
+    from sav_assets.lib.ingest.batches import plan_batch, write_manifest
 
     lk = lake.lake()
     src = source.source()
@@ -49,22 +50,27 @@ def _run_request(batch_id: str) -> dg.RunRequest:
     return dg.RunRequest(run_key=batch_id, partition_key=batch_id, tags={"sav/batch": batch_id})
 
 
-@dg.schedule(
-    name="nightly_ingestion",
-    cron_schedule=INGEST_CRON,
-    execution_timezone="UTC",
-    job=sav_pipeline,
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Every night (02:00 UTC by default, SAV_INGEST_CRON to change) ingest what landed at "
-                "SAV_SOURCE_URI as one new batch and run the whole graph for it.",
-)
-def nightly_ingestion(context: dg.ScheduleEvaluationContext, lake: LakeResource, source: SourceResource):
-    batch_id, msg = plan_request(lake, source, context.log)
-    if batch_id is None:
-        return dg.SkipReason(msg)
-    if not context.instance.has_dynamic_partition(batches.name, batch_id):
-        context.instance.add_dynamic_partitions(batches.name, [batch_id])
-    return _run_request(batch_id)
+def nightly_ingestion_schedule(cron: str) -> dg.ScheduleDefinition:
+    """The nightly schedule on ``cron`` (UTC); built when the definitions are built."""
+
+    @dg.schedule(
+        name="nightly_ingestion",
+        cron_schedule=cron,
+        execution_timezone="UTC",
+        job=sav_pipeline,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description=f"Every night ({cron} UTC; SAV_INGEST_CRON to change, read when the code location loads) "
+                    "ingest what landed at SAV_SOURCE_URI as one new batch and run the whole graph for it.",
+    )
+    def nightly_ingestion(context: dg.ScheduleEvaluationContext, lake: LakeResource, source: SourceResource):
+        batch_id, msg = plan_request(lake, source, context.log)
+        if batch_id is None:
+            return dg.SkipReason(msg)
+        if not context.instance.has_dynamic_partition(batches.name, batch_id):
+            context.instance.add_dynamic_partitions(batches.name, [batch_id])
+        return _run_request(batch_id)
+
+    return nightly_ingestion
 
 
 @dg.sensor(

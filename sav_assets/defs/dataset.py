@@ -1,15 +1,24 @@
-"""splits (sticky, leak-free), the SA-V evaluation layout, and WebDataset training shards."""
+"""splits (sticky, leak-free), the SA-V evaluation layout, and WebDataset training shards.
 
-import contextlib
+``SplitsConfig`` and ``ShardsConfig`` take their defaults from ``SplitConfig`` (lib/dataset/splits.py),
+``ShardConfig`` (lib/dataset/shards.py) and ``train_inputs`` (lib/dataset/selection.py).
+
+``eval_layout`` is partitioned like the rest but describes the whole lake: a batch's new val videos
+change the layout of every val video so far (``sav_val.txt`` lists them all), so each run rewrites
+the layout from every batch's splits; materializing any batch gives the same, current layout.
+"""
+
 import datetime
-from collections import defaultdict
-from typing import Optional
 
 import dagster as dg
 
-from sav_assets.defs.common import batches, counts_markdown, refresh_views, table_metadata
-from sav_assets.defs.qc import masklet_qc
-from sav_assets.resources import LakeResource
+from sav_assets.defs.metadata import counts_md, refresh_views, table_metadata
+from sav_assets.defs.partitions import batches
+from sav_assets.defs.tunables import lib_field, to_lib
+from sav_assets.lib.dataset.selection import accepted, eval_ground_truth, train_inputs
+from sav_assets.lib.dataset.shards import ShardConfig
+from sav_assets.lib.dataset.splits import SplitConfig
+from sav_assets.resources import LakeResource, SourceResource
 
 # Downstream automation only proceeds when upstream blocking checks passed (QC gate, contracts).
 GATED = dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
@@ -18,64 +27,48 @@ GATED = dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blockin
 class SplitsConfig(dg.Config):
     """Validation target: a fraction (< 1) or a video count (>= 1, e.g. SA-V's 155)."""
 
-    val_target: float = 0.1
-    test_target: float = 0.0
-    seed: str = "sav-v1"
-    stratify_by: list[str] = ["size_bucket", "environment", "occlusion"]
+    val_target: float = lib_field(SplitConfig, "val_target", "fraction of all videos if < 1, else a video count")
+    test_target: float = lib_field(SplitConfig, "test_target", "same convention as val_target; 0: no test split")
+    seed: str = lib_field(SplitConfig, "seed", "hash seed of the assignment (changing it reshuffles new videos)")
+    stratify_by: list[str] = lib_field(SplitConfig, "stratify_by", "strata of the val/test draw")
 
-
-def _accepted(lk, batch_ids=None):
-    """Accepted masklets: QC passed. Accepted videos: quality passed and at least one accepted masklet."""
-    from sav_assets.lib.store.tables import MASKLET_QC, MASKLETS, VIDEO_QUALITY, VIDEOS
-
-    qc = lk.read_table("masklet_qc", batches=batch_ids, schema=MASKLET_QC).to_pylist()
-    ok_masklets = {(r["video_id"], r["masklet_type"], r["masklet_id"]) for r in qc if r["passed"]}
-    quality = {r["video_id"]: r for r in lk.read_table("video_quality", schema=VIDEO_QUALITY).to_pylist()}
-    videos = {v["video_id"]: v for v in lk.read_table("videos", batches=batch_ids, schema=VIDEOS).to_pylist()}
-    masklets = [m for m in lk.read_table("masklets", batches=batch_ids, schema=MASKLETS).to_pylist()
-                if (m["video_id"], m["masklet_type"], m["masklet_id"]) in ok_masklets]
-    accepted_ids = {m["video_id"] for m in masklets}
-    accepted = [{**videos[v], "video_environment": (quality.get(v) or {}).get("video_environment")}
-                for v in sorted(accepted_ids) if v in videos and (quality.get(v) or {}).get("passed")]
-    return accepted, masklets, ok_masklets, quality
+    def split_config(self) -> SplitConfig:
+        return to_lib(SplitConfig, self)
 
 
 @dg.asset(
     partitions_def=batches,
     group_name="dataset",
     kinds={"parquet"},
-    deps=[masklet_qc],
+    deps=["masklet_qc"],
     automation_condition=GATED,
     description="Sticky, leak-free train/val(/test) assignment of the batch's accepted videos: near-duplicate "
                 "clusters and sidecar source groups never straddle splits; val is stratified by size bucket, "
                 "environment and occlusion; earlier assignments never move.",
 )
 def splits(context: dg.AssetExecutionContext, config: SplitsConfig, lake: LakeResource) -> dg.MaterializeResult:
-    from sav_assets.lib.dataset.splits import (SplitConfig, assign_splits, build_candidates, group_keys,
-                                       split_summary)
+    from sav_assets.lib.dataset.splits import assign_splits, build_candidates, group_keys, split_summary
     from sav_assets.lib.store.tables import SPLITS, to_table
 
     batch_id = context.partition_key
     lk = lake.lake()
-    accepted, masklets, _ok, quality = _accepted(lk, [batch_id])
-    groups = group_keys(list(quality), {v: r.get("duplicate_of") for v, r in quality.items()},
-                        {v: r.get("source_group") for v, r in quality.items()})
+    acc = accepted(lk, [batch_id])
+    q = acc.quality
+    groups = group_keys(list(q), {v: r.get("duplicate_of") for v, r in q.items()},
+                        {v: r.get("source_group") for v, r in q.items()})
     existing = [r for r in lk.read_table("splits", schema=SPLITS).to_pylist() if r["batch_id"] != batch_id]
-    cfg = SplitConfig(val_target=config.val_target, test_target=config.test_target, seed=config.seed,
-                      stratify_by=tuple(config.stratify_by))
-    new = assign_splits(build_candidates(accepted, masklets, groups), existing, cfg, batch_id=batch_id)
+    cfg = config.split_config()
+    new = assign_splits(build_candidates(acc.videos, acc.masklets, groups), existing, cfg, batch_id=batch_id)
     for r in new:
         r["batch_id"] = batch_id
     tbl = to_table(new, SPLITS)
     uri = lk.replace_batch("splits", batch_id, tbl)
     refresh_views(context, lk)
-    total = split_summary(existing + new)
     return dg.MaterializeResult(metadata={
         **table_metadata("splits", tbl, uri, ["video_id", "split", "group_key", "stratum", "assignment_reason"]),
         "batch_id": batch_id,
-        "new_assignments": dg.MetadataValue.md(counts_markdown(split_summary(new), "split", "videos")
-                                               if new else "_none_"),
-        "all_assignments": dg.MetadataValue.md(counts_markdown(total, "split", "videos") if total else "_none_"),
+        "new_assignments": counts_md(split_summary(new), "split", "videos"),
+        "all_assignments": counts_md(split_summary(existing + new), "split", "videos"),
         "config_hash": cfg.config_hash(),
     })
 
@@ -84,111 +77,85 @@ def splits(context: dg.AssetExecutionContext, config: SplitsConfig, lake: LakeRe
     partitions_def=batches,
     group_name="dataset",
     kinds={"jpeg", "png"},
-    deps=[splits],
+    deps=["splits"],
     description="SA-V val/test layout (sav_val.txt, JPEGImages_24fps/, Annotations_6fps/) of every val/test "
                 "video so far, so Meta's sav_evaluator.py runs on it unchanged; manual masklets are the "
-                "ground truth where present, else accepted masklets.",
+                "ground truth where present, else accepted masklets. Whole lake, not per batch: any batch's "
+                "run rewrites the layout from all batches (the file list names every val video).",
 )
-def eval_layout(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
-    import shutil
-    import tempfile
-
+def eval_layout(context: dg.AssetExecutionContext, lake: LakeResource, source: SourceResource) -> dg.MaterializeResult:
     from sav_assets.lib.sav.eval_layout import write_eval_layout
+    from sav_assets.lib.store.source import SourceOpener
     from sav_assets.lib.store.tables import MASKLET_FRAMES, SPLITS
 
     lk = lake.lake()
     split_rows = lk.read_table("splits", schema=SPLITS).to_pylist()
-    accepted, _m, ok_masklets, _q = _accepted(lk)
-    by_id = {v["video_id"]: v for v in accepted}
+    acc = accepted(lk)
+    by_id = {v["video_id"]: v for v in acc.videos}
     frames = lk.read_table("masklet_frames", schema=MASKLET_FRAMES).to_pylist()
     md = {}
     for split in ("val", "test"):
         vids = sorted(r["video_id"] for r in split_rows if r["split"] == split and r["video_id"] in by_id)
         if not vids:
             continue
-        fb = defaultdict(list)
-        for f in frames:
-            if f["video_id"] in vids and (f["video_id"], f["masklet_type"], f["masklet_id"]) in ok_masklets:
-                fb[f["video_id"]].append(f)
-        # Ground truth: manual masklets where a video has them, else the accepted masklets.
-        for v in vids:
-            if any(f["masklet_type"] == "manual" for f in fb[v]):
-                fb[v] = [f for f in fb[v] if f["masklet_type"] == "manual"]
-            else:
-                kinds = sorted({f["masklet_type"] for f in fb[v]})
-                fb[v] = [f for f in fb[v] if f["masklet_type"] == kinds[0]] if kinds else []
-        out = lk.local_path(f"exports/sav_{split}") if not lk.is_s3 else tempfile.mkdtemp(prefix="sav-eval-")
-        with contextlib.ExitStack() as stack:
-            paths = {v: stack.enter_context(lk.local_file(by_id[v]["source_uri"]))
-                     for v in vids}
+        fb = eval_ground_truth(frames, vids, acc.keys)
+        # videos open through the source's store; the layout is written in place (uploaded from S3 lakes)
+        with SourceOpener(source.source).local_videos([by_id[v] for v in vids]) as paths, \
+                lk.store.write_tree(f"exports/sav_{split}") as out:
             summary = write_eval_layout(out, split, [by_id[v] for v in vids], fb, paths)
-        if lk.is_s3:
-            import os
+        md.update(_layout_metadata(context, lk, split, vids, summary))
+    return dg.MaterializeResult(metadata=md or {"note": "no val/test videos yet"})
 
-            for dirpath, _d, files in os.walk(out):
-                for fn in files:
-                    full = os.path.join(dirpath, fn)
-                    lk.put_file(f"exports/sav_{split}/{os.path.relpath(full, out)}", full)
-            shutil.rmtree(out, ignore_errors=True)
-        md[f"{split}_videos"] = summary.get("videos", len(vids))
-        md[f"{split}_objects"] = summary.get("objects", 0)
-        left_out = summary.get("skipped", []) + summary.get("skipped_objects", [])
-        if left_out:
-            md[f"{split}_left_out"] = dg.MetadataValue.json(left_out)
-            context.log.warning(f"{split} layout: {len(left_out)} video(s)/object(s) left out (see metadata)")
-        md[f"{split}_layout"] = dg.MetadataValue.path(lk.uri(f"exports/sav_{split}"))
-    if not md:
-        md["note"] = "no val/test videos yet"
-    return dg.MaterializeResult(metadata=md)
+
+def _layout_metadata(context, lk, split: str, vids: list[str], summary: dict) -> dict:
+    md = {f"{split}_videos": summary.get("videos", len(vids)), f"{split}_objects": summary.get("objects", 0),
+          f"{split}_layout": dg.MetadataValue.path(lk.uri(f"exports/sav_{split}"))}
+    left_out = summary.get("skipped", []) + summary.get("skipped_objects", [])
+    if left_out:
+        md[f"{split}_left_out"] = dg.MetadataValue.json(left_out)
+        context.log.warning(f"{split} layout: {len(left_out)} video(s)/object(s) left out (see metadata)")
+    return md
 
 
 class ShardsConfig(dg.Config):
     """Temporal windows of annotated frames (8-16, as SA-V's training sampler takes) per sample."""
 
-    window: int = 8
-    stride: Optional[int] = None
-    shard_max_bytes: int = 300_000_000
-    shard_max_samples: int = 10_000
-    jpeg_quality: int = 90
-    max_side: Optional[int] = None
-    include_random_weight_masklets: bool = False  # masklets from an unloaded (random) SAM 2 never train by default
+    window: int = lib_field(ShardConfig, "window", "annotated frames per sample")
+    stride: int | None = lib_field(ShardConfig, "stride", "annotated frames between window starts; unset: window")
+    shard_max_bytes: int = lib_field(ShardConfig, "shard_max_bytes", "a shard is closed before it grows past this")
+    shard_max_samples: int = lib_field(ShardConfig, "shard_max_samples", "samples per shard at most")
+    jpeg_quality: int = lib_field(ShardConfig, "jpeg_quality", "JPEG quality of the frames")
+    max_side: int | None = lib_field(ShardConfig, "max_side", "downscale frames and masks to this long side; "
+                                     "unset: full size")
+    include_random_weight_masklets: bool = lib_field(train_inputs, "include_random_weights",
+                                                     "masklets from an unloaded (random) SAM 2 train too")
+
+    def shard_config(self) -> ShardConfig:
+        return to_lib(ShardConfig, self)
 
 
 @dg.asset(
     partitions_def=batches,
     group_name="dataset",
     kinds={"webdataset"},
-    deps=[splits],
+    deps=["splits"],
     automation_condition=GATED,
     description="WebDataset tar shards of temporal windows of the batch's train videos (JPEG frames, RLE "
                 "masks, metadata), accepted masklets only; manifest.json written last and atomically.",
 )
-def training_shards(context: dg.AssetExecutionContext, config: ShardsConfig, lake: LakeResource) -> dg.MaterializeResult:
-    from sav_assets.lib.dataset.shards import ShardConfig, write_shards
+def training_shards(context: dg.AssetExecutionContext, config: ShardsConfig, lake: LakeResource,
+                    source: SourceResource) -> dg.MaterializeResult:
+    from sav_assets.lib.dataset.shards import write_shards
+    from sav_assets.lib.store.source import SourceOpener
     from sav_assets.lib.store.tables import MASKLET_FRAMES, SHARDS, SPLITS, to_table
 
     batch_id = context.partition_key
     lk = lake.lake()
     train = {r["video_id"] for r in lk.read_table("splits", schema=SPLITS).to_pylist() if r["split"] == "train"}
-    accepted, masklets, ok, _q = _accepted(lk, [batch_id])
-    if not config.include_random_weight_masklets:
-        masklets = [m for m in masklets if not m.get("random_weights")]
-    keep = {(m["video_id"], m["masklet_type"], m["masklet_id"]) for m in masklets}
-    videos = [v for v in accepted if v["video_id"] in train and any(k[0] == v["video_id"] for k in keep)]
-    frames = [f for f in lk.read_table("masklet_frames", batches=[batch_id], schema=MASKLET_FRAMES).to_pylist()
-              if (f["video_id"], f["masklet_type"], f["masklet_id"]) in keep]
-    fb, mb = defaultdict(list), defaultdict(list)
-    for f in frames:
-        fb[f["video_id"]].append(f)
-    for m in masklets:
-        mb[m["video_id"]].append(m)
-    cfg = ShardConfig(window=config.window, stride=config.stride, shard_max_bytes=config.shard_max_bytes,
-                      shard_max_samples=config.shard_max_samples, jpeg_quality=config.jpeg_quality,
-                      max_side=config.max_side)
-    with contextlib.ExitStack() as stack:
-        paths = {v["video_id"]: stack.enter_context(lk.local_file(v["source_uri"]))
-                 for v in videos}
-        res = write_shards(lk, f"shards/{batch_id}", videos, fb, mb, paths, cfg)
+    frames = lk.read_table("masklet_frames", batches=[batch_id], schema=MASKLET_FRAMES).to_pylist()
+    videos, fb, mb = train_inputs(accepted(lk, [batch_id]), train, frames, config.include_random_weight_masklets)
+    with SourceOpener(source.source).local_videos(videos) as paths:
+        res = write_shards(lk, f"shards/{batch_id}", videos, fb, mb, paths, config.shard_config())
     now = datetime.datetime.now(datetime.timezone.utc)
     rows = res.get("rows", [])
     for r in rows:

@@ -1,5 +1,8 @@
-"""raw_videos and video_quality: probe, hash, quarantine and quality-filter each ingestion batch."""
+"""raw_videos and video_quality: probe, hash, quarantine and quality-filter each ingestion batch.
 
+Run config defaults come from the lib: ``ProbeLimits`` (lib/video/probe.py), ``ingest_batch``'s
+``workers`` (lib/ingest/ingest_batch.py) and ``QualityThresholds`` (lib/ingest/quality.py).
+"""
 
 import datetime
 import json
@@ -7,21 +10,29 @@ from collections import Counter
 
 import dagster as dg
 
-from sav_assets.defs.common import (batches, counts_markdown, other_batches, refresh_views,
-                                    table_metadata)
+from sav_assets.defs.metadata import counts_md, refresh_views, table_metadata
+from sav_assets.defs.partitions import batches, other_batches
+from sav_assets.defs.tunables import lib_field, to_lib
+from sav_assets.lib.ingest.ingest_batch import ingest_batch
+from sav_assets.lib.ingest.quality import QualityThresholds
+from sav_assets.lib.video.probe import ProbeLimits
 from sav_assets.resources import LakeResource, SourceResource
 
 
 class IngestConfig(dg.Config):
     """Limits checked from the container header before any decoding, and probe isolation."""
 
-    max_width: int = 7680
-    max_height: int = 4320
-    max_duration_s: float = 3600.0
-    max_bytes: int = 20 * 1024**3
-    probe_timeout_s: float = 60.0
-    probe_memory_mb: int = 4096
-    workers: int = 2
+    max_width: int = lib_field(ProbeLimits, "max_width", "wider videos are quarantined (over_limits)")
+    max_height: int = lib_field(ProbeLimits, "max_height", "taller videos are quarantined (over_limits)")
+    max_duration_s: float = lib_field(ProbeLimits, "max_duration_s", "longer videos are quarantined (over_limits)")
+    max_bytes: int = lib_field(ProbeLimits, "max_bytes", "bigger files are quarantined (over_limits)")
+    probe_timeout_s: float = lib_field(ProbeLimits, "timeout_s", "wall-clock limit of the isolated probe "
+                                       "process (decoder_timeout)")
+    probe_memory_mb: int = lib_field(ProbeLimits, "memory_mb", "address-space limit of the probe process, MB")
+    workers: int = lib_field(ingest_batch, "workers", "videos probed in parallel")
+
+    def probe_limits(self) -> ProbeLimits:
+        return to_lib(ProbeLimits, self, timeout_s="probe_timeout_s", memory_mb="probe_memory_mb")
 
 
 @dg.asset(
@@ -33,25 +44,19 @@ class IngestConfig(dg.Config):
 )
 def raw_videos(context: dg.AssetExecutionContext, config: IngestConfig, lake: LakeResource,
                source: SourceResource) -> dg.MaterializeResult:
-    from sav_assets.lib.ingest.ingest_batch import ingest_batch
-    from sav_assets.lib.video.probe import ProbeLimits
-    from sav_assets.lib.store.source import Source, read_manifest
+    from sav_assets.lib.ingest.batches import read_manifest
     from sav_assets.lib.store.tables import SOURCE_OBJECTS, VIDEOS, to_table
 
     batch_id = context.partition_key
     lk = lake.lake()
     manifest = read_manifest(lk, batch_id)
     src = source.source(manifest.get("source_uri"))
-    assert isinstance(src, Source)
     prior = lk.read_table("videos", batches=other_batches(lk, "videos", batch_id), schema=VIDEOS).to_pylist()
-    limits = ProbeLimits(max_width=config.max_width, max_height=config.max_height,
-                         max_duration_s=config.max_duration_s, max_bytes=config.max_bytes,
-                         timeout_s=config.probe_timeout_s, memory_mb=config.probe_memory_mb)
-    res = ingest_batch(src, manifest, batch_id, prior, limits, workers=config.workers, log=context.log.info)
+    res = ingest_batch(src, manifest, batch_id, prior, config.probe_limits(), workers=config.workers,
+                       log=context.log.info)
     videos = to_table(res.videos, VIDEOS)
-    objects = to_table(res.objects, SOURCE_OBJECTS)
     uri = lk.replace_batch("videos", batch_id, videos)
-    lk.replace_batch("source_objects", batch_id, objects)
+    lk.replace_batch("source_objects", batch_id, to_table(res.objects, SOURCE_OBJECTS))
     refresh_views(context, lk)
     errors = Counter(v["error_class"] for v in res.videos if v["status"] == "quarantined")
     if errors:
@@ -68,73 +73,72 @@ def raw_videos(context: dg.AssetExecutionContext, config: IngestConfig, lake: La
         "non_video_skipped": res.counts["non_video"],
         "sidecars": res.counts["sidecar"],
         "annotations": res.counts["annotation"],
-        "quarantine_by_error_class": dg.MetadataValue.md(counts_markdown(dict(errors), "error_class", "files")
-                                                         if errors else "_none_"),
+        "quarantine_by_error_class": counts_md(dict(errors), "error_class", "files"),
     })
 
 
 class QualityConfig(dg.Config):
     """Quality thresholds (SA-V-like defaults) and the licence allowlist."""
 
-    min_short_side: int = 720
-    min_duration_s: float = 5.0
-    max_duration_s: float = 60.0
-    min_fps: float = 15.0
-    max_fps: float = 120.0
-    min_sharpness: float | None = None
-    min_brightness: float | None = None
-    max_brightness: float | None = None
-    max_clipped_fraction: float | None = None
-    max_camera_shake: float | None = None
-    min_motion: float | None = None
-    dup_max_hamming: int | None = None
-    sample_frames: int = 8
-    licence_allowlist: list[str] | None = None
-    unknown_licence_ok: bool = True
+    min_short_side: int = lib_field(QualityThresholds, "min_short_side", "px; smaller: low_resolution")
+    min_duration_s: float = lib_field(QualityThresholds, "min_duration_s", "shorter: too_short")
+    max_duration_s: float = lib_field(QualityThresholds, "max_duration_s", "longer: too_long")
+    min_fps: float = lib_field(QualityThresholds, "min_fps", "lower frame rate: fps_out_of_range")
+    max_fps: float = lib_field(QualityThresholds, "max_fps", "higher frame rate: fps_out_of_range")
+    min_sharpness: float = lib_field(QualityThresholds, "min_sharpness", "variance of the Laplacian; below: blurry")
+    min_brightness: float = lib_field(QualityThresholds, "min_brightness", "mean luma 0-255; below: too_dark")
+    max_brightness: float = lib_field(QualityThresholds, "max_brightness", "mean luma 0-255; above: too_bright")
+    max_clipped_fraction: float = lib_field(QualityThresholds, "max_clipped_fraction",
+                                            "fraction of clipped pixels; above: clipped")
+    max_camera_shake: float = lib_field(QualityThresholds, "max_camera_shake",
+                                        "global motion per frame (fraction of the frame); above: shaky")
+    min_motion: float = lib_field(QualityThresholds, "min_motion", "mean frame difference; below: static")
+    dup_max_hamming: int = lib_field(QualityThresholds, "dup_max_hamming",
+                                     "perceptual-hash distance at or below which a video is a near-duplicate")
+    sample_frames: int = lib_field(QualityThresholds, "sample_frames", "frames sampled per video for the metrics")
+    decode_timeout_s: float = lib_field(QualityThresholds, "decode_timeout_s",
+                                        "wall-clock limit of the isolated frame-sampling process")
+    decode_memory_mb: int = lib_field(QualityThresholds, "decode_memory_mb",
+                                      "address-space limit of the frame-sampling process, MB")
+    max_side: int = lib_field(QualityThresholds, "max_side", "sampled frames are downscaled to this long side")
+    licence_allowlist: list[str] = lib_field(QualityThresholds, "licence_allowlist",
+                                             "licences (sidecar / object metadata) that pass")
+    unknown_licence_ok: bool = lib_field(QualityThresholds, "unknown_licence_ok",
+                                         "a video without a licence passes")
 
-
-def quality_thresholds(config: QualityConfig):
-    from sav_assets.lib.ingest.quality import QualityThresholds
-
-    kw = {k: v for k, v in config.model_dump().items() if v is not None}
-    if "licence_allowlist" in kw:
-        kw["licence_allowlist"] = tuple(kw["licence_allowlist"])
-    return QualityThresholds(**kw)
+    def thresholds(self) -> QualityThresholds:
+        return to_lib(QualityThresholds, self)
 
 
 @dg.asset(
     partitions_def=batches,
     group_name="ingestion",
     kinds={"parquet"},
-    deps=[raw_videos],
+    deps=["raw_videos"],
     description="Per video: resolution, duration, fps, sharpness, exposure, camera shake, static content, "
                 "near-duplicates against every earlier batch, licence; a verdict with every failing reason.",
 )
-def video_quality(context: dg.AssetExecutionContext, config: QualityConfig, lake: LakeResource) -> dg.MaterializeResult:
-    import contextlib
-
+def video_quality(context: dg.AssetExecutionContext, config: QualityConfig, lake: LakeResource,
+                  source: SourceResource) -> dg.MaterializeResult:
     from sav_assets.lib.ingest.quality import assess_batch, reason_counts
+    from sav_assets.lib.store.source import SourceOpener
     from sav_assets.lib.store.tables import VIDEO_QUALITY, VIDEOS, to_table
 
     batch_id = context.partition_key
     lk = lake.lake()
-    videos = lk.read_table("videos", batches=[batch_id], schema=VIDEOS).to_pylist()
-    ok = [v for v in videos if v["status"] == "ok"]
+    ok = [v for v in lk.read_table("videos", batches=[batch_id], schema=VIDEOS).to_pylist() if v["status"] == "ok"]
     prior = lk.read_table("video_quality", batches=other_batches(lk, "video_quality", batch_id),
                           columns=["video_id", "phash"], schema=VIDEO_QUALITY).to_pylist()
     prior_hashes = {r["video_id"]: list(r["phash"] or []) for r in prior}
     sidecars = {v["video_id"]: (json.loads(v["sidecar_json"]) if v["sidecar_json"] else None) for v in ok}
-    with contextlib.ExitStack() as stack:
-        paths = {v["video_id"]: stack.enter_context(lk.local_file(v["source_uri"]))
-                 for v in ok}
-        rows = assess_batch(ok, paths, sidecars, prior_hashes, quality_thresholds(config))
+    with SourceOpener(source.source).local_videos(ok) as paths:   # the source's store, not the lake's
+        rows = assess_batch(ok, paths, sidecars, prior_hashes, config.thresholds())
     now = datetime.datetime.now(datetime.timezone.utc)
     for r in rows:
         r["batch_id"], r["evaluated_at"] = batch_id, now
     tbl = to_table(rows, VIDEO_QUALITY)
     uri = lk.replace_batch("video_quality", batch_id, tbl)
     refresh_views(context, lk)
-    reasons = reason_counts(rows)
     passed = sum(1 for r in rows if r["passed"])
     return dg.MaterializeResult(metadata={
         **table_metadata("video_quality", tbl, uri, ["video_id", "passed", "reasons", "duplicate_of", "short_side",
@@ -143,5 +147,5 @@ def video_quality(context: dg.AssetExecutionContext, config: QualityConfig, lake
         "videos_assessed": len(rows),
         "videos_passed": passed,
         "videos_rejected": len(rows) - passed,
-        "rejections_by_reason": dg.MetadataValue.md(counts_markdown(reasons, "reason", "videos") if reasons else "_none_"),
+        "rejections_by_reason": counts_md(reason_counts(rows), "reason", "videos"),
     })

@@ -7,8 +7,8 @@ import time
 
 import dagster as dg
 
-from sav_assets.defs.automation import new_videos_sensor, nightly_ingestion
-from sav_assets.defs.common import batches
+from sav_assets.defs.automation import new_videos_sensor, nightly_ingestion_schedule
+from sav_assets.defs.partitions import batches
 from sav_assets.lib.store.lake import Lake
 from sav_assets.resources import LakeResource, SourceResource
 
@@ -65,6 +65,9 @@ def test_sensor_one_run_per_new_version(tmp_path):
         keys = json.loads(Lake(root).get_bytes(f"batches/{r4.run_requests[0].partition_key}.json"))["objects"]
         assert [o["key"] for o in keys] == ["a.mp4"]
         assert isinstance(_eval_sensor(instance, res), dg.SkipReason)
+
+
+nightly_ingestion = nightly_ingestion_schedule("0 2 * * *")
 
 
 def test_schedule_registers_partition_and_requests_run(tmp_path):

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from sav_assets.defs.stats import compacted_tables
+from sav_assets.defs.analytics import compacted_tables
 from sav_assets.lib.store import compaction
 from sav_assets.lib.store.catalog import query, refresh_catalog
 from sav_assets.lib.store.lake import Lake

@@ -1,36 +1,50 @@
-"""dataset_statistics: every sql/stats/*.sql query over all batches, as Markdown tables and a PNG."""
+"""compacted_tables and dataset_statistics: the two assets that describe the whole lake.
+
+Both are partitioned by batch on purpose, although what they write covers every batch: they run at
+the end of each batch's run of the (partitioned) pipeline job, after that batch's tables were
+written, so the statistics and the compacted copies are current when a batch's run finishes, and a
+batch's materialization history shows what the lake looked like after it. Materializing any batch
+gives the same result for the lake as it is; nothing they write is keyed by the batch.
+"""
 
 import base64
 
 import dagster as dg
+from pydantic import Field
 
-from sav_assets.defs.common import batches, refresh_views
-from sav_assets.defs.dataset import eval_layout, training_shards
-from sav_assets.defs.labeling import sav_export
-from sav_assets.lib.store.compaction import DEFAULT_TABLES
+from sav_assets.defs.metadata import refresh_views
+from sav_assets.defs.partitions import batches
+from sav_assets.defs.tunables import lib_default, lib_field
+from sav_assets.lib.store.compaction import DEFAULT_TABLES, compact_table
 from sav_assets.lib.store.tables import SCHEMAS
 from sav_assets.resources import LakeResource
 
 
 class CompactionConfig(dg.Config):
-    tables: list[str] = list(DEFAULT_TABLES)
-    min_new_parts: int = 8          # compact a table once this many parts were written since its last compaction
-    memory_limit: str = "2GB"       # DuckDB memory for the sort; it spills to a temporary folder beyond
+    """Which tables to compact, and when. ``min_new_parts`` is the pipeline's own policy (8 parts, so that
+    compaction runs every few batches, not after each); ``sav-assets compact`` uses the lib's (1)."""
+
+    tables: list[str] = Field(default=list(DEFAULT_TABLES), description="tables to compact")
+    min_new_parts: int = Field(default=8, description="compact a table once this many parts were written "
+                               f"since its last compaction (the lib's default: "
+                               f"{lib_default(compact_table, 'min_new_parts')})")
+    memory_limit: str = lib_field(compact_table, "memory_limit", "DuckDB memory for the sort; it spills to a "
+                                  "temporary folder beyond")
 
 
 @dg.asset(
     partitions_def=batches,
     group_name="analytics",
     kinds={"duckdb", "parquet"},
-    deps=[training_shards, eval_layout, sav_export],
+    deps=["training_shards", "eval_layout", "sav_export"],
     description="Keeps the big tables fast to query: once enough parts were written since the last "
                 "compaction, rewrites each table into a few files sorted by video (compacted/<table>/) that "
                 "the DuckDB views read instead of the batch parts. The batch parts stay the source of truth; "
-                "`sav-assets compact` does the same by hand.",
+                "`sav-assets compact` does the same by hand. Whole lake, run at the end of each batch's run.",
 )
 def compacted_tables(context: dg.AssetExecutionContext, config: CompactionConfig,
                      lake: LakeResource) -> dg.MaterializeResult:
-    from sav_assets.lib.store.compaction import CompactionError, compact_table
+    from sav_assets.lib.store.compaction import CompactionError
 
     unknown = sorted(set(config.tables) - set(SCHEMAS))
     if unknown:
@@ -65,14 +79,15 @@ def compacted_tables(context: dg.AssetExecutionContext, config: CompactionConfig
     partitions_def=batches,
     group_name="analytics",
     kinds={"duckdb"},
-    deps=[training_shards, eval_layout, sav_export, compacted_tables],
+    deps=["training_shards", "eval_layout", "sav_export", "compacted_tables"],
     description="DuckDB statistics over all batches (sql/stats/*.sql): videos by status and rejection reason, "
                 "masklets per video, size-bucket mix, occlusion and reappearance rates, masklet types, QC pass "
-                "rates, split sizes; with SA-V's published figures as a reference column.",
+                "rates, split sizes; with SA-V's published figures as a reference column. Whole lake, "
+                "rewritten at the end of each batch's run (reports/statistics.md).",
 )
 def dataset_statistics(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
-    from sav_assets.lib.store.catalog import connect, refresh_catalog
     from sav_assets.lib.dataset.statistics import run_stats, stats_markdown, stats_plots_png
+    from sav_assets.lib.store.catalog import connect, refresh_catalog
 
     lk = lake.lake()
     refresh_catalog(lk)

@@ -1,0 +1,187 @@
+"""masklets (SAM 2 automatic + prompted + imported SA-V) and the SA-V JSON export.
+
+``LabelingConfig`` takes every labeling default from ``LabelerConfig`` (lib/label/config.py).
+``masklets`` carries a code_version derived from the SAM 2 spec and the labeling defaults
+(``labels_code_version``), applied when the definitions are built, so the UI marks the labels stale
+after a model swap.
+"""
+
+import base64
+import dataclasses
+import posixpath
+from typing import Optional
+
+import dagster as dg
+from pydantic import Field
+
+from sav_assets.defs.metadata import counts_md, refresh_views, table_metadata
+from sav_assets.defs.partitions import batches
+from sav_assets.defs.tunables import lib_field, to_lib
+from sav_assets.lib.label.batch import label_batch
+from sav_assets.lib.label.config import LABELER_VERSION, LabelerConfig
+from sav_assets.lib.label.model import ModelSpec
+from sav_assets.lib.util import sha256_json
+from sav_assets.resources import LakeResource, SAM2Resource, SourceResource
+
+L = LabelerConfig
+
+
+class LabelingConfig(dg.Config):
+    """SAM 2 labeling: the annotation rate, mask-generator seeding, re-seeding and memory bounds."""
+
+    run_sam2: bool = lib_field(label_batch, "run_sam2", "False: only import SA-V annotations found beside the videos")
+    target_fps: float = lib_field(L, "target_fps", "annotation grid rate (SA-V: 6 fps, every 4th frame at 24 fps)")
+    points_per_side: int = lib_field(L, "points_per_side", "mask generator grid on seeding frames")
+    points_per_batch: int = lib_field(L, "points_per_batch", "mask generator points per forward pass")
+    pred_iou_thresh: float = lib_field(L, "pred_iou_thresh", "mask generator: minimum predicted IoU of a seed")
+    stability_score_thresh: float = lib_field(L, "stability_score_thresh", "mask generator: minimum stability")
+    box_nms_thresh: float = lib_field(L, "box_nms_thresh", "mask generator: box NMS threshold between seeds")
+    min_mask_region_area: int = lib_field(L, "min_mask_region_area", "px; >0 removes smaller islands/holes from seeds")
+    min_area_frac: float = lib_field(L, "min_area_frac", "seeds smaller than this fraction of the frame are dropped")
+    max_objects: int = lib_field(L, "max_objects", "masklets per video at most (prompted ones are always kept)")
+    reseed_every: int = lib_field(L, "reseed_every", "annotated frames between re-seeding; 0: seed on frame 0 only")
+    new_object_max_overlap: float = lib_field(L, "new_object_max_overlap", "a seed covered by tracked masks "
+                                              "below this fraction starts a new masklet")
+    chunk_frames: int = lib_field(L, "chunk_frames", "annotated frames decoded and held at once")
+    offload_video_to_cpu: bool = lib_field(L, "offload_video_to_cpu", "keep decoded frames on the host")
+    offload_state_to_cpu: bool = lib_field(L, "offload_state_to_cpu", "keep the tracking state on the host")
+    max_memory_frames: int = lib_field(L, "max_memory_frames", "non-conditioning frame outputs kept per cohort")
+    cycle_check: bool = lib_field(L, "cycle_check", "backward propagation agreement (masklet_cycle_iou)")
+    isolate_decode: bool = lib_field(L, "isolate_decode", "decode in a subprocess (crash/hang isolation)")
+    decode_timeout_s: float = lib_field(L, "decode_timeout_s", "per chunk, isolated decoding only")
+    prefetch: bool = lib_field(L, "prefetch", "decode the next chunk while the current one is tracked")
+    overlay_width: int = lib_field(L, "overlay_width", "sample overlay PNG width (0: no overlay)")
+    prompts_uri: Optional[str] = Field(default=None, description="JSONL/CSV/JSON of point/box prompts; unset: "
+                                       "the source resource's (SAV_PROMPTS_URI), else none")
+    annotation_prefix: Optional[str] = Field(default=None, description="also look for <video_id>_manual.json "
+                                             "under this source prefix")
+    max_videos: Optional[int] = Field(default=None, description="label at most this many videos of the batch "
+                                      "(smoke runs); unset: all")
+
+    def labeler_config(self) -> LabelerConfig:
+        return to_lib(LabelerConfig, self)
+
+
+def labels_code_version(spec: ModelSpec) -> str:
+    """A digest of what makes the labels: the model (config, checkpoint and its pin, input size,
+    precision, seed) and the labeling defaults. Built from the resource's env-resolved spec, without
+    loading torch or SAM 2; a checkpoint replaced under the same path is noticed only through
+    SAV_SAM2_CHECKPOINT_SHA256."""
+    model = {k: v for k, v in dataclasses.asdict(spec).items() if k not in ("device", "compile", "cache_dir")}
+    return sha256_json({"labeler": LABELER_VERSION, "model": model,
+                        "defaults": dataclasses.asdict(LabelerConfig())})[:16]
+
+
+def annotation_uris(videos: list[dict], objects: list[dict], prefix: Optional[str]) -> dict[str, dict[str, str]]:
+    """``{video_id: {"manual"|"auto": uri}}``: SA-V files beside each video (named after its file stem or
+    its video_id), or under ``prefix``; from the ``source_objects`` rows of any batch."""
+    from sav_assets.lib.sav.annotations import find_annotation_files
+
+    ann = {o["source_key"]: o["source_uri"] for o in objects if o["disposition"] == "annotation"}
+    found: dict[str, dict[str, str]] = {}
+    for v in videos:
+        by_id = posixpath.join(posixpath.dirname(v["source_key"]), v["video_id"] + ".mp4")
+        keys = {**find_annotation_files(by_id, list(ann), prefix),
+                **find_annotation_files(v["source_key"], list(ann), prefix)}
+        if keys:
+            found[v["video_id"]] = {kind: ann[k] for kind, k in keys.items()}
+    return found
+
+
+@dg.asset(
+    partitions_def=batches,
+    group_name="labeling",
+    kinds={"pytorch", "parquet"},
+    deps=["video_quality"],
+    pool="gpu",
+    description="SAM 2 masklets for the batch's videos that passed quality: automatic (seeded by the mask "
+                "generator, propagated by the video predictor, re-seeded for objects that enter later), "
+                "prompted, and imported SA-V manual/auto annotations. Tables: masklets, masklet_frames, "
+                "label_runs.",
+)
+def masklets(context: dg.AssetExecutionContext, config: LabelingConfig, lake: LakeResource,
+             source: SourceResource, sam2: SAM2Resource) -> dg.MaterializeResult:
+    from sav_assets.lib.store.source import SourceOpener
+    from sav_assets.lib.store.tables import MASKLETS, SOURCE_OBJECTS, VIDEO_QUALITY, VIDEOS
+
+    batch_id = context.partition_key
+    lk = lake.lake()
+    videos = lk.read_table("videos", batches=[batch_id], schema=VIDEOS).to_pylist()
+    passed = {r["video_id"] for r in lk.read_table("video_quality", batches=[batch_id], schema=VIDEO_QUALITY).to_pylist()
+              if r["passed"]}
+    todo = [v for v in videos if v["status"] == "ok" and v["video_id"] in passed][: config.max_videos]
+    annotations = annotation_uris(todo, lk.read_table("source_objects", schema=SOURCE_OBJECTS).to_pylist(),
+                                  config.annotation_prefix)
+    opener = SourceOpener(source.source)    # videos, annotations and prompts: the source's stores
+    prompts = None
+    prompts_uri = config.prompts_uri or source.default_prompts_uri
+    if prompts_uri:
+        from sav_assets.lib.label.prompts import load_prompts
+
+        with opener.local_path(prompts_uri) as p, open(p, "rb") as fh:
+            prompts = load_prompts(fh.read())
+
+    def progress(i, n, vid):
+        context.log.info(f"labeling {i}/{n}: {vid}")
+
+    summary = label_batch(lk, batch_id, todo, annotations, sam2.load, config.labeler_config(), prompts,
+                          run_sam2=config.run_sam2, log=context.log.info, progress=progress, opener=opener)
+    refresh_views(context, lk)
+    if summary.random_weights:
+        context.log.warning("SAM 2 ran with RANDOM WEIGHTS (no SAV_SAM2_CHECKPOINT): masks are meaningless, "
+                            "every masklet is tagged random_weights=true — do not train on them.")
+    if summary.overlay_png:
+        lk.put_bytes(f"previews/{batch_id}/{summary.overlay_video}.png", summary.overlay_png, "image/png")
+    tbl = lk.read_table("masklets", batches=[batch_id], schema=MASKLETS)
+    return dg.MaterializeResult(metadata={
+        **table_metadata("masklets", tbl, lk.uri(f"tables/masklets/{batch_id}"),
+                         ["video_id", "masklet_id", "masklet_type", "masklet_size_bucket", "masklet_frame_count",
+                          "masklet_visibility_changes", "masklet_first_appeared_frame"]),
+        "batch_id": batch_id,
+        "videos_to_label": len(todo),
+        **_summary_metadata(summary),
+    })
+
+
+def _summary_metadata(summary) -> dict:
+    """What a labeling run reports: videos by outcome, masklets by type, speed, memory, a sample overlay."""
+    md = {
+        "videos_labeled": len(summary.labeled),
+        "videos_skipped_already_labeled": len(summary.skipped),
+        "videos_failed": len(summary.failed),
+        "videos_with_imported_annotations": len(summary.imported),
+        "masklets_by_type": counts_md(summary.masklets_by_type, "masklet_type", "masklets"),
+        "frames_labeled": summary.frames_labeled,
+        "frames_per_second": round(summary.frames_labeled / summary.seconds, 3) if summary.seconds else 0.0,
+        "peak_host_mb": round(summary.peak_host_mb, 1),
+        "peak_gpu_mb": round(summary.peak_gpu_mb, 1),
+        "model": summary.model_name or "",
+        "random_weights": bool(summary.random_weights),
+    }
+    if summary.failed:
+        md["failures"] = dg.MetadataValue.md("\n".join(f"- `{k}`: {v}" for k, v in summary.failed.items()))
+    if summary.overlay_png:
+        b64 = base64.b64encode(summary.overlay_png).decode()
+        md["sample_overlay"] = dg.MetadataValue.md(f"masks over a frame of `{summary.overlay_video}`\n\n"
+                                                   f"![overlay](data:image/png;base64,{b64})")
+    return md
+
+
+@dg.asset(
+    partitions_def=batches,
+    group_name="labeling",
+    kinds={"json"},
+    deps=["masklets"],
+    description="SA-V JSON (<video_id>_auto.json / _manual.json, plus _prompted.json) for every labeled "
+                "video of the batch under <lake root>/exports/sav/.",
+)
+def sav_export(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+    from sav_assets.lib.sav.exports import export_sav_all
+
+    lk = lake.lake()
+    written = export_sav_all(lk, None, batches=[context.partition_key])
+    return dg.MaterializeResult(metadata={
+        "files": len(written),
+        "destination": dg.MetadataValue.path(lk.uri("exports/sav")),
+        "sample": dg.MetadataValue.json(written[:10]),
+    })

@@ -1,0 +1,75 @@
+"""What reaches the dataset: accepted videos and masklets, the evaluation ground truth, the shards' input.
+
+A masklet is accepted when its ``masklet_qc`` row passed; a video when its quality passed and it has
+at least one accepted masklet. ``splits``, ``eval_layout`` and ``training_shards`` all select through
+here, so the three agree on what "accepted" means.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from sav_assets.lib.store.lake import Lake
+from sav_assets.lib.store.tables import MASKLET_QC, MASKLETS, VIDEO_QUALITY, VIDEOS
+
+Key = tuple[str, str, int]  # (video_id, masklet_type, masklet_id)
+
+
+def masklet_key(row: dict) -> Key:
+    return row["video_id"], row["masklet_type"], row["masklet_id"]
+
+
+@dataclass
+class Accepted:
+    videos: list[dict]              # videos rows (+ video_environment), sorted by video_id
+    masklets: list[dict]            # masklets rows that passed QC
+    keys: set[Key]                  # keys of the masklets that passed QC
+    quality: dict[str, dict]        # video_quality rows of every batch, by video_id
+
+
+def accepted(lake: Lake, batch_ids: list[str] | None = None) -> Accepted:
+    """Accepted videos and masklets of ``batch_ids`` (all batches when None)."""
+    qc = lake.read_table("masklet_qc", batches=batch_ids, schema=MASKLET_QC).to_pylist()
+    keys = {masklet_key(r) for r in qc if r["passed"]}
+    quality = {r["video_id"]: r for r in lake.read_table("video_quality", schema=VIDEO_QUALITY).to_pylist()}
+    videos = {v["video_id"]: v for v in lake.read_table("videos", batches=batch_ids, schema=VIDEOS).to_pylist()}
+    masklets = [m for m in lake.read_table("masklets", batches=batch_ids, schema=MASKLETS).to_pylist()
+                if masklet_key(m) in keys]
+    ids = sorted({m["video_id"] for m in masklets})
+    rows = [{**videos[v], "video_environment": quality[v].get("video_environment")}
+            for v in ids if v in videos and (quality.get(v) or {}).get("passed")]
+    return Accepted(rows, masklets, keys, quality)
+
+
+def eval_ground_truth(frames: list[dict], video_ids: list[str], keys: set[Key]) -> dict[str, list[dict]]:
+    """The ``masklet_frames`` rows each video is evaluated against: its accepted manual masklets where it
+    has any, else its accepted masklets of one type (the first by name)."""
+    wanted = set(video_ids)
+    by_video: dict[str, list[dict]] = defaultdict(list)
+    for f in frames:
+        if f["video_id"] in wanted and masklet_key(f) in keys:
+            by_video[f["video_id"]].append(f)
+    out = {}
+    for v in video_ids:
+        kinds = sorted({f["masklet_type"] for f in by_video[v]})
+        kind = "manual" if "manual" in kinds else (kinds[0] if kinds else None)
+        out[v] = [f for f in by_video[v] if f["masklet_type"] == kind]
+    return out
+
+
+def train_inputs(acc: Accepted, train_ids: set[str], frames: list[dict], include_random_weights: bool = False):
+    """``(videos, frames_by_video, masklets_by_video)`` for the shards: accepted train videos with at least
+    one kept masklet; masklets from random weights are left out unless ``include_random_weights``."""
+    masklets = [m for m in acc.masklets if include_random_weights or not m.get("random_weights")]
+    keep = {masklet_key(m) for m in masklets}
+    kept_ids = {k[0] for k in keep}
+    videos = [v for v in acc.videos if v["video_id"] in train_ids and v["video_id"] in kept_ids]
+    fb: dict[str, list[dict]] = defaultdict(list)
+    mb: dict[str, list[dict]] = defaultdict(list)
+    for f in frames:
+        if masklet_key(f) in keep:
+            fb[f["video_id"]].append(f)
+    for m in masklets:
+        mb[m["video_id"]].append(m)
+    return videos, fb, mb
