@@ -18,6 +18,8 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from sav_assets.lib.sav import rle
+
 _FRAME = re.compile(r"^f(\d+)\.jpg$")
 
 
@@ -37,12 +39,8 @@ def decode_sample(sample: dict, as_torch: bool = True) -> dict:
     n = len(masks_doc["masklet_id"])
     masks = np.empty((len(masks_doc["rles"]), n, h, w), dtype=np.uint8)
     if n:
-        from pycocotools import mask as mask_utils
-
         for t, per_frame in enumerate(masks_doc["rles"]):
-            # one pycocotools call per frame: H x W x N (column-major, as RLE is) -> N x H x W
-            dec = mask_utils.decode([{"size": r["size"], "counts": r["counts"].encode("ascii")} for r in per_frame])
-            masks[t] = np.moveaxis(dec, -1, 0)
+            masks[t] = rle.decode_many(per_frame)       # one batched decode per frame: N x H x W
     meta["__key__"] = sample.get("__key__")
     meta["__url__"] = sample.get("__url__")
     if as_torch:

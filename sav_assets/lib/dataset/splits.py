@@ -22,12 +22,12 @@ The ranking depends only on the seed and group keys, so a run is a pure function
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+
+from sav_assets.lib.util import sha256_json, sha256_text
 
 SPLIT_NAMES = ("train", "val", "test")
 EXCLUDED = "excluded"
@@ -43,7 +43,7 @@ class SplitConfig:
     def config_hash(self) -> str:
         d = asdict(self)
         d["stratify_by"] = list(d["stratify_by"])
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+        return sha256_json(d)[:16]
 
 
 # ---- groups ----------------------------------------------------------------------------------
@@ -134,7 +134,7 @@ def _target_count(target: float, n: int) -> int:
 
 
 def _rank(seed: str, split: str, key: str) -> str:
-    return hashlib.sha256(f"{seed}\x00{split}\x00{key}".encode()).hexdigest()
+    return sha256_text(f"{seed}\x00{split}\x00{key}")
 
 
 def _apportion(total: int, sizes: Mapping[str, int]) -> dict[str, int]:
@@ -151,6 +151,97 @@ def _apportion(total: int, sizes: Mapping[str, int]) -> dict[str, int]:
     return quota
 
 
+def _group_splits(cands: dict[str, dict], assigned: dict[str, dict]) -> dict[str, set[str]]:
+    """Group -> splits already present, by membership (current grouping) and by stored key."""
+    group_splits: dict[str, set[str]] = defaultdict(set)
+    for vid, c in cands.items():
+        if vid in assigned:
+            group_splits[c["group_key"]].add(assigned[vid]["split"])
+    for r in assigned.values():
+        if r.get("group_key"):
+            group_splits[r["group_key"]].add(r["split"])
+    return group_splits
+
+
+def _sticky(new: dict[str, dict], group_splits: dict[str, set[str]],
+            out: dict[str, tuple[str, str]]) -> dict[str, list[str]]:
+    """Rule 2: new videos of an assigned group follow it (or are excluded when it straddles splits);
+    returns the groups still open (group key -> new video ids)."""
+    open_groups: dict[str, list[str]] = defaultdict(list)
+    for vid, c in new.items():
+        have = {s for s in group_splits.get(c["group_key"], set()) if s != EXCLUDED}
+        if len(have) == 1:
+            out[vid] = (next(iter(have)), "group_sticky")
+        elif len(have) > 1:
+            out[vid] = (EXCLUDED, "group_conflict")
+        else:
+            open_groups[c["group_key"]].append(vid)
+    return open_groups
+
+
+def _stratum_counts(assigned: dict[str, dict], cands: dict[str, dict], vid_stratum: dict[str, str],
+                    out: dict[str, tuple[str, str]], stratify_by) -> tuple[Counter, dict[str, Counter]]:
+    """Stratum sizes and current per-split counts over everything (existing + new)."""
+    all_strata: Counter = Counter()
+    counts: dict[str, Counter] = {s: Counter() for s in SPLIT_NAMES}
+    for vid, r in assigned.items():
+        st = r.get("stratum") or (stratum_of(cands[vid], stratify_by) if vid in cands else "na")
+        all_strata[st] += 1
+        if r["split"] in counts:
+            counts[r["split"]][st] += 1
+    for vid, st in vid_stratum.items():
+        all_strata[st] += 1
+        if vid in out and out[vid][0] in counts:
+            counts[out[vid][0]][st] += 1
+    return all_strata, counts
+
+
+class _Fill:
+    """Rule 3 for one split: the open groups in hash order, taken by stratum quota, then topped up."""
+
+    def __init__(self, split: str, seed: str, open_groups: dict[str, list[str]], vid_stratum: dict[str, str],
+                 counts: Counter, out: dict[str, tuple[str, str]]):
+        self.split, self.open_groups, self.vid_stratum = split, open_groups, vid_stratum
+        self.counts, self.out = counts, out
+        self.ranked = sorted(open_groups, key=lambda g: (_rank(seed, split, g), g))
+
+    def _take(self, g: str, reason: str) -> None:
+        for v in self.open_groups[g]:
+            self.out[v] = (self.split, reason)
+            self.counts[self.vid_stratum[v]] += 1
+
+    def by_stratum(self, quota: dict[str, int], g_stratum: dict[str, str]) -> None:
+        """Per stratum, groups that fit in what the stratum still needs; a group is charged in full to
+        its dominant stratum, so mixed groups cannot overfill."""
+        charged = Counter(self.counts)
+        taken = []
+        for g in self.ranked:
+            st = g_stratum[g]
+            size = len(self.open_groups[g])
+            if 0 < size <= quota.get(st, 0) - charged[st]:
+                taken.append(g)
+                charged[st] += size
+                self._take(g, "stratum_quota")
+        for g in taken:
+            del self.open_groups[g]
+
+    def top_up(self, total: int) -> None:
+        """Towards the split's total, whatever the stratum, taking a group when that brings the count
+        closer to the total (so a large group may overshoot by under half its size)."""
+        have = sum(self.counts.values())
+        taken = []
+        for g in self.ranked:
+            if g not in self.open_groups:
+                continue
+            size = len(self.open_groups[g])
+            if 0 < total - have and size < 2 * (total - have):
+                taken.append(g)
+                have += size
+                self._take(g, "global_quota")
+        for g in taken:
+            del self.open_groups[g]
+
+
 def assign_splits(candidates: list[dict], existing: list[dict], cfg: SplitConfig | None = None,
                   now: datetime | None = None, batch_id: str | None = None) -> list[dict]:
     """New split rows for the candidates that have none yet (see the module docstring).
@@ -162,50 +253,18 @@ def assign_splits(candidates: list[dict], existing: list[dict], cfg: SplitConfig
     """
     cfg = cfg or SplitConfig()
     now = now or datetime.now(timezone.utc)
-    chash = cfg.config_hash()
-
     assigned: dict[str, dict] = {}
     for r in existing:
         assigned.setdefault(r["video_id"], r)
     cands: dict[str, dict] = {}
     for c in sorted(candidates, key=lambda c: c["video_id"]):
         cands.setdefault(c["video_id"], c)
-
-    # group -> splits already present, by membership (current grouping) and by stored key
-    group_splits: dict[str, set[str]] = defaultdict(set)
-    for vid, c in cands.items():
-        if vid in assigned:
-            group_splits[c["group_key"]].add(assigned[vid]["split"])
-    for r in assigned.values():
-        if r.get("group_key"):
-            group_splits[r["group_key"]].add(r["split"])
-
     new = {vid: c for vid, c in cands.items() if vid not in assigned}
     vid_stratum = {vid: stratum_of(c, cfg.stratify_by) for vid, c in new.items()}
 
     out: dict[str, tuple[str, str]] = {}   # video_id -> (split, reason)
-    open_groups: dict[str, list[str]] = defaultdict(list)
-    for vid, c in new.items():
-        have = {s for s in group_splits.get(c["group_key"], set()) if s != EXCLUDED}
-        if len(have) == 1:
-            out[vid] = (next(iter(have)), "group_sticky")
-        elif len(have) > 1:
-            out[vid] = (EXCLUDED, "group_conflict")
-        else:
-            open_groups[c["group_key"]].append(vid)
-
-    # stratum sizes and current per-split counts over everything (existing + new)
-    all_strata: Counter = Counter()
-    counts: dict[str, Counter] = {s: Counter() for s in SPLIT_NAMES}
-    for vid, r in assigned.items():
-        st = r.get("stratum") or (stratum_of(cands[vid], cfg.stratify_by) if vid in cands else "na")
-        all_strata[st] += 1
-        if r["split"] in counts:
-            counts[r["split"]][st] += 1
-    for vid, st in vid_stratum.items():
-        all_strata[st] += 1
-        if vid in out and out[vid][0] in counts:
-            counts[out[vid][0]][st] += 1
+    open_groups = _sticky(new, _group_splits(cands, assigned), out)
+    all_strata, counts = _stratum_counts(assigned, cands, vid_stratum, out, cfg.stratify_by)
     n_total = sum(all_strata.values())
 
     def group_stratum(g: str) -> str:
@@ -213,51 +272,18 @@ def assign_splits(candidates: list[dict], existing: list[dict], cfg: SplitConfig
         return min(c, key=lambda s: (-c[s], s))
 
     g_stratum = {g: group_stratum(g) for g in open_groups}
-
     for split, target in (("test", cfg.test_target), ("val", cfg.val_target)):
         total = _target_count(target, n_total)
         if total <= 0 or not open_groups:
             continue
-        quota = _apportion(total, all_strata)
-        ranked = sorted(open_groups, key=lambda g: (_rank(cfg.seed, split, g), g))
-        taken: list[str] = []
-        # pass 1: per stratum, in hash order, groups that fit in what the stratum still needs; a
-        # group is charged in full to its dominant stratum, so mixed groups cannot overfill
-        charged = Counter(counts[split])
-        for g in ranked:
-            st = g_stratum[g]
-            need = quota.get(st, 0) - charged[st]
-            size = len(open_groups[g])
-            if 0 < size <= need:
-                taken.append(g)
-                charged[st] += size
-                for v in open_groups[g]:
-                    out[v] = (split, "stratum_quota")
-                    counts[split][vid_stratum[v]] += 1
-        for g in taken:
-            del open_groups[g]
-        # pass 2: top the split up towards its total, whatever the stratum, taking a group when it
-        # brings the count closer to the total (so a large group may overshoot by under half its size)
-        have = sum(counts[split].values())
-        taken = []
-        for g in ranked:
-            if g not in open_groups:
-                continue
-            need = total - have
-            size = len(open_groups[g])
-            if need > 0 and size < 2 * need:
-                taken.append(g)
-                have += size
-                for v in open_groups[g]:
-                    out[v] = (split, "global_quota")
-                    counts[split][vid_stratum[v]] += 1
-        for g in taken:
-            del open_groups[g]
-
+        fill = _Fill(split, cfg.seed, open_groups, vid_stratum, counts[split], out)
+        fill.by_stratum(_apportion(total, all_strata), g_stratum)
+        fill.top_up(total)
     for vids in open_groups.values():
         for v in vids:
             out[v] = ("train", "remainder")
 
+    chash = cfg.config_hash()
     return [{
         "video_id": vid,
         "batch_id": batch_id,

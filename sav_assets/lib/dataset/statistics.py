@@ -8,13 +8,13 @@ the reference values next to ours.
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sav_assets.lib.store.catalog import SQL_DIR, markdown_table, run_sql_file
+from sav_assets.lib.store.catalog import SQL_DIR, run_sql_file
+from sav_assets.lib.util import markdown_table
 
 STATS_DIR = SQL_DIR / "stats"
 
@@ -121,12 +121,3 @@ def stats_plots_png(results: dict[str, pa.Table], dpi: int = 80) -> bytes:
     fig.savefig(buf, format="png")
     plt.close(fig)
     return buf.getvalue()
-
-
-def write_report(results: dict[str, pa.Table], out_dir: str | Path) -> dict[str, str]:
-    """``statistics.md`` and ``statistics.png`` into a local folder (for the CLI and benchmarks)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "statistics.md").write_text(stats_markdown(results))
-    (out / "statistics.png").write_bytes(stats_plots_png(results))
-    return {"markdown": str(out / "statistics.md"), "png": str(out / "statistics.png")}

@@ -32,6 +32,7 @@ import numpy as np
 
 from sav_assets.lib.sav import fields as masklet_fields
 from sav_assets.lib.sav import rle
+from sav_assets.lib.util import atomic_write_bytes
 
 DEMO_ID_BASE = "sav_9000"
 
@@ -318,10 +319,10 @@ def write_demo_video(out_dir, index: int, seconds: float = 5.0, fps: float = 24,
     writer.close()
     os.replace(out / f"{vid}.mp4.part", out / f"{vid}.mp4")
     ann = sav_annotation(vid, masklet, n, fps, width, height, environment=environment)
-    _write_json(out / f"{vid}_manual.json", ann)
+    atomic_write_bytes(out / f"{vid}_manual.json", json.dumps(ann).encode())
     sidecar = {"licence": licence, "source_group": source_group or f"demo_group_{index // 2}",
                "environment": environment}
-    _write_json(out / f"{vid}.json", sidecar)
+    atomic_write_bytes(out / f"{vid}.json", json.dumps(sidecar).encode())
     return {"video_id": vid, "video": str(out / f"{vid}.mp4"), "annotation": str(out / f"{vid}_manual.json"),
             "sidecar": str(out / f"{vid}.json"), "frames": n, "annotated_frames": grid}
 
@@ -355,12 +356,6 @@ def sav_annotation(video_id: str, masklet: list[list[dict]], frame_count: int, f
         "masklet_stability_score": [None] * n_obj,
         "masklet_num": n_obj,
     }
-
-
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(json.dumps(obj))
-    os.replace(tmp, path)
 
 
 def write_demo_corpus(out_dir, n_videos: int = 3, seconds: float = 5.0, fps: float = 24, width: int = 1280,
