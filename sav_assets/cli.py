@@ -4,6 +4,11 @@
   sav-assets run --source URI --root URI          ingest what is new as one batch, run the graph for it
   sav-assets sql [--root URI] "SELECT ..."        read-only SQL over the table views
   sav-assets export-sav [--root URI] --dest DIR   write SA-V JSON for every labeled video
+  sav-assets compact [--root URI]                 rewrite the big tables into a few sorted files
+  sav-assets init-home                            write $DAGSTER_HOME/dagster.yaml (gpu pool limit) if missing
+
+Defaults come from the same places as the assets': the lake and source from the resources (and so
+from SAV_DATA_ROOT / SAV_SOURCE_URI), compaction's from lib/store/compaction.py.
 """
 
 from __future__ import annotations
@@ -15,6 +20,17 @@ import sys
 from pathlib import Path
 
 
+# The Dagster instance config for a fresh DAGSTER_HOME (`sav-assets init-home`, for installs without make):
+# Dagster 1.13 sets pool limits with `concurrency: pools: default_limit`; `gpu` (the masklets step) is the
+# only pool, so it runs one step at a time unless the instance says otherwise.
+INSTANCE_CONFIG = """\
+# Written by `sav-assets init-home` (only when missing): edit freely.
+concurrency:
+  pools:
+    default_limit: 1   # every pool, i.e. `gpu` (the masklets step): one at a time per GPU
+"""
+
+
 def _dagster_home() -> str:
     home = os.environ.get("DAGSTER_HOME")
     if not home:
@@ -22,6 +38,21 @@ def _dagster_home() -> str:
         os.environ["DAGSTER_HOME"] = home
     Path(home).mkdir(parents=True, exist_ok=True)
     return home
+
+
+def init_home() -> Path:
+    """``$DAGSTER_HOME/dagster.yaml`` with the pool limit, unless a dagster.yaml is there already."""
+    path = Path(_dagster_home()) / "dagster.yaml"
+    if not path.exists():
+        path.write_text(INSTANCE_CONFIG)
+    return path
+
+
+def cmd_init_home(args) -> int:
+    existed = (Path(_dagster_home()) / "dagster.yaml").exists()
+    path = init_home()
+    print(f"{path} {'kept as it was' if existed else 'written (pools: default_limit 1)'}")
+    return 0
 
 
 def _lake(root: str | None):
@@ -46,9 +77,9 @@ def cmd_run(args) -> int:
     import dagster as dg
 
     from sav_assets.defs.automation import PIPELINE_JOB
-    from sav_assets.defs.common import batches
+    from sav_assets.defs.partitions import batches
     from sav_assets.definitions import build_definitions
-    from sav_assets.lib.store.source import plan_batch, write_manifest
+    from sav_assets.lib.ingest.batches import plan_batch, write_manifest
     from sav_assets.resources import LakeResource, SAM2Resource, SourceResource
 
     _dagster_home()
@@ -220,6 +251,9 @@ def cmd_compact(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from sav_assets.defs.tunables import lib_default
+    from sav_assets.lib.store.compaction import compact_table
+
     p = argparse.ArgumentParser(prog="sav-assets", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -261,12 +295,15 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--root", default=None)
     c.add_argument("--table", action="append", help="table to compact (repeatable; default: masklet_frames, "
                                                     "masklets, masklet_qc, label_runs, videos, video_quality)")
-    c.add_argument("--min-new-parts", type=int, default=1,
+    c.add_argument("--min-new-parts", type=int, default=lib_default(compact_table, "min_new_parts"),
                    help="skip a table with fewer parts written since its last compaction")
     c.add_argument("--force", action="store_true", help="compact even if nothing changed")
-    c.add_argument("--memory-limit", default="2GB", help="DuckDB memory for the sort (it spills beyond)")
+    c.add_argument("--memory-limit", default=lib_default(compact_table, "memory_limit"), help="DuckDB memory for the sort (it spills beyond)")
     c.add_argument("--drop", action="store_true", help="remove the compacted copies instead (frees the disk)")
     c.set_defaults(fn=cmd_compact)
+
+    h = sub.add_parser("init-home", help="write $DAGSTER_HOME/dagster.yaml (the gpu pool's limit) if missing")
+    h.set_defaults(fn=cmd_init_home)
 
     args = p.parse_args(argv)
     return int(args.fn(args) or 0)
