@@ -14,9 +14,10 @@ FILE_KIND = {"auto": "auto", "manual": "manual", "prompted": "prompted"}
 def _filter(tbl, video_ids):
     if not video_ids:
         return tbl
+    import pyarrow as pa
     import pyarrow.compute as pc
 
-    return tbl.filter(pc.is_in(tbl["video_id"], value_set=__import__("pyarrow").array(list(video_ids))))
+    return tbl.filter(pc.is_in(tbl["video_id"], value_set=pa.array(list(video_ids))))
 
 
 def build_sav_docs(lake: Lake, video_ids: list[str] | None = None,
@@ -47,7 +48,8 @@ def export_sav_all(lake: Lake, dest: str | None = None, video_ids: list[str] | N
     """Write every (video, kind) document; returns the URIs written."""
     from sav_assets.lib.sav.annotations import dumps_sav
 
-    out = Lake(dest, s3=lake.s3) if dest else None
+    # a destination on S3 is reached with the lake's S3 settings (a local lake has none)
+    out = Lake(dest, s3=getattr(lake.store, "settings", None)) if dest else None
     written = []
     for (vid, kind), doc in build_sav_docs(lake, video_ids, batches).items():
         name = f"{vid}_{FILE_KIND.get(kind, kind)}.json"

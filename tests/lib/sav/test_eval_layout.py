@@ -8,12 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SHARED_DATA as DATA
+from conftest import needs_shared
 from PIL import Image
 
 from sav_assets.lib.sav import rle
 from sav_assets.lib.sav.eval_layout import write_eval_layout
 
-from conftest import SHARED_DATA as DATA, needs_shared
 BEDROOM = DATA / "videos" / "bedroom.mp4"
 SAV_MANUAL = DATA / "sav_example" / "sav_000001_manual.json"
 
