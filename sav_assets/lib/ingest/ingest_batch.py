@@ -3,35 +3,25 @@
 Every object of the batch gets a ``source_objects`` row with its disposition; every video file gets
 exactly one ``videos`` row (``ok`` or ``quarantined`` with an error class), unless the same content
 was already ingested (then it is recorded as ``duplicate_content`` and points at the first video).
-Nothing here raises for bad input.
+Nothing here raises for bad input. Objects are read through the batch's :class:`Source` (its own
+store and credentials).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import re
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable
 
-from sav_assets.lib.video.probe import ProbeLimits, is_video_name, probe_file
 from sav_assets.lib.store.source import Source, SourceObject
+from sav_assets.lib.util import sha256_file, sha256_text
+from sav_assets.lib.video.probe import ProbeLimits, is_video_name, probe_file
 
 SAV_NAME = re.compile(r"^sav_\d+$")
 ANNOTATION_SUFFIXES = ("_manual.json", "_auto.json")
-
-
-def sha256_file(path: str, chunk: int = 4 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while True:
-            b = fh.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
 
 
 def _slug(stem: str) -> str:
@@ -44,7 +34,7 @@ def video_id_for(key: str, content_sha256: str) -> str:
     stem = key.rsplit("/", 1)[-1].rsplit(".", 1)[0]
     if SAV_NAME.match(stem):
         return stem
-    h = hashlib.sha256(f"{key}\x00{content_sha256}".encode()).hexdigest()[:10]
+    h = sha256_text(f"{key}\x00{content_sha256}")[:10]
     return f"{_slug(stem)}_{h}"
 
 
@@ -83,7 +73,8 @@ def ingest_batch(source: Source, manifest: dict, batch_id: str, prior_videos: li
     log = log or (lambda m: None)
     now = dt.datetime.now(dt.timezone.utc)
     objs = [SourceObject(**o) for o in manifest["objects"]]
-    all_keys = {o.key for o in objs} | {o.key for o in source.list_objects()} if not source.is_s3 else {o.key for o in objs}
+    # sidecars are matched against everything at the source, not only this batch's objects
+    all_keys = {o.key for o in objs} | {o.key for o in source.list_objects()}
     by_sha = {}
     for v in sorted(prior_videos, key=lambda r: (str(r.get("ingested_at")), r["video_id"])):
         by_sha.setdefault(v["content_sha256"], v)
@@ -107,7 +98,7 @@ def ingest_batch(source: Source, manifest: dict, batch_id: str, prior_videos: li
 
     def handle(o: SourceObject) -> tuple[SourceObject, dict | None, str | None, Exception | None]:
         try:
-            with source.local_copy(o.key) as path:
+            with source.local_path(o.key) as path:
                 sha = sha256_file(path)
                 if sha in by_sha:
                     return o, None, sha, None
@@ -153,7 +144,7 @@ def ingest_batch(source: Source, manifest: dict, batch_id: str, prior_videos: li
 def _read_sidecar(source: Source, o: SourceObject, keys: set[str]) -> dict | None:
     """``<name>.json`` beside the video, merged over S3 user metadata; invalid JSON is noted, not fatal."""
     meta: dict = dict(o.metadata or {})
-    if source.is_s3 and not meta:
+    if not meta:       # S3 user metadata; {} for a local file
         try:
             meta = dict(source.head_metadata(o.key))
         except Exception:

@@ -1,8 +1,9 @@
 """DuckDB over the lake: views named after the tables, SQL loaded from ``sql/``, read-only ad hoc SQL.
 
-A local lake gets a persistent ``<root>/sav.duckdb`` whose views glob the Parquet parts, so
-``duckdb data/sav.duckdb -c "select * from videos"`` sees every batch written so far. An S3 lake
-is queried in-process: each table is a pyarrow dataset over ``pyarrow.fs.S3FileSystem`` (honouring
+A lake in a local folder (its store has a ``local_root``) gets a persistent ``<root>/sav.duckdb``
+whose views glob the Parquet parts, so ``duckdb data/sav.duckdb -c "select * from videos"`` sees every
+batch written so far. A lake without a local folder (S3) is queried in-process: each table is a
+pyarrow dataset over the store's pyarrow filesystem (``pyarrow.fs.S3FileSystem``, honouring
 ``AWS_ENDPOINT_URL``), registered under the table's name, so no DuckDB extension is downloaded.
 """
 
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import os
 import re
 from pathlib import Path
 
@@ -18,8 +18,8 @@ import duckdb
 import pyarrow as pa
 
 from sav_assets.lib.store.compaction import BATCH_COLUMN, COMPACTED, TableLayout, table_layout
-from sav_assets.lib.store.sqlfiles import SQL_DIR, literal, literal_list, render, sql_text  # noqa: F401 (sql_text: public here too)
 from sav_assets.lib.store.lake import SCHEMA_BATCH, Lake
+from sav_assets.lib.store.sqlfiles import SQL_DIR, literal, literal_list, render, sql_text  # noqa: F401 (sql_text: public here too)
 from sav_assets.lib.store.tables import SCHEMAS
 
 DB_NAME = "sav.duckdb"
@@ -56,16 +56,46 @@ def _local_compacted_view_sql(lake: Lake, name: str, layout: TableLayout) -> str
         f"read_parquet({literal_list(lake.uri(r) for r in parts)}, union_by_name = {union})")
 
 
-def _create_views(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
+def _db_path(lake: Lake) -> Path | None:
+    """``<root>/sav.duckdb`` for a lake in a local folder; None for one without (S3)."""
+    root = lake.store.local_root
+    return root / DB_NAME if root is not None else None
+
+
+def _create_file_views(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
+    """Views over the Parquet files themselves (a local lake's ``sav.duckdb``)."""
     for name in SCHEMAS:
         assert _IDENT.match(name), name
-        if lake.is_s3:
-            continue
         layout = table_layout(lake, name)
         if layout.is_compacted:
             con.execute(_local_compacted_view_sql(lake, name, layout))
         else:
             con.execute(render("table_view.sql", name=name, files=literal(lake.table_glob(name))))
+    _create_derived_views(con)
+
+
+def _register_arrow_tables(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
+    """Each table as pyarrow datasets over the store's filesystem (a lake without a local folder)."""
+    import pyarrow.dataset as ds
+
+    fs, base = lake.arrow_filesystem()
+    for name, schema in SCHEMAS.items():
+        layout = table_layout(lake, name)
+        if layout.is_compacted:
+            # the compacted files for unchanged batches, the parts for the rest (as the local view does)
+            con.register(f"__compacted_{name}", ds.dataset([f"{base}/{r}" for r in layout.compacted],
+                                                           filesystem=fs, format="parquet"))
+            con.register(f"__parts_{name}", ds.dataset([f"{base}/{r}" for r in layout.parts],
+                                                       filesystem=fs, format="parquet", schema=schema))
+            con.execute(_compacted_view_sql(name, layout, f"__compacted_{name}", f"__parts_{name}"))
+            continue
+        dataset = ds.dataset(f"{base}/tables/{name}", filesystem=fs, format="parquet",
+                             schema=schema) if layout.parts else schema.empty_table()
+        con.register(name, dataset)
+    _create_derived_views(con)
+
+
+def _create_derived_views(con: duckdb.DuckDBPyConnection) -> None:
     for _name, text in _derived_views():
         try:
             con.execute(text)
@@ -96,13 +126,13 @@ def refresh_catalog(lake: Lake) -> str | None:
     For an S3 lake nothing is written: ``connect`` builds the views in memory each time.
     """
     ensure_schemas(lake)
-    if lake.is_s3:
+    db = _db_path(lake)
+    if db is None:
         return None
-    db = Path(lake.root) / DB_NAME
     with _lock(db):
         con = duckdb.connect(str(db))
         try:
-            _create_views(con, lake)
+            _create_file_views(con, lake)
         finally:
             con.close()
     return str(db)
@@ -110,34 +140,18 @@ def refresh_catalog(lake: Lake) -> str | None:
 
 def connect(lake: Lake, read_only: bool = True) -> duckdb.DuckDBPyConnection:
     """A connection with every table view; read-only ones may only read the lake's own files."""
-    if lake.is_s3:
-        import pyarrow.dataset as ds
-
+    db = _db_path(lake)
+    if db is None:
         con = duckdb.connect(":memory:")
-        fs, base = lake.arrow_filesystem()
-        for name, schema in SCHEMAS.items():
-            layout = table_layout(lake, name)
-            if layout.is_compacted:
-                # the compacted files for unchanged batches, the parts for the rest (as the local view does)
-                con.register(f"__compacted_{name}", ds.dataset([f"{base}/{r}" for r in layout.compacted],
-                                                               filesystem=fs, format="parquet"))
-                con.register(f"__parts_{name}", ds.dataset([f"{base}/{r}" for r in layout.parts],
-                                                           filesystem=fs, format="parquet", schema=schema))
-                con.execute(_compacted_view_sql(name, layout, f"__compacted_{name}", f"__parts_{name}"))
-                continue
-            dataset = ds.dataset(f"{base}/tables/{name}", filesystem=fs, format="parquet",
-                                 schema=schema) if layout.parts else schema.empty_table()
-            con.register(name, dataset)
-        _create_views(con, lake)
+        _register_arrow_tables(con, lake)
     else:
-        db = Path(lake.root) / DB_NAME
         if not db.exists():
             refresh_catalog(lake)
         con = duckdb.connect(str(db), read_only=read_only)
     # Parquet footers are cached per connection (DuckDB re-reads a footer whose file changed).
     con.execute("SET parquet_metadata_cache = true")
     if read_only:
-        if not lake.is_s3:
+        if db is not None:
             con.execute(f"SET allowed_directories = [{literal(lake.uri('tables'))}, "
                         f"{literal(lake.uri(COMPACTED))}]")
         con.execute("SET enable_external_access = false")
@@ -178,25 +192,3 @@ def run_sql_file(con: duckdb.DuckDBPyConnection, rel: str, params: list | dict |
     """Execute one SQL file from ``sql/`` with bound parameters and return Arrow."""
     text = sql_text(rel)
     return (con.execute(text, params) if params else con.sql(text)).to_arrow_table()
-
-
-def markdown_table(tbl: pa.Table, max_rows: int = 50) -> str:
-    cols = tbl.column_names
-    if not cols:
-        return "_(no columns)_"
-    rows = tbl.slice(0, max_rows).to_pylist()
-
-    def fmt(v):
-        if isinstance(v, float):
-            return f"{v:.4g}"
-        return "" if v is None else str(v).replace("|", "\\|")
-
-    out = ["| " + " | ".join(cols) + " |", "| " + " | ".join("---" for _ in cols) + " |"]
-    out += ["| " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in rows]
-    if tbl.num_rows > max_rows:
-        out.append(f"\n_{tbl.num_rows - max_rows} more rows_")
-    return "\n".join(out)
-
-
-def default_root() -> str:
-    return os.environ.get("SAV_DATA_ROOT") or "./data"

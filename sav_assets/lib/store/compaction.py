@@ -21,21 +21,21 @@ every pipeline write does; until then the view keeps showing the batch as it was
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
-import os
 import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import pyarrow.parquet as pq
 
-from sav_assets.lib.store.sqlfiles import literal, literal_list, render
 from sav_assets.lib.store.lake import SCHEMA_BATCH, Lake
+from sav_assets.lib.store.sqlfiles import literal, literal_list, render
 from sav_assets.lib.store.tables import SCHEMAS
 
 COMPACTED = "compacted"
@@ -130,11 +130,9 @@ def table_layout(lake: Lake, table: str, check_schema: bool = True) -> TableLayo
 
 
 def _columns(lake: Lake, rel: str) -> list[str]:
-    if lake.is_s3:
-        fs, base = lake.arrow_filesystem()
-        with fs.open_input_file(f"{base}/{rel}") as fh:
-            return pq.ParquetFile(fh).schema_arrow.names
-    return pq.ParquetFile(str(lake.local_path(rel))).schema_arrow.names
+    fs, base = lake.arrow_filesystem()      # reads the footer only, locally and on S3
+    with fs.open_input_file(f"{base}/{rel}") as fh:
+        return pq.ParquetFile(fh).schema_arrow.names
 
 
 @dataclass
@@ -185,8 +183,7 @@ def compact_table(lake: Lake, table: str, min_new_parts: int = 1, force: bool = 
                                                     file_size, row_group_size, compression)
             break
         except Exception as e:
-            if not lake.is_s3:
-                shutil.rmtree(lake.local_path(f"{COMPACTED}/{table}/{gen}"), ignore_errors=True)
+            lake.store.delete_prefix(f"{COMPACTED}/{table}/{gen}")
             if attempt == 1 and not set(sources) <= set(_part_signatures(lake, table)):
                 log(f"{table}: parts were removed while compacting (a batch re-run?); trying once more")
                 continue
@@ -202,15 +199,9 @@ def compact_table(lake: Lake, table: str, min_new_parts: int = 1, force: bool = 
 def _drop_other_generations(lake: Lake, table: str, keep: set) -> None:
     """Remove orphaned generations and those older than the previous one (kept for open sessions whose
     views were defined before the switch)."""
-    prefix = f"{COMPACTED}/{table}"
-    for rel in lake.list(prefix):
-        parts = rel.split("/")
-        if len(parts) >= 4 and parts[2] not in keep:
-            lake.delete(rel)
-    if not lake.is_s3:
-        for d in lake.local_path(prefix).iterdir():
-            if d.is_dir() and d.name not in keep and not any(d.rglob("*")):
-                os.rmdir(d)
+    generations = {rel.split("/")[2] for rel in lake.list(f"{COMPACTED}/{table}") if rel.count("/") >= 3}
+    for gen in sorted(generations - keep):
+        lake.store.delete_prefix(f"{COMPACTED}/{table}/{gen}")
 
 
 def drop_compaction(lake: Lake, table: str) -> None:
@@ -227,40 +218,28 @@ def _write_generation(lake: Lake, table: str, sources: dict[str, str], gen: str,
 
     work = Path(tempfile.mkdtemp(prefix=f"sav-compact-{table}-"))
     try:
-        if lake.is_s3:  # DuckDB reads local files here (no httpfs): mirror the parts first
-            for rel in sources:
-                dst = work / "src" / rel
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                dst.write_bytes(lake.get_bytes(rel))
-            src_paths = [str(work / "src" / rel) for rel in sources]
-            out_dir = work / "out"
-        else:
-            src_paths = [str(lake.local_path(rel)) for rel in sources]
-            out_dir = lake.local_path(f"{COMPACTED}/{table}/{gen}")
         # the table's current columns, in schema order, come first (an empty file): the compacted files
         # then carry every column, in the order the plain view shows them
         schema_file = work / "schema.parquet"
         pq.write_table(SCHEMAS[table].empty_table(), str(schema_file))
-        src_paths = [str(schema_file)] + src_paths
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        con = duckdb.connect(config={"memory_limit": memory_limit, "temp_directory": str(work / "spill"),
-                                     **({"threads": threads} if threads else {})})
-        try:
-            con.execute(render(
-                "compact_table.sql", sources=literal_list(src_paths), out_dir=literal(out_dir),
-                order_by=f"ORDER BY {', '.join(keys)}" if keys else "", compression=compression,
-                row_group_size=str(int(row_group_size)), file_size=literal(file_size)))
-        finally:
-            con.close()
-        produced = sorted(p for p in out_dir.glob("*.parquet"))
-        rows = sum(pq.ParquetFile(str(p)).metadata.num_rows for p in produced)
-        nbytes = sum(p.stat().st_size for p in produced)
-        files = []
-        for p in produced:
-            rel = f"{COMPACTED}/{table}/{gen}/{p.name}"
-            if lake.is_s3:
-                lake.put_file(rel, p)
-            files.append(rel)
+        prefix = f"{COMPACTED}/{table}/{gen}"
+        # DuckDB reads and writes local files (no httpfs): the parts themselves in a local lake, downloads
+        # from S3; the output folder is the generation's own folder locally, uploaded afterwards on S3
+        with contextlib.ExitStack() as stack, lake.store.write_tree(prefix) as out:
+            src_paths = [str(schema_file)] + [stack.enter_context(lake.store.local_path(rel)) for rel in sources]
+            con = duckdb.connect(config={"memory_limit": memory_limit, "temp_directory": str(work / "spill"),
+                                         **({"threads": threads} if threads else {})})
+            try:
+                con.execute(render(
+                    "compact_table.sql", sources=literal_list(src_paths), out_dir=literal(out),
+                    order_by=f"ORDER BY {', '.join(keys)}" if keys else "", compression=compression,
+                    row_group_size=str(int(row_group_size)), file_size=literal(file_size)))
+            finally:
+                con.close()
+            produced = sorted(Path(out).glob("*.parquet"))
+            rows = sum(pq.ParquetFile(str(p)).metadata.num_rows for p in produced)
+            nbytes = sum(p.stat().st_size for p in produced)
+            files = [f"{prefix}/{p.name}" for p in produced]
         pointer = {"table": table, "generation": gen, "files": files, "sources": sources, "rows": rows,
                    "bytes": nbytes, "sort_by": keys, "row_group_size": row_group_size, "compression": compression,
                    "created_at": dt.datetime.now(dt.timezone.utc).isoformat()}
