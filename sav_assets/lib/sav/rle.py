@@ -5,7 +5,9 @@ Single masks (:func:`encode`, :func:`decode`, :func:`area`, :func:`bbox`, :func:
 ones (:func:`encode_many`, :func:`encode_many_wh` for the tracker's ``[N, W, H]`` layout,
 :func:`decode_many`, :func:`areas`, :func:`bboxes`, :func:`iou_matrix`, :func:`paired_ious`) all
 go through pycocotools' C code; :func:`parse_counts` decodes a ``counts`` string to its run lengths
-in numpy without building the mask (validation and cheap areas on imported files).
+in numpy without building the mask (validation and cheap areas on imported files); :func:`from_row`
+is the RLE of a ``masklet_frames`` row, :func:`to_coco` the bytes form pycocotools takes. Nothing
+else in the project converts ``counts`` by hand or imports pycocotools.
 """
 
 from __future__ import annotations

@@ -10,7 +10,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sav_assets.lib.store import tables
 from sav_assets.lib.dataset.splits import (
     SplitConfig,
     assign_splits,
@@ -18,6 +17,7 @@ from sav_assets.lib.dataset.splits import (
     group_keys,
     straddling_groups,
 )
+from sav_assets.lib.store import tables
 
 NOW = datetime(2025, 1, 1, tzinfo=timezone.utc)
 BUCKETS = ("small", "medium", "large")

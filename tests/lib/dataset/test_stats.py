@@ -6,9 +6,15 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from sav_assets.lib.dataset.statistics import (
+    run_stats,
+    stat_info,
+    stat_names,
+    stats_markdown,
+    stats_plots_png,
+)
 from sav_assets.lib.store import tables
 from sav_assets.lib.store.catalog import SQL_DIR, connect, refresh_catalog
-from sav_assets.lib.dataset.statistics import run_stats, stat_info, stat_names, stats_markdown, stats_plots_png
 from sav_assets.lib.store.lake import Lake
 
 T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sav_assets.lib.ingest.demo import Scene, write_demo_corpus
+from sav_assets.lib.ingest.quality import QualityThresholds, assess_batch
 from sav_assets.lib.sav import fields as masklet_fields
 from sav_assets.lib.sav import rle
-from sav_assets.lib.ingest.demo import Scene, write_demo_corpus
 from sav_assets.lib.video.probe import is_video_name, probe_file
-from sav_assets.lib.ingest.quality import QualityThresholds, assess_batch
 
 FPS = 24
 
