@@ -2,12 +2,11 @@
 
 ``assess_batch`` assesses every ``videos`` row with ``status == "ok"`` and returns one dict per video
 with exactly the ``video_quality`` columns (see ``tables.VIDEO_QUALITY``) except ``batch_id`` and
-``evaluated_at``. Frames are decoded by ``sample_frames`` in an isolated child process
-(``isolate.run_isolated``) that decodes only what the sampled frames need: PyAV with key-frame-aware
-forward seeking and non-reference frames dropped. The frames are bit-identical to decord's
-``get_batch`` (a test checks it), but decord re-seeks to the key frame for every index that is not
-the next frame, which made it slower than decoding the whole file (``benchmarks/bench_ingest.py``).
-Frames are downscaled so that the long side is at most ``max_side`` (512) px.
+``evaluated_at``. Frames are decoded by :func:`sav_assets.lib.video.sample.sample_frames` in the
+sandbox (an isolated, resource-limited child process); a video that cannot be sampled gets the
+``decode_failed`` reason (its :class:`~sav_assets.lib.video.errors.VideoError` class, e.g.
+``decoder_timeout`` or ``decoder_crash``, is not a column). Frames are downscaled so that the long side
+is at most ``max_side`` (512) px.
 
 Sampling: ``QualityThresholds.sample_frames`` anchor frames evenly spread over the video; for the shake estimate each
 anchor also brings the two frames ``step`` and ``2*step`` later, ``step = round(fps / 15)`` (at least
@@ -41,12 +40,12 @@ own id, so re-running a batch with its previous hashes in ``prior_hashes`` is ha
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from sav_assets.lib.video.sandbox import run_isolated
+from sav_assets.lib.video.errors import DECODE_ERROR, UNREADABLE, VideoError
+from sav_assets.lib.video.sample import evenly_spaced, sample_frames
 
 REASONS = (
     "low_resolution", "too_short", "too_long", "fps_out_of_range", "decode_failed", "blurry", "too_dark",
@@ -79,16 +78,7 @@ class QualityThresholds:
     unknown_licence_ok: bool = True
 
 
-class DecodeFailed(Exception):
-    """Sampling frames failed; ``error_class`` uses the probe's classes (decode_error, ...)."""
-
-    def __init__(self, error_class: str, message: str):
-        super().__init__(f"{error_class}: {message}")
-        self.error_class = error_class
-        self.message = message
-
-
-# ---------------------------------------------------------------- frame sampling
+# ---------------------------------------------------------------- which frames to sample
 
 
 def shake_step(fps: float | None) -> int:
@@ -100,8 +90,7 @@ def anchor_indices(frame_count: int, n: int, step: int = 0) -> list[int]:
     """``n`` anchors evenly spread over ``[0, frame_count - 1 - 2*step]``."""
     if frame_count <= 0 or n <= 0:
         return []
-    last = max(0, frame_count - 1 - 2 * step)
-    return sorted({int(round(x)) for x in np.linspace(0, last, num=min(n, last + 1))})
+    return evenly_spaced(max(1, frame_count - 2 * step), n)
 
 
 def sample_indices(frame_count: int, n: int, fps: float | None = None, triplets: bool = False) -> list[int]:
@@ -114,159 +103,6 @@ def sample_indices(frame_count: int, n: int, fps: float | None = None, triplets:
         for a in anchors:
             out.update(i for i in (a + step, a + 2 * step) if i < frame_count)
     return sorted(out)
-
-
-def sample_frames(path: str, n: int, timeout_s: float, max_side: int = 512, *,
-                  indices: list[int] | None = None, memory_mb: int = 4096) -> np.ndarray:
-    """Decode ``n`` evenly spaced frames (or exactly ``indices``) in an isolated subprocess.
-
-    Returns ``(k, H, W, 3) uint8`` with ``max(H, W) <= max_side``. Raises :class:`DecodeFailed`
-    (``decode_error``, ``decoder_timeout`` or ``decoder_crash``) instead of crashing the caller.
-    """
-    res = run_isolated("sav_assets.lib.ingest.quality:_sample_child",
-                       {"path": os.path.abspath(os.fspath(path)), "n": int(n), "max_side": int(max_side),
-                        "indices": None if indices is None else [int(i) for i in indices]},
-                       timeout_s=timeout_s, memory_mb=memory_mb)
-    if res.status == "timeout":
-        raise DecodeFailed("decoder_timeout", res.message or "timeout")
-    if res.status == "crashed":
-        tail = " / ".join((res.stderr_tail or "").strip().splitlines()[-2:])
-        raise DecodeFailed("decoder_crash", f"{res.message}" + (f" | {tail}" if tail else ""))
-    if res.status == "error":
-        cls = "decoder_crash" if res.exc_type == "MemoryError" else "decode_error"
-        raise DecodeFailed(cls, f"{res.exc_type}: {res.message}")
-    if res.value and res.value.get("error_class"):
-        raise DecodeFailed(res.value["error_class"], res.value.get("error_message") or "")
-    frames = res.arrays.get("frames")
-    if frames is None or frames.ndim != 4 or frames.shape[0] == 0:
-        raise DecodeFailed("decode_error", "no frames decoded")
-    return frames
-
-
-def _sample_child(path: str, n: int, max_side: int, indices: list[int] | None) -> tuple:
-    """Runs in the isolated subprocess: decode only what the sampled frames need.
-
-    Frame ``i`` is the ``i``-th frame in presentation order (as decord numbers them). The packet
-    table (demuxed, not decoded) maps indices to timestamps and key frames; for each sampled frame
-    the decoder either continues forward from where it is, or seeks to the sampled frame's key frame
-    when that key frame lies ahead, so no GOP is decoded twice and nothing is decoded after the last
-    sampled frame. Frames that no other frame references (``skip_frame=NONREF``: most B-frames) are
-    dropped unless sampled. Only sampled frames are converted (scaled and converted to RGB in one
-    swscale pass) and the display rotation is applied, so shapes match ``probe_file``'s sizes.
-    """
-    import av
-
-    def bad(msg: str):
-        return {"error_class": "decode_error", "error_message": msg[:500]}, {}
-
-    path = os.path.abspath(path)
-    try:
-        av.logging.set_level(av.logging.PANIC)
-    except Exception:  # noqa: BLE001
-        pass
-    try:
-        container = av.open(path, metadata_errors="ignore", container_options={"protocol_whitelist": "file"})
-    except (av.error.FFmpegError, OSError, ValueError, EOFError) as e:
-        return bad(f"open: {type(e).__name__}: {e}")
-    with container:
-        if not container.streams.video:
-            return bad("no video stream")
-        vs = container.streams.video[0]
-        pts, keys = [], []
-        try:
-            for pkt in container.demux(vs):
-                if pkt.size == 0:
-                    continue
-                if pkt.pts is None:
-                    pts = None
-                    break
-                pts.append(int(pkt.pts))
-                if pkt.is_keyframe:
-                    keys.append(int(pkt.pts))
-        except (av.error.FFmpegError, OSError, ValueError, EOFError) as e:
-            return bad(f"demux: {type(e).__name__}: {e}")
-        order = sorted(pts) if pts else []
-        count = len(order)
-        if pts is not None and count == 0:
-            return bad("no frames")
-        if indices is None:
-            idx = sample_indices(count, n)
-        else:
-            idx = sorted({min(max(0, int(i)), max(0, count - 1)) for i in indices}) if count else \
-                sorted({max(0, int(i)) for i in indices})
-        index_of = {p: k for k, p in enumerate(order)}
-        key_idx = sorted(index_of[k] for k in set(keys) if k in index_of) or [0]
-        try:
-            if pts is None:  # no timestamps: plain sequential decode, numbering frames as they come
-                got = {}
-                container.seek(0)
-                for k, frame in enumerate(container.decode(vs)):
-                    if k in idx:
-                        got[k] = _to_rgb(frame, max_side)
-                    if k >= idx[-1]:
-                        break
-            else:
-                got = _decode_plan(container, vs, idx, order, index_of, key_idx, max_side, skip_nonref=True)
-                if len(got) < len(idx):  # e.g. packed B-frames: retry decoding every frame
-                    got = _decode_plan(container, vs, idx, order, index_of, key_idx, max_side,
-                                       skip_nonref=False)
-        except (av.error.FFmpegError, OSError, ValueError, EOFError) as e:
-            return bad(f"decoding sampled frames: {type(e).__name__}: {e}")
-    missing = [i for i in idx if i not in got]
-    if missing:
-        return bad(f"{len(missing)} of {len(idx)} sampled frames could not be decoded (e.g. {missing[:3]})")
-    frames = np.stack([got[i] for i in idx])
-    return {"indices": idx, "frame_count": count}, {"frames": np.ascontiguousarray(frames, dtype=np.uint8)}
-
-
-def _decode_plan(container, vs, idx, order, index_of, key_idx, max_side, skip_nonref: bool) -> dict:
-    """Decode the frames ``idx`` (presentation indices), seeking only forward to key frames."""
-    cc = vs.codec_context
-    want = {order[i] for i in idx}
-    targets = set(idx)
-    got: dict[int, np.ndarray] = {}
-    pos = -1  # presentation index of the last frame the decoder returned
-    frames = None
-
-    def run_from(key: int):
-        container.seek(order[key], stream=vs, backward=True, any_frame=False)
-        cc.flush_buffers()
-        for pkt in container.demux(vs):
-            # frames nothing refers to can be dropped unless they are sampled (or the final flush)
-            cc.skip_frame = "NONREF" if skip_nonref and pkt.size and pkt.pts not in want else "DEFAULT"
-            yield from cc.decode(pkt)
-
-    try:
-        for t in idx:
-            if t in got:
-                continue
-            key = key_idx[max(0, int(np.searchsorted(key_idx, t, side="right")) - 1)]
-            if frames is None or t <= pos or key > pos + 1:
-                frames = run_from(key)
-            for frame in frames:
-                k = index_of.get(frame.pts)
-                if k is None:
-                    continue
-                pos = max(pos, k)
-                if k in targets and k not in got:
-                    got[k] = _to_rgb(frame, max_side)
-                if k >= t:
-                    break
-    finally:
-        cc.skip_frame = "DEFAULT"
-    return got
-
-
-def _to_rgb(frame, max_side: int) -> np.ndarray:
-    w, h = frame.width, frame.height
-    s = min(1.0, max_side / float(max(w, h)))
-    if s < 1.0:
-        a = frame.reformat(width=max(2, int(round(w * s))), height=max(2, int(round(h * s))),
-                           format="rgb24", interpolation="AREA").to_ndarray()
-    else:
-        a = frame.to_ndarray(format="rgb24")
-    rot = int(getattr(frame, "rotation", 0) or 0) % 360
-    return np.ascontiguousarray(np.rot90(a, rot // 90)) if rot else a
 
 
 # ---------------------------------------------------------------- metrics
@@ -382,14 +218,14 @@ def frame_metrics(frames: np.ndarray, anchor_pos: list[int], triplets: list[tupl
 
 
 def measure_video(path: str, frame_count: int, fps: float, t: QualityThresholds) -> dict:
-    """Sample ``path`` and compute its frame metrics (plus ``sampled_frames``). Raises DecodeFailed."""
+    """Sample ``path`` and compute its frame metrics (plus ``sampled_frames``). Raises VideoError."""
     idx = sample_indices(int(frame_count), t.sample_frames, fps, triplets=True)
     if not idx:
-        raise DecodeFailed("decode_error", "no frames to sample")
+        raise VideoError(DECODE_ERROR, "no frames to sample")
     frames = sample_frames(path, t.sample_frames, t.decode_timeout_s, t.max_side, indices=idx,
                            memory_mb=t.decode_memory_mb)
     if frames.shape[0] != len(idx):
-        raise DecodeFailed("decode_error", f"decoded {frames.shape[0]} of {len(idx)} sampled frames")
+        raise VideoError(DECODE_ERROR, f"decoded {frames.shape[0]} of {len(idx)} sampled frames")
     pos = {f: k for k, f in enumerate(idx)}
     step = shake_step(fps)
     anchors = anchor_indices(int(frame_count), t.sample_frames, step)
@@ -473,11 +309,10 @@ def assess_batch(videos: list[dict], paths: dict[str, str], sidecars: dict[str, 
         path = paths.get(vid)
         try:
             if not path:
-                raise DecodeFailed("unreadable", "no local path for this video")
+                raise VideoError(UNREADABLE, "no local path for this video")
             m = measure_video(path, int(v.get("video_frame_count") or 0), float(v.get("video_fps") or 0), t)
-        except DecodeFailed as e:
+        except VideoError:
             reasons.append("decode_failed")
-            row["decode_error"] = f"{e.error_class}: {e.message}"[:500]
         else:
             row.update({k: m[k] for k in ("sampled_frames", "sharpness", "brightness", "clipped_fraction",
                                           "motion", "camera_shake", "phash")})
@@ -502,7 +337,6 @@ def assess_batch(videos: list[dict], paths: dict[str, str], sidecars: dict[str, 
                     "video_environment": None if env is None else str(env)})
         row["reasons"] = [r for r in REASONS if r in reasons]
         row["passed"] = not row["reasons"]
-        row.pop("decode_error", None)
         rows.append(row)
     return rows
 

@@ -41,13 +41,27 @@ import os
 import stat
 from dataclasses import asdict, dataclass
 
+from sav_assets.lib.video.errors import (
+    DECODE_ERROR,
+    DECODER_CRASH,
+    DECODER_TIMEOUT,
+    EMPTY_FILE,
+    NO_VIDEO_STREAM,
+    NOT_A_CONTAINER,
+    OVER_LIMITS,
+    TRUNCATED,
+    UNREADABLE,
+    VideoError,
+)
 from sav_assets.lib.video.sandbox import run_isolated
+from sav_assets.lib.video.sniff import classify_unopenable
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"})
 
-ERROR_CLASSES = (
-    "empty_file", "unreadable", "not_a_container", "no_video_stream", "truncated", "decode_error",
-    "over_limits", "decoder_timeout", "decoder_crash",
+# the classes a probe can give (a subset of the one vocabulary, sav_assets.lib.video.errors)
+PROBE_ERROR_CLASSES = (
+    EMPTY_FILE, UNREADABLE, NOT_A_CONTAINER, NO_VIDEO_STREAM, TRUNCATED, DECODE_ERROR, OVER_LIMITS,
+    DECODER_TIMEOUT, DECODER_CRASH,
 )
 
 
@@ -89,7 +103,7 @@ class ProbeResult:
         return asdict(self)
 
     @classmethod
-    def bad(cls, error_class: str, message: str) -> "ProbeResult":
+    def bad(cls, error_class: str, message: str) -> ProbeResult:
         return cls(status="quarantined", error_class=error_class, error_message=message[:1000])
 
 
@@ -100,192 +114,26 @@ def probe_file(path: str, limits: ProbeLimits | None = None) -> ProbeResult:
     try:
         st = os.stat(path)
     except OSError as e:
-        return ProbeResult.bad("unreadable", f"{type(e).__name__}: {e}")
+        return ProbeResult.bad(UNREADABLE, f"{type(e).__name__}: {e}")
     if stat.S_ISDIR(st.st_mode):
-        return ProbeResult.bad("unreadable", "is a directory")
+        return ProbeResult.bad(UNREADABLE, "is a directory")
     if stat.S_ISREG(st.st_mode):
         if st.st_size == 0:
-            return ProbeResult.bad("empty_file", "file is 0 bytes")
+            return ProbeResult.bad(EMPTY_FILE, "file is 0 bytes")
         if st.st_size > limits.max_bytes:
-            return ProbeResult.bad("over_limits", f"bytes: {st.st_size} > max_bytes {limits.max_bytes}")
+            return ProbeResult.bad(OVER_LIMITS, f"bytes: {st.st_size} > max_bytes {limits.max_bytes}")
     res = run_isolated(
         "sav_assets.lib.video.probe:_probe_child",
         {"path": path, "max_width": limits.max_width, "max_height": limits.max_height,
          "max_duration_s": limits.max_duration_s},
         timeout_s=limits.timeout_s, memory_mb=limits.memory_mb)
-    if res.status == "timeout":
-        return ProbeResult.bad("decoder_timeout", f"decoder did not finish: {res.message}")
-    if res.status == "crashed":
-        return ProbeResult.bad("decoder_crash", _crash_message(res))
-    if res.status == "error":
-        if res.exc_type == "MemoryError" or "bad_alloc" in (res.message or ""):
-            return ProbeResult.bad("decoder_crash", f"out of memory (memory_mb={limits.memory_mb}): "
-                                   f"{res.exc_type}: {res.message}")
-        return ProbeResult.bad("decoder_crash", f"{res.exc_type}: {res.message}")
+    if res.status != "ok":
+        err = res.error(memory_mb=limits.memory_mb)  # an unexpected exception counts as a crash
+        return ProbeResult.bad(err.error_class, err.message)
     v = res.value
-    if v.get("error_class"):
-        return ProbeResult.bad(v["error_class"], v.get("error_message") or "")
     return ProbeResult(status="ok", **{k: v.get(k) for k in (
         "video_frame_count", "video_fps", "video_duration", "video_height", "video_width",
         "codec", "rotation")})
-
-
-def _crash_message(res) -> str:
-    msg = res.message or "decoder process died"
-    tail = (res.stderr_tail or "").strip().splitlines()
-    if res.signal in ("SIGKILL", "SIGABRT", "SIGSEGV") and any("alloc" in ln for ln in tail[-5:]):
-        msg += " (out of memory)"
-    if res.signal == "SIGXCPU":
-        msg += " (CPU time limit)"
-    if tail:
-        msg += " | " + " / ".join(tail[-3:])
-    return msg
-
-
-# ---------------------------------------------------------------- content sniffing (pure Python)
-
-_MP4_TOP_BOXES = {b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot", b"moof", b"styp",
-                  b"sidx", b"uuid"}
-_MP4_INNER = (b"moov", b"mvhd", b"trak", b"tkhd", b"mdia", b"minf", b"stbl", b"stsd", b"moof",
-              b"mdat", b"ftyp", b"avcC", b"hvcC")
-
-
-def has_container_signature(head: bytes) -> bool:
-    """A known video container magic at the start of the file."""
-    if len(head) >= 8 and head[4:8] in _MP4_TOP_BOXES:
-        return True
-    return (head.startswith(b"\x1a\x45\xdf\xa3")               # EBML: Matroska / WebM
-            or (head[:4] == b"RIFF" and head[8:12] in (b"AVI ", b"AVIX"))
-            or head.startswith(b"FLV\x01") or head.startswith(b"OggS")
-            or head.startswith(b"\x00\x00\x01\xba")            # MPEG program stream
-            or (len(head) > 376 and head[0] == 0x47 and head[188] == 0x47 and head[376] == 0x47))
-
-
-def looks_like_video_fragment(data: bytes) -> bool:
-    """Headerless piece of a video file: nested MP4/Matroska boxes, or a length-prefixed NAL chain.
-
-    Random bytes essentially never pass (a box needs a matching 4-byte type *and* a plausible
-    size; the NAL test needs 6 consecutive plausible length-prefixed units); text and HTML never do.
-    """
-    import struct
-
-    n = len(data)
-    for box in _MP4_INNER:
-        start = 0
-        while True:
-            i = data.find(box, start)
-            if i < 0:
-                break
-            if i >= 4:
-                size = struct.unpack(">I", data[i - 4:i])[0]
-                if size == 1 or 8 <= size <= (1 << 34):
-                    return True
-            start = i + 1
-    idx = data.find(b"\x1f\x43\xb6\x75")  # Matroska Cluster element id
-    if 0 <= idx and idx + 5 < n and data[idx + 4] != 0:  # followed by an EBML size varint
-        return True
-    return _ebml_block_chain(data) or _nal_chain(data)
-
-
-def _ebml_block_chain(data: bytes, hops: int = 4) -> bool:
-    """Consecutive Matroska/WebM SimpleBlocks (id 0xA3, size, track, timecode, flags)."""
-
-    def block_end(i: int) -> int:
-        if i + 2 >= len(data) or data[i] != 0xA3:
-            return -1
-        first = data[i + 1]
-        if first == 0:
-            return -1
-        n = 8 - first.bit_length() + 1  # EBML varint length from the leading zero bits
-        if i + 1 + n + 4 > len(data):
-            return -1
-        size = first & (0xFF >> n)
-        for b in data[i + 2:i + 1 + n]:
-            size = (size << 8) | b
-        body = i + 1 + n
-        track = data[body]
-        if not 0x81 <= track <= 0x8F or data[body + 3] & 0x06 or size < 5 or size > (16 << 20):
-            return -1  # one-byte track number 1..15, reserved flag bits clear
-        return body + size
-
-    start = data.find(b"\xa3")
-    while start >= 0:
-        pos, k = start, 0
-        while k < hops:
-            end = block_end(pos)
-            if end < 0:
-                break
-            pos, k = end, k + 1
-        if k >= hops:
-            return True
-        start = data.find(b"\xa3", start + 1)
-    return False
-
-
-def _nal_chain(data: bytes, hops: int = 8, gap: int = 2048, max_nal: int = 8 << 20) -> bool:
-    """A chain of ``hops`` length-prefixed H.264/H.265 NAL units, as MP4/MOV ``mdat`` stores them.
-
-    Each unit must have a plausible 4-byte length and a strict NAL header (slice with
-    first_mb_in_slice == 0, SEI/AUD/SPS/PPS with consistent nal_ref_idc, or HEVC with layer 0 and
-    temporal id 1); the next unit may start up to ``gap`` bytes after the previous one ends, which
-    skips interleaved audio samples. On random bytes chains die after 2-3 hops.
-    """
-    import numpy as np
-
-    a = np.frombuffer(data, dtype=np.uint8)
-    m = len(a) - 8
-    if m <= 0:
-        return False
-    b = a.astype(np.uint32)
-    length = (b[0:m] << 24) | (b[1:m + 1] << 16) | (b[2:m + 2] << 8) | b[3:m + 3]
-    h0, h1, h2 = a[4:m + 4], a[5:m + 5], a[6:m + 6]
-    ok = (length >= 2) & (length <= max_nal) & ((h0 & 0x80) == 0)
-    t, ref = h0 & 0x1F, (h0 >> 5) & 3
-    s264 = ((((t == 1) | ((t == 5) & (ref > 0))) & ((h1 & 0x80) != 0))
-            | (((t == 6) | (t == 9)) & (ref == 0)) | (((t == 7) | (t == 8)) & (ref > 0)))
-    t5 = (h0 >> 1) & 0x3F
-    s265 = (h1 == 1) & (((t5 <= 21) & ((h2 & 0x80) != 0)) | ((t5 >= 32) & (t5 <= 40)))
-    starts = np.nonzero(ok & (s264 | s265))[0].astype(np.int64)
-    pos = starts
-    for _ in range(hops):
-        if pos.size == 0:
-            return False
-        end = pos + 4 + length[pos].astype(np.int64)
-        j = np.searchsorted(starts, end)
-        found = j < len(starts)
-        nxt = starts[np.minimum(j, len(starts) - 1)]
-        pos = np.unique(nxt[found & (nxt - end <= gap)])
-    return bool(pos.size)
-
-
-def _looks_like_text(head: bytes) -> bool:
-    if not head:
-        return False
-    printable = sum(1 for c in head if 32 <= c < 127 or c in (9, 10, 13))
-    return printable / len(head) > 0.95
-
-
-def classify_unopenable(path: str, reason: str, scan_bytes: int = 4 << 20) -> tuple[str, str]:
-    """``truncated`` or ``not_a_container`` for a file the demuxer refused."""
-    with open(path, "rb") as f:
-        data = f.read(scan_bytes)
-        try:
-            size = os.fstat(f.fileno()).st_size
-            if size > 2 * scan_bytes:  # the moov of a non-faststart file sits at the end
-                f.seek(size - scan_bytes)
-                data_tail = f.read(scan_bytes)
-            else:
-                data_tail = b""
-        except OSError:
-            data_tail = b""
-    if has_container_signature(data[:512]):
-        return "truncated", f"container header found but it cannot be opened: {reason}"
-    if _looks_like_text(data[:4096]):
-        kind = "HTML" if b"<html" in data[:4096].lower() or b"<!doctype" in data[:4096].lower() else "text"
-        return "not_a_container", f"{kind} content, not a media container: {reason}"
-    if looks_like_video_fragment(data) or (data_tail and looks_like_video_fragment(data_tail)):
-        return "truncated", f"headerless fragment of a video file (start of file missing): {reason}"
-    return "not_a_container", f"unrecognised content, not a media container: {reason}"
 
 
 # ---------------------------------------------------------------- child side
@@ -296,104 +144,125 @@ _DENIED_FORMATS = frozenset({"hls", "applehttp", "concat", "ffconcat", "dash", "
                              "rtsp", "rtp", "subfile", "data", "lavfi", "mpjpeg"})
 
 
+def _bad(error_class: str, msg: str) -> VideoError:
+    return VideoError(error_class, msg[:1000])
+
+
 def _probe_child(path: str, max_width: int, max_height: int, max_duration_s: float,
                  tail_seconds: float = 4.0) -> dict:
-    """Runs inside the isolated subprocess. Returns a JSON-able dict."""
-    import av
-
+    """Runs inside the isolated subprocess: the metadata dict, or :class:`VideoError` for bad input."""
     path = os.path.abspath(path)  # never let FFmpeg read "proto:..." as a protocol URL
+    header = _check_header(path, max_width, max_height, max_duration_s)
+    return {**_check_frames(path, header, max_duration_s, tail_seconds),
+            "codec": header["codec"], "rotation": header["rotation"]}
 
-    def bad(cls: str, msg: str) -> dict:
-        return {"error_class": cls, "error_message": msg[:1000]}
+
+def _open_container(path: str):
+    import av
 
     try:
         av.logging.set_level(av.logging.PANIC)
     except Exception:  # noqa: BLE001 - logging control is best effort
         pass
     try:
-        container = av.open(path, mode="r", metadata_errors="ignore",
-                            container_options={"protocol_whitelist": "file"})
+        return av.open(path, mode="r", metadata_errors="ignore", container_options={"protocol_whitelist": "file"})
     except MemoryError:
         raise
     except PermissionError as e:
-        return bad("unreadable", f"{type(e).__name__}: {e}")
+        raise _bad(UNREADABLE, f"{type(e).__name__}: {e}") from None
     except (av.error.FFmpegError, OSError, ValueError, EOFError) as e:
-        cls, msg = classify_unopenable(path, f"{type(e).__name__}: {e}")
-        return bad(cls, msg)
-    with container:
+        raise _bad(*classify_unopenable(path, f"{type(e).__name__}: {e}")) from None
+
+
+def _check_header(path: str, max_width: int, max_height: int, max_duration_s: float) -> dict:
+    """PyAV, header only (plus the first frame's rotation): the limits, before anything is decoded."""
+    with _open_container(path) as container:
         fmt = set((container.format.name or "").split(","))
         if fmt & _DENIED_FORMATS:
-            return bad("not_a_container", f"{container.format.name} is a playlist/multi-file format, "
+            raise _bad(NOT_A_CONTAINER, f"{container.format.name} is a playlist/multi-file format, "
                        "not a video container")
         if not container.streams.video:
             kinds = sorted({s.type for s in container.streams}) or ["none"]
-            return bad("no_video_stream", f"container {container.format.name} has streams: {', '.join(kinds)}")
+            raise _bad(NO_VIDEO_STREAM, f"container {container.format.name} has streams: {', '.join(kinds)}")
         vs = container.streams.video[0]
         cc = vs.codec_context
-        codec = cc.name if cc is not None else None
         cw, ch = int(cc.width or 0), int(cc.height or 0)
         # resolution, orientation-independent: the long side against the larger limit
         if cw and ch and (max(cw, ch) > max(max_width, max_height) or min(cw, ch) > min(max_width, max_height)):
-            return bad("over_limits", f"resolution: {cw}x{ch} exceeds {max_width}x{max_height}")
+            raise _bad(OVER_LIMITS, f"resolution: {cw}x{ch} exceeds {max_width}x{max_height}")
         dur, dur_is_video = _declared_duration(container, vs)
         if dur is not None and dur > max_duration_s:
-            return bad("over_limits", f"duration: {dur:.3f} s exceeds max_duration_s {max_duration_s:g}")
+            raise _bad(OVER_LIMITS, f"duration: {dur:.3f} s exceeds max_duration_s {max_duration_s:g}")
         if not cw or not ch:
-            return bad("decode_error", "video stream has no frame size (no decodable parameters)")
-        declared_frames = int(vs.frames or 0)
+            raise _bad(DECODE_ERROR, "video stream has no frame size (no decodable parameters)")
         missing = _missing_data(path, vs)
         if missing:
-            return bad("decode_error", missing)
-        rotation = 0
-        try:
-            for frame in container.decode(vs):
-                rotation = int(getattr(frame, "rotation", 0) or 0) % 360
-                break
-        except (av.error.FFmpegError, OSError, ValueError, EOFError) as e:
-            return bad("decode_error", f"first frame: {type(e).__name__}: {e}")
+            raise _bad(DECODE_ERROR, missing)
+        return {"codec": cc.name if cc is not None else None, "declared_frames": int(vs.frames or 0),
+                "duration": dur, "duration_is_video": dur_is_video, "rotation": _first_rotation(container, vs)}
 
+
+def _first_rotation(container, vs) -> int:
+    import av
+
+    try:
+        for frame in container.decode(vs):
+            return int(getattr(frame, "rotation", 0) or 0) % 360
+    except (av.error.FFmpegError, OSError, ValueError, EOFError) as e:
+        raise _bad(DECODE_ERROR, f"first frame: {type(e).__name__}: {e}") from None
+    return 0
+
+
+def _check_frames(path: str, header: dict, max_duration_s: float, tail_seconds: float) -> dict:
+    """decord indexes the file and decodes a few frames: count, fps, displayed size."""
     import decord
 
     try:
         vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
     except (decord.DECORDError, RuntimeError) as e:
-        return bad("decode_error", f"indexing failed: {_short(e)}")
+        raise _bad(DECODE_ERROR, f"indexing failed: {_short(e)}") from None
     n = len(vr)
     if n <= 0:
-        return bad("decode_error", "no decodable frames")
-    if declared_frames and n < declared_frames:
-        return bad("decode_error", f"only {n} of the {declared_frames} frames the header declares are present")
+        raise _bad(DECODE_ERROR, "no decodable frames")
+    declared = header["declared_frames"]
+    if declared and n < declared:
+        raise _bad(DECODE_ERROR, f"only {n} of the {declared} frames the header declares are present")
     fps = float(vr.get_avg_fps() or 0.0)
     if not fps or fps != fps:
-        return bad("decode_error", "no frame rate")
+        raise _bad(DECODE_ERROR, "no frame rate")
     if n / fps > max_duration_s:
-        return bad("over_limits", f"duration: {n / fps:.3f} s exceeds max_duration_s {max_duration_s:g}")
+        raise _bad(OVER_LIMITS, f"duration: {n / fps:.3f} s exceeds max_duration_s {max_duration_s:g}")
+    dur = header["duration"]
     if dur:
         # frames must cover the declared duration (containers without a frame count, e.g. Matroska)
-        slack = max(2.5 / fps, 0.02 * dur) if dur_is_video else max(1.0, 0.1 * dur)
+        slack = max(2.5 / fps, 0.02 * dur) if header["duration_is_video"] else max(1.0, 0.1 * dur)
         if n / fps < dur - slack:
-            return bad("decode_error", f"frames cover only {n / fps:.3f} s of the declared {dur:.3f} s")
+            raise _bad(DECODE_ERROR, f"frames cover only {n / fps:.3f} s of the declared {dur:.3f} s")
+    idx = _check_indices(vr, n, fps, tail_seconds)
+    try:
+        frames = vr.get_batch(idx).asnumpy()
+    except (decord.DECORDError, RuntimeError, IndexError) as e:
+        raise _bad(DECODE_ERROR, f"decoding frames {idx} of {n}: {_short(e)}") from None
+    if frames.ndim != 4 or frames.shape[0] != len(idx):
+        raise _bad(DECODE_ERROR, f"decoded {frames.shape} for frames {idx}")
+    return {"video_frame_count": int(n), "video_fps": fps, "video_duration": n / fps,
+            "video_height": int(frames.shape[1]), "video_width": int(frames.shape[2])}
+
+
+def _check_indices(vr, n: int, fps: float, tail_seconds: float) -> list[int]:
+    """First frame, the key frame nearest the middle, the last key frame, and the final frame when
+    it lies within ``tail_seconds`` of its key frame (long-GOP files would otherwise decode almost
+    entirely: key frames are cheap, the final frame costs a decode from its key frame)."""
     try:
         keys = list(vr.get_key_indices())
     except Exception:  # noqa: BLE001
         keys = []
     keys = [int(k) for k in keys if 0 <= k < n] or [0]
     mid = min(keys, key=lambda k: abs(k - n // 2))
-    # key frames are cheap to decode; the final frame costs a decode from its key frame, so it is
-    # checked only when that run is short (long-GOP files would otherwise decode almost entirely)
     idx = {0, mid, keys[-1]}
     if n - 1 - keys[-1] <= max(8.0, tail_seconds * fps):
         idx.add(n - 1)
-    idx = sorted(idx)
-    try:
-        frames = vr.get_batch(idx).asnumpy()
-    except (decord.DECORDError, RuntimeError, IndexError) as e:
-        return bad("decode_error", f"decoding frames {idx} of {n}: {_short(e)}")
-    if frames.ndim != 4 or frames.shape[0] != len(idx):
-        return bad("decode_error", f"decoded {frames.shape} for frames {idx}")
-    h, w = int(frames.shape[1]), int(frames.shape[2])
-    return {"video_frame_count": int(n), "video_fps": fps, "video_duration": n / fps,
-            "video_height": h, "video_width": w, "codec": codec, "rotation": rotation}
+    return sorted(idx)
 
 
 def _declared_duration(container, vs) -> tuple[float | None, bool]:

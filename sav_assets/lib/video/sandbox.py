@@ -1,69 +1,114 @@
-"""Run one function in a fresh, resource-limited child process.
+"""Run a function in a fresh, resource-limited child process: the one child-process protocol.
 
 Decoders (FFmpeg under decord and PyAV) can hang, abort or exhaust memory on hostile input, so
-every untrusted decode runs here, in a child process of its own session with ``RLIMIT_AS``
-(address space), ``RLIMIT_CPU`` and ``RLIMIT_CORE=0`` set before the target runs, and a wall-clock
-timeout after which the child's process group is SIGKILLed. Nothing is unpickled on the way back:
-the child answers with one JSON line, optionally followed by raw ``numpy`` array bytes described in
-that line (dtype, shape), so a compromised decoder cannot make the parent run code. The child's
-file descriptors 1 and 2 go to a temporary log file (native libraries' output can neither corrupt
-the answer nor flood the caller's logs); its tail is kept for error messages.
+every untrusted decode runs here (probing, frame sampling for quality, decoding for labeling), in a
+child process of its own session with ``RLIMIT_AS`` (address space), ``RLIMIT_CPU`` and
+``RLIMIT_CORE=0`` set before the target runs, and a wall-clock timeout after which the child's
+process group is SIGKILLed. Nothing is unpickled on the way back: the child answers with JSON lines,
+each optionally followed by raw ``numpy`` array bytes described in that line (dtype, shape), so a
+compromised decoder cannot make the parent run code (the framing and the child side live in
+:mod:`sav_assets.lib.video.sandbox_child`). The child's stdout/stderr go to a temporary file (native
+libraries' output can neither corrupt the answer nor flood the caller's logs); its tail is kept for
+error messages.
 
-Two ways to start the child (``mode``):
+Two calls:
 
-* ``"zygote"`` (default where ``os.fork`` exists): a helper process, started once per calling
-  process with ``python -m sav_assets.lib.video.sandbox --zygote``, imports numpy, Pillow, PyAV, decord
-  and the probe/quality modules, then forks one brand-new child per call. The zygote never opens an
-  untrusted file, is single-threaded (BLAS/OpenMP pools pinned to one thread) and exits when its
-  caller goes away. A call then starts in milliseconds instead of paying interpreter start-up and
-  imports (~0.2-0.3 s, more on a loaded machine) for every file.
-* ``"subprocess"``: a fresh ``python -m sav_assets.lib.video.sandbox`` per call (used when ``env`` is
-  given, or when the zygote cannot run).
+* :func:`run_isolated` calls ``module:function(**kwargs)`` once and returns one
+  :class:`IsolatedResult`.
+* :func:`stream_isolated` calls a generator function and yields one result per item it yields
+  (e.g. one per decoded chunk of frames), with the same limits; the timeout applies to each message
+  and the CPU limit is a budget per message. The child writes the next message while the caller
+  works on the current one (the pipe holds back a child that runs ahead).
 
-``run_isolated`` returns an :class:`IsolatedResult` whose ``status`` is one of
+Two ways to start the child (``mode`` of :func:`run_isolated`):
 
-* ``ok``        the target returned; ``value`` is its JSON-able return value, ``arrays`` its arrays
-* ``error``     the target raised; ``exc_type`` / ``message`` describe it (``MemoryError`` included)
-* ``timeout``   killed after ``timeout_s`` seconds of wall time
+* ``"zygote"`` (default where ``os.fork`` exists): a helper process
+  (:mod:`sav_assets.lib.video.zygote`), started once per calling process, preloads numpy, PyAV,
+  decord and the probe/sampling modules, then forks one brand-new child per call. A call then starts
+  in milliseconds instead of paying interpreter start-up and imports (~0.2-0.3 s, more on a loaded
+  machine) for every file.
+* ``"subprocess"``: a fresh ``python -m sav_assets.lib.video.sandbox_child`` per call (used when
+  ``env`` is given, or when the zygote cannot run). Streaming always uses it: the answer flows through
+  a pipe while it is produced, and a labeling decode lasts long enough for start-up not to matter.
+
+An :class:`IsolatedResult`'s ``status`` is one of
+
+* ``ok``        the target returned (or yielded); ``value`` is its JSON-able value, ``arrays`` its arrays
+* ``done``      (streaming only, last) the generator finished; ``peak_rss_mb`` is the child's peak RSS
+* ``error``     the target raised; ``exc_type`` / ``message`` describe it (``MemoryError`` included),
+  ``error_class`` is set when it raised :class:`~sav_assets.lib.video.errors.VideoError`
+* ``timeout``   killed after ``timeout_s`` seconds of wall time without an answer
 * ``crashed``   the process died (``signal`` set when killed by a signal, e.g. SIGSEGV, SIGABRT,
   SIGXCPU from the CPU limit) or exited without an answer
+
+:meth:`IsolatedResult.error` turns any status but ``ok``/``done`` into a
+:class:`~sav_assets.lib.video.errors.VideoError` of the one vocabulary (``decoder_timeout``,
+``decoder_crash``, or the class the target raised).
 """
 
 from __future__ import annotations
 
-import atexit
-import itertools
 import json
-import math
 import os
+import select
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-_PKG_ROOT = str(Path(__file__).resolve().parents[3])
-_MAGIC = b"SAVISO1\n"
-_STDERR_TAIL = 4000
-PRELOAD = ("numpy", "PIL.Image", "scipy.fft", "av", "decord", "sav_assets.lib.video.probe",
-           "sav_assets.lib.ingest.quality")
+from sav_assets.lib.video.errors import DECODER_CRASH, DECODER_TIMEOUT, VideoError
+from sav_assets.lib.video.sandbox_child import MAGIC
+from sav_assets.lib.video.zygote import Zygote, child_env, kill_tree, log_tail
+
+_CHILD = "sav_assets.lib.video.sandbox_child"
+_MAX_LINE = 1 << 20
+# what running out of address space looks like when it is not a MemoryError (C++, the dynamic loader)
+_OOM_HINTS = ("bad_alloc", "failed to map segment", "Cannot allocate memory")
 
 
 @dataclass
 class IsolatedResult:
-    status: str                      # ok | error | timeout | crashed
+    status: str                      # ok | done | error | timeout | crashed
     value: Any = None
     arrays: dict = field(default_factory=dict)
     exc_type: str | None = None
     message: str | None = None
+    error_class: str | None = None
     returncode: int | None = None
     signal: str | None = None
     stderr_tail: str = ""
     wall_s: float = 0.0
+    peak_rss_mb: float | None = None
+
+    def error(self, *, memory_mb: int | None = None, unexpected: str = DECODER_CRASH) -> VideoError:
+        """The failure as a :class:`VideoError`; ``unexpected`` classes an exception the target did
+        not classify itself (the probe calls it a crash, decoding calls it a decode error)."""
+        if self.status == "timeout":
+            return VideoError(DECODER_TIMEOUT, f"decoder did not finish: {self.message}")
+        if self.status == "crashed":
+            return VideoError(DECODER_CRASH, _crash_message(self))
+        if self.error_class:
+            return VideoError(self.error_class, self.message or "")
+        if self.exc_type == "MemoryError" or any(h in (self.message or "") for h in _OOM_HINTS):
+            return VideoError(DECODER_CRASH, f"out of memory (memory_mb={memory_mb}): "
+                                             f"{self.exc_type}: {self.message}")
+        return VideoError(unexpected, f"{self.exc_type}: {self.message}")
+
+
+def _crash_message(res: IsolatedResult) -> str:
+    msg = res.message or "decoder process died"
+    tail = (res.stderr_tail or "").strip().splitlines()
+    if res.signal in ("SIGKILL", "SIGABRT", "SIGSEGV") and any("alloc" in ln for ln in tail[-5:]):
+        msg += " (out of memory)"
+    if res.signal == "SIGXCPU":
+        msg += " (CPU time limit)"
+    if tail:
+        msg += " | " + " / ".join(tail[-3:])
+    return msg
 
 
 def _signal_name(num: int) -> str:
@@ -73,433 +118,245 @@ def _signal_name(num: int) -> str:
         return f"signal {num}"
 
 
+def _request(target: str, kwargs: dict | None, timeout_s: float, memory_mb: int | None,
+             cpu_s: float | None, test_fault: str | None, stream: bool) -> dict:
+    if cpu_s is None:  # a backstop: the wall-clock timeout is the primary limit
+        cpu_s = timeout_s * max(1, os.cpu_count() or 1) + 5
+    req = {"target": target, "kwargs": kwargs or {}, "memory_mb": memory_mb, "cpu_s": cpu_s, "stream": stream}
+    if test_fault:
+        req["test_fault"] = test_fault
+    return req
+
+
 def run_isolated(target: str, kwargs: dict | None = None, *, timeout_s: float = 60.0,
                  memory_mb: int | None = 4096, cpu_s: float | None = None,
-                 env: dict | None = None, mode: str | None = None) -> IsolatedResult:
+                 env: dict | None = None, mode: str | None = None,
+                 test_fault: str | None = None) -> IsolatedResult:
     """Call ``module:function(**kwargs)`` in a limited child process and return what happened.
 
     ``kwargs`` must be JSON-serialisable. ``cpu_s`` defaults to a backstop of
-    ``timeout_s * cpu_count + 5`` CPU seconds (the wall timeout is the primary limit). ``mode`` is
-    ``"zygote"`` (default) or ``"subprocess"`` (forced when ``env`` is given).
+    ``timeout_s * cpu_count + 5`` CPU seconds. ``mode`` is ``"zygote"`` (default) or
+    ``"subprocess"`` (forced when ``env`` is given). ``test_fault`` (``"segv"`` / ``"hang"``) is
+    for tests only: the child crashes or hangs once its limits are set.
     """
-    if cpu_s is None:
-        cpu_s = timeout_s * max(1, os.cpu_count() or 1) + 5
-    request = {"target": target, "kwargs": kwargs or {}, "memory_mb": memory_mb, "cpu_s": cpu_s}
+    request = _request(target, kwargs, timeout_s, memory_mb, cpu_s, test_fault, stream=False)
     mode = mode or ("subprocess" if env or not hasattr(os, "fork") else "zygote")
     if mode == "zygote":
-        z = _Zygote.get()
-        if z is not None:
-            res = z.run(request, timeout_s)
-            if res is not None:
-                return res
-    return _run_subprocess(request, timeout_s, env)
-
-
-# ---------------------------------------------------------------- zygote (parent side)
-
-
-class _Zygote:
-    """The caller's handle on its zygote: send requests, learn child pids and exit statuses."""
-
-    _instance: _Zygote | None = None
-    _broken_until = 0.0
-    _lock = threading.Lock()
-
-    @classmethod
-    def get(cls) -> _Zygote | None:
-        with cls._lock:
-            inst = cls._instance
-            if inst is not None and inst.alive and inst.owner_pid == os.getpid():
-                return inst
-            if time.monotonic() < cls._broken_until:
-                return None
-            try:
-                cls._instance = cls()
-            except OSError:
-                cls._broken_until = time.monotonic() + 60.0
-                cls._instance = None
-            return cls._instance
-
-    def __init__(self):
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([_PKG_ROOT] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-            env[var] = "1"  # keep the zygote single-threaded, so fork() is safe
-        env.setdefault("MALLOC_ARENA_MAX", "2")
-        self.owner_pid = os.getpid()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sav_assets.lib.video.sandbox", "--zygote"], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, close_fds=True,
-            start_new_session=True)
-        self.alive = True
-        self.cond = threading.Condition()
-        self.started: dict[int, int] = {}     # request id -> child pid (or -1: fork failed)
-        self.exited: dict[int, int] = {}      # child pid -> returncode (negative: signal)
-        self.ids = itertools.count(1)
-        self.send_lock = threading.Lock()
-        self.reader = threading.Thread(target=self._read, name="sav-isolate-zygote", daemon=True)
-        self.reader.start()
-        with self.cond:  # wait for "ready" (imports done)
-            if not self.cond.wait_for(lambda: self.ready or not self.alive, timeout=120):
-                self.alive = False
-        if not self.alive:
-            self._close()
-            raise OSError("isolation zygote did not start")
-        atexit.register(self._close)
-
-    ready = False
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            parts = line.decode("ascii", "replace").split()
-            with self.cond:
-                if parts[:1] == ["ready"]:
-                    self.ready = True
-                elif len(parts) == 3 and parts[0] == "started":
-                    self.started[int(parts[1])] = int(parts[2])
-                elif len(parts) == 3 and parts[0] == "exit":
-                    self.exited[int(parts[1])] = int(parts[2])
-                self.cond.notify_all()
-        with self.cond:
-            self.alive = False
-            self.cond.notify_all()
-
-    def _send(self, obj: dict) -> bool:
-        try:
-            with self.send_lock:
-                self.proc.stdin.write(json.dumps(obj).encode() + b"\n")
-                self.proc.stdin.flush()
-            return True
-        except (OSError, ValueError):
-            with self.cond:
-                self.alive = False
-            return False
-
-    def _close(self) -> None:
-        try:
-            self.proc.stdin.close()  # the zygote kills its remaining children and exits
-        except (OSError, ValueError):
-            pass
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-    def run(self, request: dict, timeout_s: float) -> IsolatedResult | None:
-        """Run one request; ``None`` when the zygote itself failed (the caller falls back)."""
-        t0 = time.monotonic()
-        with tempfile.TemporaryDirectory(prefix="sav_iso_") as tmp:
-            out_path, log_path = os.path.join(tmp, "answer"), os.path.join(tmp, "log")
-            rid = next(self.ids)
-            if not self._send({"id": rid, "out": out_path, "log": log_path, **request}):
-                return None
-            with self.cond:
-                if not self.cond.wait_for(lambda: rid in self.started or not self.alive, timeout=30):
-                    return None
-                pid = self.started.pop(rid, None)
-            if pid is None or pid < 0:
-                return None
-            deadline = t0 + timeout_s
-            with self.cond:
-                self.cond.wait_for(lambda: pid in self.exited or not self.alive,
-                                   timeout=max(0.0, deadline - time.monotonic()))
-                done = pid in self.exited
-            timed_out = not done
-            if timed_out:
-                self._send({"kill": pid})
-                with self.cond:
-                    self.cond.wait_for(lambda: pid in self.exited or not self.alive, timeout=10)
-            with self.cond:
-                rc = self.exited.pop(pid, None)
-            wall = time.monotonic() - t0
-            tail = _tail(log_path)
-            if timed_out:
-                return IsolatedResult("timeout", message=f"killed after {timeout_s:g} s wall time",
-                                      returncode=rc, stderr_tail=tail, wall_s=wall)
-            if rc is None:
-                return None
-            try:
-                with open(out_path, "rb") as f:
-                    raw = f.read()
-            except OSError:
-                raw = b""
-        return _result(rc, raw, tail, wall)
-
-
-def _tail(path: str) -> str:
+        z = Zygote.get()
+        answer = z.run(request, timeout_s) if z is not None else None
+        if answer is not None:
+            return _zygote_result(timeout_s, *answer)
+    results = _subprocess_results(request, timeout_s, env)
     try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - _STDERR_TAIL))
-            return f.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
+        return next(results)
+    finally:
+        results.close()
 
 
-# ---------------------------------------------------------------- zygote (its own process)
+def stream_isolated(target: str, kwargs: dict | None = None, *, timeout_s: float = 60.0,
+                    memory_mb: int | None = 4096, cpu_s: float | None = None, env: dict | None = None,
+                    test_fault: str | None = None) -> Iterator[IsolatedResult]:
+    """Call the generator function ``module:function(**kwargs)`` in a limited child process.
+
+    Yields an ``ok`` result per item the generator yields, then one last result: ``done``, or the
+    failure (``error`` / ``timeout`` / ``crashed``). ``timeout_s`` and ``cpu_s`` apply to each
+    message. Closing the iterator early kills the child.
+    """
+    request = _request(target, kwargs, timeout_s, memory_mb, cpu_s, test_fault, stream=True)
+    return _subprocess_results(request, timeout_s, env)
 
 
-def _zygote_main() -> int:
-    import importlib
-    import selectors
+# ---------------------------------------------------------------- reading the answer
 
-    for mod in PRELOAD:
-        try:
-            importlib.import_module(mod)
-        except Exception:  # noqa: BLE001 - a missing optional module only costs speed
-            pass
-    out = sys.stdout.buffer
-    stdin_fd = sys.stdin.buffer.fileno()
-    sig_r, sig_w = os.pipe()
-    os.set_blocking(sig_r, False)
-    os.set_blocking(sig_w, False)
-    signal.set_wakeup_fd(sig_w)
-    signal.signal(signal.SIGCHLD, lambda *_: None)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    children: set[int] = set()
-    sel = selectors.DefaultSelector()
-    sel.register(stdin_fd, selectors.EVENT_READ)
-    sel.register(sig_r, selectors.EVENT_READ)
-    buf = b""
-    out.write(b"ready\n")
-    out.flush()
 
-    def reap() -> None:
-        while children:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            children.discard(pid)
-            rc = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-            out.write(f"exit {pid} {rc}\n".encode())
-        out.flush()
+class _BytesSource:
+    """An answer already in memory (the zygote's children write it to a file)."""
 
-    eof = False
-    while not eof:
-        for key, _ in sel.select():
-            if key.fd == sig_r:
-                try:
-                    os.read(sig_r, 4096)
-                except BlockingIOError:
-                    pass
-                reap()
-                continue
-            data = os.read(stdin_fd, 65536)
+    def __init__(self, raw: bytes):
+        self.raw, self.pos = raw, 0
+
+    def start(self, timeout_s: float | None = None) -> None:
+        pass
+
+    def line(self) -> bytes:
+        nl = self.raw.find(b"\n", self.pos)
+        if nl < 0:
+            raise EOFError
+        line, self.pos = self.raw[self.pos:nl], nl + 1
+        return line
+
+    def read_into(self, view: memoryview) -> None:
+        n = view.nbytes
+        if self.pos + n > len(self.raw):
+            raise EOFError
+        view[:] = self.raw[self.pos:self.pos + n]
+        self.pos += n
+
+
+class _PipeSource:
+    """An answer read from a pipe as it comes, with a deadline per message (``start``)."""
+
+    def __init__(self, fd: int):
+        self.fd, self.buf, self.deadline = fd, bytearray(), 0.0
+
+    def start(self, timeout_s: float) -> None:
+        self.deadline = time.monotonic() + timeout_s
+
+    def _wait(self) -> None:
+        left = self.deadline - time.monotonic()
+        if left <= 0 or not select.select([self.fd], [], [], left)[0]:
+            raise TimeoutError
+
+    def line(self) -> bytes:
+        while b"\n" not in self.buf:
+            if len(self.buf) > _MAX_LINE:
+                raise ValueError("answer line too long")
+            self._wait()
+            data = os.read(self.fd, 1 << 16)
             if not data:
-                eof = True
-                break
-            buf += data
-            while b"\n" in buf:
-                line, buf = buf.split(b"\n", 1)
-                req = json.loads(line)
-                if "kill" in req:
-                    if req["kill"] in children:  # only our own, not yet reaped, children
-                        _kill_tree(req["kill"])
-                    continue
-                try:
-                    pid = os.fork()
-                except OSError:
-                    out.write(f"started {req['id']} -1\n".encode())
-                    out.flush()
-                    continue
-                if pid == 0:  # the child: never returns into the zygote loop
-                    code = 0
-                    try:
-                        signal.set_wakeup_fd(-1)
-                        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                        signal.signal(signal.SIGINT, signal.SIG_DFL)
-                        os.setsid()
-                        _forked_child(req)
-                    except BaseException:  # noqa: BLE001
-                        code = 1
-                    finally:
-                        os._exit(code)
-                children.add(pid)
-                out.write(f"started {req['id']} {pid}\n".encode())
-                out.flush()
-        reap()
-    for pid in list(children):  # the caller is gone: so are its decoders
-        _kill_tree(pid)
-    return 0
+                raise EOFError
+            self.buf += data
+        i = self.buf.index(b"\n")
+        line = bytes(self.buf[:i])
+        del self.buf[:i + 1]
+        return line
+
+    def read_into(self, view: memoryview) -> None:
+        take = min(len(self.buf), view.nbytes)
+        view[:take] = self.buf[:take]
+        del self.buf[:take]
+        got = take
+        while got < view.nbytes:
+            self._wait()
+            k = os.readv(self.fd, [view[got:]])
+            if k == 0:
+                raise EOFError
+            got += k
 
 
-def _kill_tree(pid: int) -> None:
-    """SIGKILL a child (a zombie until reaped, so the pid cannot have been reused) and its group."""
-    for kill in (os.killpg, os.kill):
+def _read_magic(src) -> None:
+    magic = bytearray(len(MAGIC))
+    src.read_into(memoryview(magic))
+    if bytes(magic) != MAGIC:
+        raise ValueError("not a sandbox answer")
+
+
+def _read_message(src) -> tuple[dict, dict]:
+    """One message: the JSON head and its arrays (raises EOFError, TimeoutError or ValueError)."""
+    import numpy as np
+
+    head = json.loads(src.line())
+    if not isinstance(head, dict):
+        raise ValueError("answer head is not an object")
+    arrays = {}
+    for spec in head.get("arrays", []):
         try:
-            kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+            dtype = np.dtype(spec["dtype"])
+            shape = tuple(int(s) for s in spec["shape"])
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"bad array description: {e}") from e
+        if dtype.hasobject:
+            raise ValueError("object arrays are refused")
+        try:
+            arr = np.empty(shape, dtype=dtype)
+        except MemoryError as e:  # a size no decoder answer has
+            raise ValueError(f"array of shape {shape} refused: {e}") from e
+        src.read_into(memoryview(arr.reshape(-1)).cast("B"))
+        arrays[str(spec["name"])] = arr
+    return head, arrays
 
 
-def _forked_child(req: dict) -> None:
-    for fd in (0,):
-        devnull = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(devnull, fd)
-        os.close(devnull)
-    log_fd = os.open(req["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.dup2(log_fd, 1)
-    os.dup2(log_fd, 2)
-    os.close(log_fd)
-    with open(req["out"], "wb") as out:
-        _serve(req, out)
+def _from_head(head: dict, arrays: dict, **info) -> IsolatedResult:
+    if head.get("ok"):
+        return IsolatedResult("done" if head.get("done") else "ok", value=head.get("value"), arrays=arrays,
+                              peak_rss_mb=head.get("peak_rss_mb"), **info)
+    return IsolatedResult("error", exc_type=head.get("exc_type"), message=head.get("message"),
+                          error_class=head.get("error_class"), **info)
+
+
+def _died(rc: int | None, **info) -> IsolatedResult:
+    if rc is not None and rc < 0:
+        return IsolatedResult("crashed", returncode=rc, signal=_signal_name(-rc),
+                              message=f"decoder process killed by {_signal_name(-rc)}", **info)
+    return IsolatedResult("crashed", returncode=rc,
+                          message=f"decoder process exited with code {rc} without an answer", **info)
+
+
+def _timed_out(timeout_s: float, rc: int | None, **info) -> IsolatedResult:
+    return IsolatedResult("timeout", message=f"killed after {timeout_s:g} s wall time", returncode=rc, **info)
 
 
 # ---------------------------------------------------------------- one subprocess per call
 
 
-def _run_subprocess(request: dict, timeout_s: float, env: dict | None) -> IsolatedResult:
-    child_env = dict(os.environ)
-    child_env.update(env or {})
-    child_env["PYTHONPATH"] = os.pathsep.join(
-        [_PKG_ROOT] + ([child_env["PYTHONPATH"]] if child_env.get("PYTHONPATH") else []))
-    child_env.setdefault("MALLOC_ARENA_MAX", "2")  # threads otherwise reserve 64 MiB of address space each
+def _subprocess_results(request: dict, timeout_s: float, env: dict | None) -> Iterator[IsolatedResult]:
+    """Start ``python -m sandbox_child`` and yield its messages as results, up to the last one."""
     t0 = time.monotonic()
-    with tempfile.TemporaryFile() as fin, tempfile.TemporaryFile() as fout, \
-            tempfile.TemporaryFile() as ferr:
+    with tempfile.TemporaryFile() as fin, tempfile.TemporaryFile() as ferr:
         fin.write(json.dumps(request).encode())
         fin.seek(0)
         try:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "sav_assets.lib.video.sandbox"], stdin=fin, stdout=fout,
-                stderr=ferr, env=child_env, start_new_session=True, close_fds=True)
+            proc = subprocess.Popen([sys.executable, "-m", _CHILD], stdin=fin, stdout=subprocess.PIPE,
+                                    stderr=ferr, env=child_env(env), start_new_session=True, close_fds=True)
         except OSError as e:  # cannot even start the interpreter
-            return IsolatedResult("crashed", exc_type=type(e).__name__, message=str(e))
-        timed_out = False
+            yield IsolatedResult("crashed", exc_type=type(e).__name__, message=str(e))
+            return
         try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            timed_out = True
+            src = _PipeSource(proc.stdout.fileno())
+            first, last = True, False
+            while not last:
+                res, last = _next_result(src, proc, ferr, timeout_s, first, t0)
+                first = False
+                yield res
+            _reap(proc, 5.0)
+        finally:
             _kill_group(proc)
-        wall = time.monotonic() - t0
-        ferr.seek(0, os.SEEK_END)
-        size = ferr.tell()
-        ferr.seek(max(0, size - _STDERR_TAIL))
-        tail = ferr.read().decode("utf-8", "replace")
-        if timed_out:
-            return IsolatedResult("timeout", message=f"killed after {timeout_s:g} s wall time",
-                                  returncode=proc.returncode, stderr_tail=tail, wall_s=wall)
-        fout.seek(0)
-        raw = fout.read()
-    return _result(proc.returncode, raw, tail, wall)
+            proc.stdout.close()
+
+
+def _next_result(src: _PipeSource, proc: subprocess.Popen, ferr, timeout_s: float, first: bool,
+                 t0: float) -> tuple[IsolatedResult, bool]:
+    """The next message as a result, and whether it is the last one."""
+    src.start(timeout_s)
+    try:
+        if first:
+            _read_magic(src)
+        head, arrays = _read_message(src)
+    except TimeoutError:
+        _kill_group(proc)
+        return _timed_out(timeout_s, proc.returncode, stderr_tail=log_tail(ferr), wall_s=time.monotonic() - t0), True
+    except (EOFError, ValueError):
+        rc = _reap(proc, 5.0)
+        return _died(rc, stderr_tail=log_tail(ferr), wall_s=time.monotonic() - t0), True
+    res = _from_head(head, arrays, wall_s=time.monotonic() - t0)
+    return res, bool(head.get("end"))
+
+
+def _reap(proc: subprocess.Popen, grace_s: float) -> int | None:
+    """The child's exit status, killing its group if it has not exited within ``grace_s``."""
+    try:
+        return proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        return proc.returncode
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # the child leads its own session: only ours die
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
-        proc.kill()
-    except ProcessLookupError:
-        pass
+    if proc.poll() is None:
+        kill_tree(proc.pid)  # the child leads its own session: only ours die
     proc.wait()
 
 
-# ---------------------------------------------------------------- answer protocol
-
-
-def _result(rc: int | None, raw: bytes, tail: str, wall: float) -> IsolatedResult:
-    parsed = _parse_answer(raw)
-    if rc is not None and rc < 0:
-        return IsolatedResult("crashed", returncode=rc, signal=_signal_name(-rc),
-                              message=f"decoder process killed by {_signal_name(-rc)}",
-                              stderr_tail=tail, wall_s=wall)
-    if parsed is None:
-        return IsolatedResult("crashed", returncode=rc,
-                              message=f"decoder process exited with code {rc} without an answer",
-                              stderr_tail=tail, wall_s=wall)
-    head, arrays = parsed
-    if head.get("ok"):
-        return IsolatedResult("ok", value=head.get("value"), arrays=arrays, returncode=rc,
-                              stderr_tail=tail, wall_s=wall)
-    return IsolatedResult("error", exc_type=head.get("exc_type"), message=head.get("message"),
-                          returncode=rc, stderr_tail=tail, wall_s=wall)
-
-
-def _parse_answer(raw: bytes):
-    import numpy as np
-
-    if not raw.startswith(_MAGIC):
-        return None
-    nl = raw.find(b"\n", len(_MAGIC))
-    if nl < 0:
-        return None
+def _zygote_result(timeout_s: float, rc: int | None, raw: bytes, tail: str, timed_out: bool,
+                   wall_s: float) -> IsolatedResult:
+    """The result of a zygote child, from its exit status and the answer it left in its file."""
+    info = {"stderr_tail": tail, "wall_s": wall_s}
+    if timed_out:
+        return _timed_out(timeout_s, rc, **info)
     try:
-        head = json.loads(raw[len(_MAGIC):nl])
-    except ValueError:
-        return None
-    arrays = {}
-    pos = nl + 1
-    for spec in head.get("arrays", []):
-        dtype = np.dtype(spec["dtype"])
-        if dtype.hasobject:
-            return None
-        shape = tuple(int(s) for s in spec["shape"])
-        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        if pos + nbytes > len(raw):
-            return None
-        arrays[spec["name"]] = np.frombuffer(raw, dtype=dtype, count=nbytes // max(1, dtype.itemsize),
-                                             offset=pos).reshape(shape).copy()
-        pos += nbytes
-    return head, arrays
-
-
-# ---------------------------------------------------------------- child side (both modes)
-
-
-def _set_limits(memory_mb: int | None, cpu_s: float | None) -> None:
-    import resource
-
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    if memory_mb:
-        lim = int(memory_mb) * 1024 * 1024
-        resource.setrlimit(resource.RLIMIT_AS, (lim, lim))
-    if cpu_s:
-        soft = max(1, int(math.ceil(cpu_s)))
-        resource.setrlimit(resource.RLIMIT_CPU, (soft, soft + 2))
-
-
-def _serve(request: dict, out) -> None:
-    """Set the limits, import and call the target, write the answer to ``out``."""
-    import importlib
-
-    try:
-        _set_limits(request.get("memory_mb"), request.get("cpu_s"))
-        mod_name, func_name = request["target"].split(":", 1)
-        func = getattr(importlib.import_module(mod_name), func_name)
-        value = func(**request.get("kwargs", {}))
-        arrays = {}
-        if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], dict):
-            value, arrays = value
-        specs = [{"name": k, "dtype": a.dtype.str, "shape": list(a.shape)} for k, a in arrays.items()]
-        head = json.dumps({"ok": True, "value": value, "arrays": specs}).encode()
-        out.write(_MAGIC + head + b"\n")
-        if arrays:
-            import numpy as np
-
-            for arr in arrays.values():
-                out.write(memoryview(np.ascontiguousarray(arr)).cast("B"))
-    except BaseException as e:  # noqa: BLE001 - report everything, including MemoryError
-        head = json.dumps({"ok": False, "exc_type": type(e).__name__, "message": str(e)[:2000]}).encode()
-        out.write(_MAGIC + head + b"\n")
-    out.flush()
-
-
-def _child_main() -> int:
-    request = json.loads(sys.stdin.buffer.read())
-    # keep the real stdout for the answer; native code printing to fd 1 lands on stderr
-    out_fd = os.dup(1)
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    with os.fdopen(out_fd, "wb") as out:
-        _serve(request, out)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_zygote_main() if sys.argv[1:] == ["--zygote"] else _child_main())
+        src = _BytesSource(raw)
+        _read_magic(src)
+        head, arrays = _read_message(src)
+    except (EOFError, ValueError):
+        return _died(rc, **info)
+    return _from_head(head, arrays, returncode=rc, **info)

@@ -9,15 +9,15 @@ import time
 import pytest
 
 from sav_assets.lib.ingest.demo import write_audio_only
-from sav_assets.lib.video.sandbox import run_isolated
+from sav_assets.lib.video.errors import ERROR_CLASSES
 from sav_assets.lib.video.probe import (
-    ERROR_CLASSES,
+    PROBE_ERROR_CLASSES,
     ProbeLimits,
     ProbeResult,
-    classify_unopenable,
     is_video_name,
     probe_file,
 )
+from sav_assets.lib.video.sniff import classify_unopenable
 
 REAL = {
     # name: (frames, fps, height, width)
@@ -30,7 +30,7 @@ REAL = {
 def _bad(r: ProbeResult, cls: str) -> None:
     assert r.status == "quarantined", r
     assert r.error_class == cls, r
-    assert r.error_class in ERROR_CLASSES
+    assert r.error_class in PROBE_ERROR_CLASSES and r.error_class in ERROR_CLASSES
     assert r.error_message
     assert r.video_frame_count is None and r.video_width is None
 
@@ -187,19 +187,3 @@ def test_hanging_decoder_is_killed(tmp_path):
 def test_out_of_memory_is_a_crash(shared_data):
     r = probe_file(str(shared_data / "videos" / "01_dog.mp4"), ProbeLimits(memory_mb=64))
     _bad(r, "decoder_crash")
-
-
-@pytest.mark.parametrize("mode", ["zygote", "subprocess"])
-def test_isolation_reports_signals_and_timeouts(tmp_path, mode):
-    r = run_isolated("os:abort", timeout_s=20, mode=mode)
-    assert (r.status, r.signal) == ("crashed", "SIGABRT")
-    r = run_isolated("os:getpid", timeout_s=20, mode=mode)
-    assert r.status == "ok" and r.value != os.getpid()  # a fresh process every time
-    assert run_isolated("os:getpid", timeout_s=20, mode=mode).value != r.value
-    r = run_isolated("os:listdir", {"path": "/definitely/not/here"}, timeout_s=20, mode=mode)
-    assert (r.status, r.exc_type) == ("error", "FileNotFoundError")
-    fifo = tmp_path / "f.mp4"
-    os.mkfifo(fifo)
-    r = run_isolated("sav_assets.lib.video.probe:_probe_child", {"path": str(fifo), "max_width": 10, "max_height": 10,
-                                                           "max_duration_s": 1.0}, timeout_s=1.0, mode=mode)
-    assert r.status == "timeout" and r.wall_s < 4.0
