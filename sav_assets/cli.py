@@ -19,7 +19,6 @@ import os
 import sys
 from pathlib import Path
 
-
 # The Dagster instance config for a fresh DAGSTER_HOME (`sav-assets init-home`, for installs without make):
 # Dagster 1.13 sets pool limits with `concurrency: pools: default_limit`; `gpu` (the masklets step) is the
 # only pool, so it runs one step at a time unless the instance says otherwise.
@@ -76,9 +75,9 @@ def cmd_demo(args) -> int:
 def cmd_run(args) -> int:
     import dagster as dg
 
+    from sav_assets.definitions import build_definitions
     from sav_assets.defs.automation import PIPELINE_JOB
     from sav_assets.defs.partitions import batches
-    from sav_assets.definitions import build_definitions
     from sav_assets.lib.ingest.batches import plan_batch, write_manifest
     from sav_assets.resources import LakeResource, SAM2Resource, SourceResource
 
@@ -228,7 +227,12 @@ def cmd_export_sav(args) -> int:
 
 def cmd_compact(args) -> int:
     from sav_assets.lib.store.catalog import refresh_catalog
-    from sav_assets.lib.store.compaction import DEFAULT_TABLES, CompactionError, compact_table, drop_compaction
+    from sav_assets.lib.store.compaction import (
+        DEFAULT_TABLES,
+        CompactionError,
+        compact_table,
+        drop_compaction,
+    )
 
     lk = _lake(args.root)
     failed = 0
