@@ -82,6 +82,15 @@ def _three_batches(lake: Lake) -> dict[str, pa.Table]:
     return batches
 
 
+def _compacted_three_batches(tmp_path) -> tuple[Lake, dict[str, pa.Table]]:
+    """A lake with three batches, viewed once, then compacted."""
+    lake = Lake(tmp_path)
+    batches = _three_batches(lake)
+    _view(lake)
+    assert _compact(lake).compacted
+    return lake, batches
+
+
 def _expected(*tbls: pa.Table) -> list[dict]:
     """The rows the view should return: the given tables, in the view's ORDER."""
     rows = [r for t in tbls for r in t.to_pylist()]
@@ -199,10 +208,7 @@ def test_compaction_of_unsorted_table_and_timestamps(tmp_path):
 
 @pytest.mark.parametrize("how", ["write_part", "replace_batch"])
 def test_new_batch_after_compaction_is_visible_once(tmp_path, how):
-    lake = Lake(tmp_path)
-    batches = _three_batches(lake)
-    _view(lake)
-    assert _compact(lake).compacted
+    lake, batches = _compacted_three_batches(tmp_path)
     new = _frames("b4", ["v1", "v9"])
     if how == "write_part":
         lake.write_part(T, "b4", "part-0", new)
@@ -225,10 +231,7 @@ def test_new_batch_after_compaction_is_visible_once(tmp_path, how):
 
 
 def test_extra_part_in_compacted_batch_is_read_from_parts(tmp_path):
-    lake = Lake(tmp_path)
-    batches = _three_batches(lake)
-    _view(lake)
-    assert _compact(lake).compacted
+    lake, batches = _compacted_three_batches(tmp_path)
     extra = _frames("b2", ["v7"])
     lake.write_part(T, "b2", "part-1", extra)
     layout = table_layout(lake, T)
@@ -243,10 +246,7 @@ def test_extra_part_in_compacted_batch_is_read_from_parts(tmp_path):
 
 
 def test_rewritten_batch_replaces_its_compacted_rows(tmp_path):
-    lake = Lake(tmp_path)
-    batches = _three_batches(lake)
-    _view(lake)
-    assert _compact(lake).compacted
+    lake, batches = _compacted_three_batches(tmp_path)
     part = f"tables/{T}/b2/part-0.parquet"
     sig_before = lake.signatures(f"tables/{T}")[part]
 
@@ -291,10 +291,7 @@ def test_rewrite_with_identical_content_keeps_rows(tmp_path):
 
 
 def test_deleted_batch_disappears(tmp_path):
-    lake = Lake(tmp_path)
-    batches = _three_batches(lake)
-    _view(lake)
-    assert _compact(lake).compacted
+    lake, batches = _compacted_three_batches(tmp_path)
     for rel in lake.list(f"tables/{T}/b2"):
         lake.delete(rel)
     view = _view(lake)
@@ -524,10 +521,7 @@ def test_only_current_and_previous_generation_kept(tmp_path):
 
 
 def test_part_with_missing_column_after_compaction(tmp_path):
-    lake = Lake(tmp_path)
-    batches = _three_batches(lake)
-    _view(lake)
-    assert _compact(lake).compacted
+    lake, batches = _compacted_three_batches(tmp_path)
     assert table_layout(lake, T).parts_match_schema
 
     old = _frames("b5", ["v1", "v6"]).drop_columns(["counts", "stability_score"])

@@ -12,8 +12,8 @@ def test_s3_source_into_s3_lake(s3_endpoint, tmp_path, capsys):
     import boto3
 
     from sav_assets.cli import main
-    from sav_assets.lib.store.catalog import query
     from sav_assets.lib.ingest.demo import write_demo_corpus
+    from sav_assets.lib.store.catalog import query
     from sav_assets.lib.store.lake import Lake
 
     s3 = boto3.client("s3", endpoint_url=s3_endpoint)
