@@ -2,8 +2,11 @@
 
 Every stage that reads an untrusted video (probing at ingestion, frame sampling for quality,
 decoding for labeling) reports a failure as :class:`VideoError` with an ``error_class`` from the
-table below. These strings are a contract: they land in ``videos.error_class``,
-``video_quality.decode_error`` and ``label_runs.error_class`` and users filter on them in SQL.
+table below. These strings are a contract: they land in ``videos.error_class`` and
+``label_runs.error_class`` and users filter on them in SQL (a video whose quality sampling fails gets
+the ``decode_failed`` reason in ``video_quality.reasons``). Failures of the sandbox itself
+(:meth:`sav_assets.lib.video.sandbox.IsolatedResult.error`) are ``decoder_timeout`` and
+``decoder_crash`` in every stage.
 
 =====================  =======================================================================
 ``empty_file``         a regular file of 0 bytes
