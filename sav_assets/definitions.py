@@ -14,6 +14,7 @@ A changed ``SAV_INGEST_CRON`` or SAM 2 variable therefore takes effect when the 
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import dagster as dg
@@ -28,8 +29,10 @@ def build_definitions(resources: dict | None = None) -> dg.Definitions:
 
     resources = {**default_resources(), **(resources or {})}
     version = labels_code_version(resources["sam2"].spec())
-    loaded = dg.load_from_defs_folder(path_within_project=PROJECT_ROOT).map_asset_specs(
-        func=lambda spec: spec.replace_attributes(code_version=version) if spec.key.path == ["masklets"] else spec)
+    with warnings.catch_warnings():  # map_asset_specs is "preview" in Dagster 1.13 (pinned <1.14 in pyproject)
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        loaded = dg.load_from_defs_folder(path_within_project=PROJECT_ROOT).map_asset_specs(
+            func=lambda spec: spec.replace_attributes(code_version=version) if spec.key.path == ["masklets"] else spec)
     return dg.Definitions.merge(loaded, dg.Definitions(schedules=[nightly_ingestion_schedule(ingest_cron())],
                                                        resources=resources))
 
