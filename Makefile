@@ -7,7 +7,6 @@ STAMP := $(VENV)/.sav-installed
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export SAV_DATA_ROOT ?= $(CURDIR)/data
 DEMO_SOURCE ?= $(CURDIR)/demo_source
-INSTANCE_YAML := $(DAGSTER_HOME)/dagster.yaml
 
 .PHONY: setup instance demo test bench dev lint clean
 
@@ -22,35 +21,29 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# The Dagster instance config, written only when missing (yours to edit afterwards). Dagster 1.13 sets
-# pool limits with `concurrency: pools: default_limit`; `gpu` (the masklets step) is the only pool, so
-# the default is its limit: one labeling step per GPU at a time.
-$(INSTANCE_YAML):
-	mkdir -p $(DAGSTER_HOME)
-	printf '%s\n' \
-	  '# Written by make (only when missing). Pools: gpu = the masklets step; one at a time per GPU.' \
-	  'concurrency:' \
-	  '  pools:' \
-	  '    default_limit: 1' > $@.tmp
-	mv $@.tmp $@
+# The Dagster instance config: $(DAGSTER_HOME)/dagster.yaml, written only when missing (yours to edit
+# afterwards), by `sav-assets init-home`: the `gpu` pool (the masklets step) runs one step at a time.
+instance: $(STAMP)
+	$(BIN)/sav-assets init-home
 
-instance: $(INSTANCE_YAML)
-
-demo: $(STAMP) $(INSTANCE_YAML)
+demo: $(STAMP) instance
 	$(BIN)/sav-assets demo --out $(DEMO_SOURCE)
 	$(BIN)/sav-assets run --source $(DEMO_SOURCE) --root $(SAV_DATA_ROOT) --config configs/demo.yaml
 	$(BIN)/sav-assets sql --root $(SAV_DATA_ROOT) "select status, count(*) as videos from videos group by 1 order by 1"
 
-test: $(STAMP) $(INSTANCE_YAML)
+test: $(STAMP) instance
 	$(BIN)/python -m pytest -q tests
 
+# SAVSCALE: fraction of SA-V's size for the SQL tables (docs/benchmarks.md uses 1.0: 5 GB, ~3 min to write)
+SAVSCALE ?= 0.1
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_ingest.py
 	$(BIN)/python benchmarks/bench_labeling.py --smoke
-	$(BIN)/python benchmarks/bench_sql.py
+	$(BIN)/python benchmarks/gen_savscale.py --out bench_data/savscale --scale $(SAVSCALE) --baseline
+	$(BIN)/python benchmarks/bench_sql.py --root bench_data/savscale
 	$(BIN)/python benchmarks/bench_shards.py
 
-dev: $(STAMP) $(INSTANCE_YAML)
+dev: $(STAMP) instance
 	$(BIN)/dagster dev -w workspace.yaml
 
 lint: $(STAMP)
@@ -58,4 +51,4 @@ lint: $(STAMP)
 	$(BIN)/dg check defs
 
 clean:
-	rm -rf data demo_source .dagster_home
+	rm -rf data demo_source .dagster_home bench_data

@@ -5,9 +5,8 @@
   editable ``sav_assets``, and then, from a folder outside the repository, ``sav-assets sql`` answers
   over a tiny lake (views from the packaged ``sql/``) and a GX suite (packaged ``expectations/``)
   passes a good table and fails a bad one.
-* The Dagster instance config that ``make`` writes into ``$DAGSTER_HOME`` is valid for
-  ``DagsterInstance`` and gives the ``gpu`` pool a limit of 1; ``make`` never overwrites one that
-  exists.
+* ``make demo`` / ``make test`` / ``make dev`` write the Dagster instance config (``sav-assets
+  init-home``) before anything opens the instance, and CI runs the README's ``make test``.
 """
 
 from __future__ import annotations
@@ -130,36 +129,24 @@ def test_repo_checkout_reads_the_top_level_folders():
     assert not (REPO / "sav_assets" / "sql").exists(), "a packaged copy in the source tree would shadow sql/"
 
 
-# --- the Dagster instance config written by `make` -------------------------------------------------
-
-
-def _make_instance(home: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(["make", "-s", "-C", str(REPO), "instance", f"DAGSTER_HOME={home}"],
-                          capture_output=True, text=True, timeout=60)
+# --- the Makefile ---------------------------------------------------------------------------------
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
-def test_make_writes_a_valid_instance_config_with_a_gpu_pool_limit(tmp_path):
-    import dagster as dg
-
-    home = tmp_path / "dh"
-    p = _make_instance(home)
+@pytest.mark.parametrize(("target", "command"), [("demo", "sav-assets demo"), ("test", "-m pytest"),
+                                                  ("dev", "dagster dev")])
+def test_make_writes_the_instance_config_first(target, command):
+    """`make demo/test/dev` write $DAGSTER_HOME/dagster.yaml (the gpu pool limit, see
+    tests/defs/test_instance_config.py) before they run anything that opens the instance."""
+    p = subprocess.run(["make", "-n", "-C", str(REPO), target], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
-    assert (home / "dagster.yaml").is_file()
-    with dg.DagsterInstance.from_config(str(home)) as instance:
-        pools = instance.get_concurrency_config().pool_config
-        assert pools.default_pool_limit == 1
-        # the gpu pool (the masklets step) gets that limit the first time a step asks for a slot
-        storage = instance.event_log_storage
-        assert storage.initialize_concurrency_limit_to_default("gpu")
-        assert storage.get_concurrency_info("gpu").slot_count == 1
+    lines = p.stdout.splitlines()
+    init = [i for i, line in enumerate(lines) if "sav-assets init-home" in line]
+    run = [i for i, line in enumerate(lines) if command in line]
+    assert init and run and init[0] < run[0], p.stdout
 
 
-@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
-def test_make_keeps_an_existing_instance_config(tmp_path):
-    home = tmp_path / "dh"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    p = _make_instance(home)
-    assert p.returncode == 0, p.stderr
-    assert (home / "dagster.yaml").read_text() == "telemetry:\n  enabled: false\n"
+def test_ci_runs_the_readme_test_command():
+    assert "make test" in (REPO / ".ci" / "run").read_text().split("\n", 3)[-1]
+    readme = (REPO / "README.md").read_text()
+    assert "make demo" in readme and "make test" in readme
