@@ -22,18 +22,19 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import os
-import platform
 import tempfile
 import time
 from functools import partial
 from pathlib import Path
 
 import numpy as np
+from _harness import alternate, machine, print_table
 
 from sav_assets.lib.ingest.demo import write_synthetic_video
-from sav_assets.lib.video.sandbox import run_isolated
+from sav_assets.lib.ingest.quality import QualityThresholds, sample_indices
 from sav_assets.lib.video.probe import ProbeLimits, probe_file
-from sav_assets.lib.ingest.quality import QualityThresholds, sample_frames, sample_indices
+from sav_assets.lib.video.sample import sample_frames
+from sav_assets.lib.video.sandbox import run_isolated
 
 SHARED_VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos"
 
@@ -73,20 +74,6 @@ def baseline_sample(path: str, indices: list[int], max_side: int) -> np.ndarray:
     return np.stack(out)
 
 
-def race(ours, baseline, repeat: int) -> tuple[float, object, float, object]:
-    """Best-of-``repeat`` times of two callables, run alternately so both see the same machine load."""
-    best_a = best_b = float("inf")
-    va = vb = None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        va = ours()
-        best_a = min(best_a, time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        vb = baseline()
-        best_b = min(best_b, time.perf_counter() - t0)
-    return best_a, va, best_b, vb
-
-
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=3)
@@ -113,40 +100,40 @@ def main(argv=None) -> None:
             assert pr.status == "ok", pr
             idx = sample_indices(pr.video_frame_count, t.sample_frames, pr.video_fps, triplets=True)
             baseline_probe(f)
-            t_probe, pr, t_bprobe, bp = race(partial(probe_file, f, ProbeLimits()), partial(baseline_probe, f),
-                                             args.repeat)
+            probe = alternate({"ours": partial(probe_file, f, ProbeLimits()),
+                               "base": partial(baseline_probe, f)}, args.repeat)
+            pr, bp = probe["ours"].result, probe["base"].result
             assert bp["frames"] == pr.video_frame_count, (bp, pr)
-            t_samp, ours, t_bsamp, base = race(
-                partial(sample_frames, f, t.sample_frames, 120, t.max_side, indices=idx),
-                partial(baseline_sample, f, idx, t.max_side), args.repeat)
+            samp = alternate({"ours": partial(sample_frames, f, t.sample_frames, 120, t.max_side,
+                                              indices=idx),
+                              "base": partial(baseline_sample, f, idx, t.max_side)}, args.repeat)
+            ours, base = samp["ours"].result, samp["base"].result
             assert ours.shape == base.shape, (ours.shape, base.shape)
             diff = float(np.abs(ours.astype(int) - base.astype(int)).mean())
             rows.append({"name": os.path.basename(f), "frames": pr.video_frame_count,
                          "size": f"{pr.video_width}x{pr.video_height}", "sampled": len(idx),
-                         "t_probe": t_probe, "t_bprobe": t_bprobe, "t_samp": t_samp, "t_bsamp": t_bsamp,
-                         "diff": diff})
+                         "t_probe": probe["ours"].best, "t_bprobe": probe["base"].best,
+                         "t_samp": samp["ours"].best, "t_bsamp": samp["base"].best, "diff": diff})
 
-    print(f"# bench_ingest  {_dt.datetime.now().isoformat(timespec='seconds')}  "
-          f"{platform.machine()} {os.cpu_count()} CPUs, {platform.python_version()}, best of {args.repeat}; "
-          f"one-time isolation zygote start {t_zygote:.2f} s (not in the figures)\n")
-    print("| video | frames | size | probe ours (s) | probe PyAV (s) | probe ratio | sampled | "
-          "sample ours (s) | sample PyAV (s) | sample ratio | mean abs px diff |")
-    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for r in rows:
-        print(f"| {r['name']} | {r['frames']} | {r['size']} | {r['t_probe']:.3f} | {r['t_bprobe']:.3f} | "
-              f"{r['t_bprobe'] / r['t_probe']:.2f}x | {r['sampled']} | {r['t_samp']:.3f} | {r['t_bsamp']:.3f} | "
-              f"{r['t_bsamp'] / r['t_samp']:.2f}x | {r['diff']:.2f} |")
+    print(f"# bench_ingest  {_dt.datetime.now().isoformat(timespec='seconds')}  {machine()}, best of "
+          f"{args.repeat}; one-time isolation zygote start {t_zygote:.2f} s (not in the figures)\n")
+    print_table([{"video": r["name"], "frames": r["frames"], "size": r["size"],
+                  "probe ours (s)": f"{r['t_probe']:.3f}", "probe PyAV (s)": f"{r['t_bprobe']:.3f}",
+                  "probe ratio": f"{r['t_bprobe'] / r['t_probe']:.2f}x", "sampled": r["sampled"],
+                  "sample ours (s)": f"{r['t_samp']:.3f}", "sample PyAV (s)": f"{r['t_bsamp']:.3f}",
+                  "sample ratio": f"{r['t_bsamp'] / r['t_samp']:.2f}x",
+                  "mean abs px diff": f"{r['diff']:.2f}"} for r in rows])
     n = len(rows)
     tp, tbp = sum(r["t_probe"] for r in rows), sum(r["t_bprobe"] for r in rows)
     ts, tbs = sum(r["t_samp"] for r in rows), sum(r["t_bsamp"] for r in rows)
     frames = sum(r["sampled"] for r in rows)
-    print()
-    print("| figure | ours | PyAV sequential | ratio (ours / baseline) |")
-    print("| --- | ---: | ---: | ---: |")
-    print(f"| probe throughput (videos/s) | {n / tp:.2f} | {n / tbp:.2f} | {(n / tp) / (n / tbp):.2f}x |")
-    print(f"| sampling throughput (sampled frames/s) | {frames / ts:.1f} | {frames / tbs:.1f} | "
-          f"{(frames / ts) / (frames / tbs):.2f}x |")
-
+    print_table([
+        {"figure": "probe throughput (videos/s)", "ours": f"{n / tp:.2f}",
+         "PyAV sequential": f"{n / tbp:.2f}", "ratio (ours / baseline)": f"{(n / tp) / (n / tbp):.2f}x"},
+        {"figure": "sampling throughput (sampled frames/s)", "ours": f"{frames / ts:.1f}",
+         "PyAV sequential": f"{frames / tbs:.1f}",
+         "ratio (ours / baseline)": f"{(frames / ts) / (frames / tbs):.2f}x"},
+    ])
 
 if __name__ == "__main__":
     main()

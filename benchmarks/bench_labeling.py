@@ -10,8 +10,9 @@ folder (extraction not timed), then ``SAM2VideoPredictor.init_state(folder)`` +
 ``add_new_mask`` for the same objects (our masks on frame 0) + ``propagate_in_video``, masks
 thresholded and copied to the host. Same model object, same weights, same frames, same precision.
 
-Each path runs in its own fresh subprocess (so peak host RSS is its own) after a short warm-up;
-each measurement is the best of ``--repeats`` runs (this matters on a shared machine).
+Each path runs in its own fresh subprocess (so peak host RSS is its own; ``_harness.spawn_worker``)
+after a short warm-up; each measurement is the best of ``--repeats`` runs (this matters on a shared
+machine).
 The table reports annotated frames per second, ours / baseline ratio, peak host RSS and peak GPU
 memory, and the mean IoU between our masks and the baseline's (agreement of the two paths).
 
@@ -29,54 +30,18 @@ import json
 import math
 import os
 import platform
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 import warnings
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from _harness import REPO, PeakRSS, add_worker_args, machine, measure, print_table, spawn_worker, worker_main
 
 DEFAULT_VIDEO = REPO / ".." / "shared" / "data" / "videos" / "bedroom.mp4"
 
 
 # ---------------------------------------------------------------------------------------------
 # helpers
-
-
-class PeakRSS:
-    """Samples this process's RSS in a thread; ``peak_mb`` after ``stop()``."""
-
-    def __init__(self, every_s: float = 0.01):
-        import psutil
-
-        self.p = psutil.Process()
-        self.every = every_s
-        self.peak = self.p.memory_info().rss
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.p.memory_info().rss)
-            self._stop.wait(self.every)
-
-    def __enter__(self):
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._t.join()
-        self.peak = max(self.peak, self.p.memory_info().rss)
-
-    @property
-    def peak_mb(self) -> float:
-        return self.peak / 2**20
 
 
 def probe(path: str) -> dict:
@@ -124,10 +89,10 @@ def spec_from(args):
 
 
 def _sync(loaded):
+    """A callable that waits for the GPU (None on the CPU), so that timings include the work."""
     import torch
 
-    if str(loaded.device).startswith("cuda"):
-        torch.cuda.synchronize()
+    return torch.cuda.synchronize if str(loaded.device).startswith("cuda") else None
 
 
 def _reset_gpu(loaded):
@@ -144,25 +109,13 @@ def _gpu_peak(loaded):
     return torch.cuda.max_memory_allocated() / 2**20 if str(loaded.device).startswith("cuda") else None
 
 
-def _best_of(run, repeats: int, loaded):
-    """(best seconds, last result) over ``repeats`` timed runs."""
-    best, res = None, None
-    for _ in range(max(1, repeats)):
-        t0 = time.perf_counter()
-        res = run()
-        _sync(loaded)
-        dt = time.perf_counter() - t0
-        best = dt if best is None else min(best, dt)
-    return best, res
-
-
 def worker_ours(args) -> dict:
     import numpy as np
 
-    from sav_assets.lib.sav import rle
     from sav_assets.lib.label.labeler import LabelerConfig, label_video
-    from sav_assets.lib.label.prompts import Prompt
     from sav_assets.lib.label.model import load_model
+    from sav_assets.lib.label.prompts import Prompt
+    from sav_assets.lib.sav import rle
 
     out = Path(args.out)
     meta = json.loads((out / "meta.json").read_text())
@@ -178,8 +131,9 @@ def worker_ours(args) -> dict:
         prompts = [Prompt(video["video_id"], 0, i + 1, None, None, b) for i, b in enumerate(boxes_for(k, W, H))]
         _reset_gpu(loaded)
         with PeakRSS() as rss:
-            secs, res = _best_of(lambda p=prompts: label_video(loaded, args.video, video, cfg, prompts=p,
-                                                                mode="prompted"), args.repeats, loaded)
+            run = measure(lambda p=prompts: label_video(loaded, args.video, video, cfg, prompts=p,
+                                                        mode="prompted"), args.repeats, _sync(loaded))
+        secs, res = run.best, run.result
         assert res.stats["frames_labeled"] == len(grid)
         # objects for the baseline (our frame-0 masks) and our masks for the agreement check
         rows = sorted(res.frames, key=lambda r: (r["masklet_id"], r["ann_idx"]))
@@ -222,7 +176,8 @@ def worker_baseline(args) -> dict:
         masks0 = np.load(out / f"objects_{k}.npz")["masks"]
         _reset_gpu(loaded)
         with PeakRSS() as rss:
-            secs, got = _best_of(lambda m=masks0: run(str(out / "jpg"), m), args.repeats, loaded)
+            timing = measure(lambda m=masks0: run(str(out / "jpg"), m), args.repeats, _sync(loaded))
+        secs, got = timing.best, timing.result
         # agreement with our masks
         ours = json.loads((out / f"ours_{k}.json").read_text())
         ids = sorted({m for m, *_ in ours})
@@ -247,24 +202,21 @@ def worker_baseline(args) -> dict:
 def _prepare(args, out: Path) -> dict:
     from PIL import Image
 
+    from sav_assets.lib.util import sha256_file
     from sav_assets.lib.video.decode import read_frames
-    from sav_assets.lib.label.labeler import _file_sha256
 
     video = probe(args.video)
     video, grid = limited_video(video, args.frames)
-    video["content_sha256"] = _file_sha256(args.video)
-    extract = None
-    for _ in range(max(1, args.repeats)):  # what the baseline's user does first: extract JPEGs
-        t0 = time.perf_counter()
+    video["content_sha256"] = sha256_file(args.video)
+    def extract():  # what the baseline's user does first: extract JPEGs
         frames = read_frames(args.video, grid)
         for name, sel in (("jpg", range(len(grid))), ("jpg_warm", range(min(2, len(grid))))):
             d = out / name
             d.mkdir(parents=True, exist_ok=True)
             for j in sel:
                 Image.fromarray(frames[j]).save(d / f"{j:05d}.jpg", quality=95)
-        dt = time.perf_counter() - t0
-        extract = dt if extract is None else min(extract, dt)
-    meta = {"video": video, "grid": grid, "extract_seconds": extract}
+
+    meta = {"video": video, "grid": grid, "extract_seconds": measure(extract, args.repeats).best}
     (out / "meta.json").write_text(json.dumps(meta))
     return meta
 
@@ -279,12 +231,8 @@ def _spawn(args, kind: str, out: Path) -> dict:
     if args.no_bf16:
         cmd += ["--no-bf16"]
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"} if args.threads else None
-    p = subprocess.run(cmd, capture_output=True, text=True, cwd=str(REPO), env=env)
-    for line in p.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return {int(k): v for k, v in json.loads(line[len("RESULT "):]).items()}
-    sys.stderr.write(p.stdout[-4000:] + p.stderr[-4000:])
-    raise SystemExit(f"{kind} worker failed (exit {p.returncode})")
+    res, _tree = spawn_worker(cmd, kind, env)
+    return {int(k): v for k, v in res.items()}
 
 
 def _fmt(v, nd=1):
@@ -304,8 +252,7 @@ def main(argv=None) -> int:
     ap.add_argument("--chunk-frames", type=int, default=64)
     ap.add_argument("--no-bf16", action="store_true")
     ap.add_argument("--repeats", type=int, default=2, help="timed runs per measurement (the best counts)")
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads in the workers (0 = default)")
-    ap.add_argument("--worker", choices=["ours", "baseline"], help=argparse.SUPPRESS)
+    add_worker_args(ap)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.smoke:
@@ -316,17 +263,8 @@ def main(argv=None) -> int:
     args.video = str(Path(args.video).resolve())
 
     if args.worker:
-        import logging
-
-        logging.basicConfig(level=logging.ERROR)
         args.counts = [int(x) for x in args.objects.split(",") if x.strip()]
-        if args.threads:
-            import torch
-
-            torch.set_num_threads(args.threads)
-        res = (worker_ours if args.worker == "ours" else worker_baseline)(args)
-        print("RESULT " + json.dumps(res), flush=True)
-        return 0
+        return worker_main(worker_ours if args.worker == "ours" else worker_baseline, args)
 
     counts = [int(x) for x in args.objects.split(",") if x.strip()]
     with tempfile.TemporaryDirectory(prefix="bench_labeling_") as tmp:
@@ -344,8 +282,8 @@ def main(argv=None) -> int:
     v = meta["video"]
     print("## Labeling throughput: label_video vs SAM2VideoPredictor\n")
     print(f"- date: {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}")
-    print(f"- machine: {platform.node()} ({platform.machine()}, {os.cpu_count()} CPU cores"
-          + (f", {gpu}" if gpu else ", no GPU") + f"), torch {torch.__version__}")
+    print(f"- machine: {platform.node()} ({machine()}" + (f", {gpu}" if gpu else ", no GPU")
+          + f"), torch {torch.__version__}")
     print(f"- command: `python benchmarks/bench_labeling.py {' '.join(sys.argv[1:])}`")
     print("- ours = label_video on the video file (decode included); baseline = SAM2VideoPredictor on a JPEG "
           f"folder of the same annotated frames (extracting it took {meta['extract_seconds']:.2f}s, shown "
@@ -360,16 +298,18 @@ def main(argv=None) -> int:
     if o0["random_weights"]:
         print("- NOTE: random weights: masks are meaningless; the mIoU column only checks that both paths agree.")
     print()
-    print("| device | model | objects | frames | ours fps | baseline fps | ratio | peak host MB (ours / base) "
-          "| peak GPU MB (ours / base) | baseline fps incl. JPEG extraction | ratio vs that | mask mIoU ours vs base |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     ex = meta["extract_seconds"]
+    table = []
     for k, o, b in rows:
         bx = b["frames"] / (b["seconds"] + ex)
-        print(f"| {o['device']} | {o['model']} | {k} | {o['frames']} | {o['fps']:.2f} | {b['fps']:.2f} "
-              f"| {o['fps'] / b['fps']:.2f}x | {o['peak_host_mb']:.0f} / {b['peak_host_mb']:.0f} "
-              f"| {_fmt(o['peak_gpu_mb'], 0)} / {_fmt(b['peak_gpu_mb'], 0)} | {bx:.2f} | {o['fps'] / bx:.2f}x "
-              f"| {_fmt(b['miou_vs_ours'], 3)} |")
+        table.append({
+            "device": o["device"], "model": o["model"], "objects": k, "frames": o["frames"],
+            "ours fps": f"{o['fps']:.2f}", "baseline fps": f"{b['fps']:.2f}", "ratio": f"{o['fps'] / b['fps']:.2f}x",
+            "peak host MB (ours / base)": f"{o['peak_host_mb']:.0f} / {b['peak_host_mb']:.0f}",
+            "peak GPU MB (ours / base)": f"{_fmt(o['peak_gpu_mb'], 0)} / {_fmt(b['peak_gpu_mb'], 0)}",
+            "baseline fps incl. JPEG extraction": f"{bx:.2f}", "ratio vs that": f"{o['fps'] / bx:.2f}x",
+            "mask mIoU ours vs base": _fmt(b["miou_vs_ours"], 3)})
+    print_table(table)
     return 0
 
 

@@ -17,8 +17,8 @@ This benchmark measures it on CPU:
    frame's masks are thresholded and kept as COCO RLE (as ours keeps them), not as raw masks.
    ``--baseline-frames N`` runs it on the first N frames only and extrapolates linearly (labelled).
 
-Peak RSS is sampled (every 10 ms) in two ways: inside the worker with ``PeakRSS`` from
-``bench_labeling.py`` (the worker process alone), and from the parent over the worker's whole
+Peak RSS is sampled (every 10 ms, ``_harness.PeakRSS``) in two ways: inside the worker (the worker
+process alone), and from the parent over the worker's whole
 process tree (sum of RSS of the worker and its children: our decoder runs in a child process).
 The RSS after importing torch and building the model is reported too, and RSS is recorded along
 the video so that growth with video length is visible.
@@ -37,35 +37,19 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import warnings
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-for _p in (str(REPO), str(REPO / "benchmarks")):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
-
-from bench_labeling import PeakRSS  # noqa: E402
-
-MB = 2**20
-
+from _harness import MB, PeakRSS, add_worker_args, machine, print_table, spawn_worker, worker_main
+from _harness import rss_mb as _rss_mb
 
 # ---------------------------------------------------------------------------------------------
 # helpers
-
-
-def _rss_mb() -> float:
-    import psutil
-
-    return psutil.Process().memory_info().rss / MB
 
 
 def video_path(args) -> Path:
@@ -165,8 +149,8 @@ class _Timeline:
 
 def worker_ours(args) -> dict:
     from sav_assets.lib.label.labeler import LabelerConfig, label_video
-    from sav_assets.lib.sav.fields import annotation_grid
     from sav_assets.lib.label.prompts import Prompt
+    from sav_assets.lib.sav.fields import annotation_grid
 
     path = video_path(args)
     video = video_row(path)
@@ -246,54 +230,6 @@ def worker_baseline(args) -> dict:
 # orchestration
 
 
-class TreePeak:
-    """Peak of the summed RSS of a process and all its descendants, sampled from outside."""
-
-    def __init__(self, pid: int, every_s: float = 0.01):
-        import psutil
-
-        self.root = psutil.Process(pid)
-        self.every = every_s
-        self.peak = 0
-        self.children_peak = 0
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
-
-    def _sample(self) -> None:
-        import psutil
-
-        try:
-            root = self.root.memory_info().rss
-            kids = self.root.children(recursive=True)
-        except psutil.Error:
-            return
-        rest = 0
-        for p in kids:
-            try:
-                rest += p.memory_info().rss
-            except psutil.Error:
-                pass
-        self.peak = max(self.peak, root + rest)
-        self.children_peak = max(self.children_peak, rest)
-
-    def _run(self):
-        while not self._stop.is_set():
-            self._sample()
-            self._stop.wait(self.every)
-
-    def start(self):
-        self._t.start()
-        return self
-
-    def stop(self):
-        self._stop.set()
-        self._t.join()
-
-    @property
-    def peak_mb(self) -> float:
-        return self.peak / MB
-
-
 def _spawn(args, kind: str, extra: list[str]) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--workdir", str(args.workdir),
            "--seconds", str(args.seconds), "--width", str(args.width), "--height", str(args.height),
@@ -305,22 +241,8 @@ def _spawn(args, kind: str, extra: list[str]) -> dict:
         cmd.append("--no-cycle-check")
     if args.threads:
         cmd += ["--threads", str(args.threads)]
-    with tempfile.TemporaryFile() as so, tempfile.TemporaryFile() as se:
-        p = subprocess.Popen(cmd, stdout=so, stderr=se, cwd=str(REPO))
-        tree = TreePeak(p.pid).start()
-        rc = p.wait()
-        tree.stop()
-        so.seek(0)
-        se.seek(0)
-        out, err = so.read().decode(errors="replace"), se.read().decode(errors="replace")
-    for line in out.splitlines():
-        if line.startswith("RESULT "):
-            res = json.loads(line[len("RESULT "):])
-            res["tree_peak_mb"] = tree.peak_mb
-            res["children_peak_mb"] = tree.children_peak / MB
-            return res
-    sys.stderr.write(out[-4000:] + err[-4000:])
-    raise SystemExit(f"{kind} worker failed (exit {rc})")
+    res, tree = spawn_worker(cmd, kind)
+    return {**res, "tree_peak_mb": tree.peak_mb, "children_peak_mb": tree.children_peak_mb}
 
 
 def _growth(res: dict) -> str:
@@ -345,22 +267,12 @@ def main(argv=None) -> int:
                     help="run the baseline on the first N annotated frames only and extrapolate (0 = all)")
     ap.add_argument("--no-baseline", action="store_true")
     ap.add_argument("--timeline-every", type=int, default=60, help="record RSS every N processed frames")
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads in the workers (0 = default)")
-    ap.add_argument("--worker", choices=["ours", "baseline"], help=argparse.SUPPRESS)
+    add_worker_args(ap)
     ap.add_argument("--jpg-dir", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
     if args.worker:
-        import logging
-
-        logging.basicConfig(level=logging.ERROR)
-        if args.threads:
-            import torch
-
-            torch.set_num_threads(args.threads)
-        res = (worker_ours if args.worker == "ours" else worker_baseline)(args)
-        print("RESULT " + json.dumps(res), flush=True)
-        return 0
+        return worker_main(worker_ours if args.worker == "ours" else worker_baseline, args)
 
     from sav_assets.lib.sav.fields import annotation_grid
 
@@ -387,7 +299,7 @@ def main(argv=None) -> int:
 
     print("## Peak host memory labeling a long 1080p video (CPU)\n")
     print(f"- date: {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}")
-    print(f"- machine: {platform.node()} ({platform.machine()}, {os.cpu_count()} CPU cores, no GPU used), "
+    print(f"- machine: {platform.node()} ({machine()}, no GPU used), "
           f"torch {torch.__version__}" + (f", {args.threads} torch threads" if args.threads else ""))
     cmd = " ".join([".venv/bin/python benchmarks/bench_long_video.py", *sys.argv[1:]])
     print(f"- command: `{cmd}`")
@@ -405,28 +317,28 @@ def main(argv=None) -> int:
     print("- peak host MB: worker process RSS (PeakRSS, 10 ms sampling) / whole process tree (worker + "
           "children, e.g. our decoder subprocess; summed RSS, so shared pages count twice)")
     print()
-    hdr = ("| video | input size | objects | path | wall s | ann. frames/s | peak host MB (process / tree) "
-           "| RSS after model load MB | SAM 2 init_state float32 frames @1024 px, "
-           f"{T} frames (MB) |")
-    print(hdr)
-    print("| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |")
-    print(f"| {vdesc} | {S} | {ours['objects']} | ours (label_video) | {ours['wall_s']:.1f} | {ours['fps']:.2f} "
-          f"| {ours['peak_mb']:.0f} / {ours['tree_peak_mb']:.0f} | {ours['rss_model_mb']:.0f} "
-          f"| {tensor_1024_mb:.0f} |")
+    col_tensor = f"SAM 2 init_state float32 frames @1024 px, {T} frames (MB)"
+
+    def row(path: str, res: dict, wall: str, fps: str, peak: str) -> dict:
+        return {"video": vdesc, "input size": S, "objects": res["objects"], "path": path, "wall s": wall,
+                "ann. frames/s": fps, "peak host MB (process / tree)": peak,
+                "RSS after model load MB": f"{res['rss_model_mb']:.0f}", col_tensor: f"{tensor_1024_mb:.0f}"}
+
+    table = [row("ours (label_video)", ours, f"{ours['wall_s']:.1f}", f"{ours['fps']:.2f}",
+                 f"{ours['peak_mb']:.0f} / {ours['tree_peak_mb']:.0f}")]
     extrap = None
     if base:
         full = base["frames"] == T
         label = "SAM2VideoPredictor" + ("" if full else f" (first {base['frames']} frames)")
-        print(f"| {vdesc} | {S} | {base['objects']} | {label} | {base['wall_s']:.1f} | {base['fps']:.2f} "
-              f"| {base['peak_mb']:.0f} / {base['tree_peak_mb']:.0f} | {base['rss_model_mb']:.0f} "
-              f"| {tensor_1024_mb:.0f} |")
+        table.append(row(label, base, f"{base['wall_s']:.1f}", f"{base['fps']:.2f}",
+                         f"{base['peak_mb']:.0f} / {base['tree_peak_mb']:.0f}"))
         if not full:
             per = (base["peak_mb"] - base["rss_model_mb"]) / base["frames"]
             extrap = base["rss_model_mb"] + per * T
-            print(f"| {vdesc} | {S} | {base['objects']} | SAM2VideoPredictor, LINEAR EXTRAPOLATION to {T} frames "
-                  f"| {base['wall_s'] * T / base['frames']:.0f} (extrap.) | - | {extrap:.0f} (extrap.) "
-                  f"| {base['rss_model_mb']:.0f} | {tensor_1024_mb:.0f} |")
-    print()
+            table.append(row(f"SAM2VideoPredictor, LINEAR EXTRAPOLATION to {T} frames", base,
+                             f"{base['wall_s'] * T / base['frames']:.0f} (extrap.)", "-",
+                             f"{extrap:.0f} (extrap.)"))
+    print_table(table)
     print(f"- SAM 2's init_state holds the frames as float32 [T, 3, S, S]: {T} x 3 x 1024^2 x 4 B = "
           f"{tensor_1024_mb:.0f} MB ({tensor_1024_mb / 1024:.2f} GiB) at the default 1024 px; at {S} px "
           f"it is {tensor_s_mb:.0f} MB.")

@@ -18,23 +18,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
-import statistics
-import sys
 import tempfile
-import time
 from datetime import date
 from pathlib import Path
 
 import numpy as np
+from _harness import Timings, alternate, machine, measure, paired_ratio, print_table
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from sav_assets.lib.sav import rle  # noqa: E402
-from sav_assets.lib.video.images import iter_frames  # noqa: E402
-from sav_assets.lib.dataset.shards import ShardConfig, build_samples, write_samples  # noqa: E402
-from sav_assets.lib.store.lake import Lake  # noqa: E402
+from sav_assets.lib.dataset.shards import ShardConfig, build_samples, write_samples
+from sav_assets.lib.sav import rle
+from sav_assets.lib.store.lake import Lake
+from sav_assets.lib.video.images import iter_frames
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
 
@@ -78,6 +73,16 @@ def raw_copy(lake: Lake, rel: str, samples: list[dict], tmp_dir: str) -> None:
     os.unlink(tmp)
 
 
+def take(items, n: int) -> tuple[int, object]:
+    """(how many, the last) of the first ``n`` items."""
+    got, last = 0, None
+    for item in items:
+        got, last = got + 1, item
+        if got >= n:
+            break
+    return got, last
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--window", type=int, default=8)
@@ -93,32 +98,28 @@ def main(argv=None) -> int:
     paths = {p.stem: str(p) for p in videos}
     cfg = ShardConfig(window=args.window, shard_max_bytes=64_000_000)
 
-    t = time.perf_counter()
-    base_samples = list(build_samples([{"video_id": v} for v in paths], frames, None, paths, cfg))
-    t_build = time.perf_counter() - t
+    build = measure(lambda: list(build_samples([{"video_id": v} for v in paths], frames, None, paths, cfg)), 1)
+    base_samples, t_build = build.result, build.best
     samples = [dict(s, __key__=f"{s['__key__']}_r{r}") for r in range(args.repeat_samples) for s in base_samples]
     mb = payload_bytes(samples) / 1e6
 
     import webdataset  # noqa: F401  - imports torch (seconds): keep it out of the timed rounds
 
     write_samples(lake, "bench/warmup", samples[:2], cfg, tmp_dir=str(work))
-    t_ours, t_raw, t_put = [], [], []
+    rounds = Timings()
     res = None
     for i in range(args.rounds):
-        t = time.perf_counter()
-        res = write_samples(lake, f"bench/shards-{i}", samples, cfg, tmp_dir=str(work))
-        t_ours.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        raw_copy(lake, f"bench/raw-{i}.bin", samples, str(work))
-        t_raw.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        lake.put_bytes(f"bench/put-{i}.bin", b"".join(v for s in samples for k, v in sorted(s.items())
-                                                     if not k.startswith("_")))
-        t_put.append(time.perf_counter() - t)
+        with rounds.time("ours"):
+            res = write_samples(lake, f"bench/shards-{i}", samples, cfg, tmp_dir=str(work))
+        with rounds.time("raw"):
+            raw_copy(lake, f"bench/raw-{i}.bin", samples, str(work))
+        with rounds.time("put"):
+            lake.put_bytes(f"bench/put-{i}.bin", b"".join(v for s in samples for k, v in sorted(s.items())
+                                                         if not k.startswith("_")))
         for rel in lake.list("bench"):                 # keep the page cache / disk state comparable
             if rel.startswith((f"bench/shards-{i}/", f"bench/raw-{i}", f"bench/put-{i}")) and i:
                 lake.delete(rel)
-    ours_mbs, raw_mbs = mb / statistics.median(t_ours), mb / statistics.median(t_raw)
+    ours_mbs, raw_mbs = mb / rounds["ours"].median, mb / rounds["raw"].median
 
     import webdataset as wds
 
@@ -126,42 +127,33 @@ def main(argv=None) -> int:
 
     urls = [str(lake.local_path(f"bench/shards-0/{s['shard']}")) for s in res["manifest"]["shards"]]
     n_load = len(base_samples) * 2                      # enough for a stable rate, fast to run
-    t = time.perf_counter()
-    got, last = 0, None
-    for item in ShardDataset(urls):
-        got, last = got + 1, item
-        if got >= n_load:
-            break
-    t_loader = time.perf_counter() - t
-    t = time.perf_counter()
-    got_b = 0
-    for _ in wds.WebDataset(urls, shardshuffle=False).decode("rgb8"):
-        got_b += 1
-        if got_b >= n_load:
-            break
-    t_plain = time.perf_counter() - t
+    loads = alternate({"ours": lambda: take(ShardDataset(urls), n_load),
+                       "plain": lambda: take(wds.WebDataset(urls, shardshuffle=False).decode("rgb8"), n_load)}, 1)
+    (got, last), (got_b, _) = loads["ours"].result, loads["plain"].result
+    t_loader, t_plain = loads["ours"].best, loads["plain"].best
     shape = tuple(last["masks"].shape)
 
-    print(f"\n## Shard benchmark ({date.today()}, {platform.machine()}, {os.cpu_count()} CPUs visible)\n")
+    print(f"\n## Shard benchmark ({date.today()}, {machine()})\n")
     print(f"{len(videos)} real videos ({', '.join(p.name for p in videos)}), window {cfg.window}, "
           f"{len(base_samples)} samples x {args.repeat_samples} = {len(samples)} samples, "
           f"{mb:.0f} MB payload, {res['shards']} shards; masks per sample {shape} (T, N, H, W)\n")
-    print("| measurement | ours (median) | baseline (median) | ratio (median of paired rounds) | target |")
-    print("| --- | ---: | ---: | ---: | ---: |")
-    # paired: each round times ours and the raw copy back to back; the median of the per-round
-    # ratios is robust to the machine's load drifting between rounds
-    ratio = statistics.median(r / o for o, r in zip(t_ours, t_raw))
-    ratio_put = statistics.median(r / o for o, r in zip(t_ours, t_put))
-    put_mbs = mb / statistics.median(t_put)
-    print(f"| shard write (tar + sha256 + fsync + publish + manifest) vs raw copy of the same bytes | "
-          f"{ours_mbs:.0f} MB/s | {raw_mbs:.0f} MB/s | {ratio:.2f} | >= 0.8 {'pass' if ratio >= 0.8 else 'FAIL'} |")
-    print(f"| same, vs one atomic write of the same bytes (`Lake.put_bytes`: temp beside target, fsync, rename) | "
-          f"{ours_mbs:.0f} MB/s | {put_mbs:.0f} MB/s | {ratio_put:.2f} | - |")
+    # paired: each round times ours and the raw copy back to back
+    ratio = paired_ratio(rounds["raw"], rounds["ours"])
+    ratio_put = paired_ratio(rounds["put"], rounds["ours"])
+    put_mbs = mb / rounds["put"].median
     lr, pr = got / t_loader, got_b / t_plain
-    print(f"| loader: ShardDataset (JPEG + RLE decode) vs wds.WebDataset.decode('rgb8') (JPEG only) | "
-          f"{lr:.1f} samples/s | {pr:.1f} samples/s | {lr / pr:.2f} | - |")
-    print(f"| sample building (decode + JPEG q{cfg.jpeg_quality} + RLE), single process | "
-          f"{len(base_samples) / t_build:.1f} samples/s | - | - | - |")
+    cols = ["measurement", "ours (median)", "baseline (median)", "ratio (median of paired rounds)", "target"]
+    print_table([dict(zip(cols, r, strict=True)) for r in [
+        ("shard write (tar + sha256 + fsync + publish + manifest) vs raw copy of the same bytes",
+         f"{ours_mbs:.0f} MB/s", f"{raw_mbs:.0f} MB/s", f"{ratio:.2f}",
+         f">= 0.8 {'pass' if ratio >= 0.8 else 'FAIL'}"),
+        ("same, vs one atomic write of the same bytes (`Lake.put_bytes`: temp beside target, fsync, rename)",
+         f"{ours_mbs:.0f} MB/s", f"{put_mbs:.0f} MB/s", f"{ratio_put:.2f}", "-"),
+        ("loader: ShardDataset (JPEG + RLE decode) vs wds.WebDataset.decode('rgb8') (JPEG only)",
+         f"{lr:.1f} samples/s", f"{pr:.1f} samples/s", f"{lr / pr:.2f}", "-"),
+        (f"sample building (decode + JPEG q{cfg.jpeg_quality} + RLE), single process",
+         f"{len(base_samples) / t_build:.1f} samples/s", "-", "-", "-"),
+    ]], cols)
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)
     return 0 if ratio >= 0.8 else 1

@@ -15,37 +15,30 @@ sizes row groups, nor compacts). Prints Markdown tables; ratios are baseline tim
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import statistics
-import sys
-import time
 from datetime import date
 from pathlib import Path
 
 import numpy as np
+from _harness import Timings, machine, measure, print_table
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from sav_assets.lib.dataset.statistics import stat_names
 from sav_assets.lib.store.catalog import connect, refresh_catalog, sql_text
 from sav_assets.lib.store.compaction import compact_table, read_pointer
-from sav_assets.lib.dataset.statistics import stat_names
 from sav_assets.lib.store.lake import Lake
 
 LOOKUP = "select * from masklet_frames where video_id = ?"
 
 
-def timed(fn, repeat: int) -> tuple[float, float, object]:
-    """(first run s, median of the following runs s, last result)."""
-    t = time.perf_counter()
-    out = fn()
-    first = time.perf_counter() - t
-    runs = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        out = fn()
-        runs.append(time.perf_counter() - t)
-    return first, statistics.median(runs) if runs else first, out
+def compaction_row(lake: Lake, c) -> dict:
+    row = {"compaction": c.table, "result": c.reason}
+    if not c.compacted:
+        return row
+    ptr = read_pointer(lake, c.table) or {}
+    return {**row, "rows": f"{ptr.get('rows', 0):,}", "source parts": len(ptr.get("sources", {})),
+            "files": len(ptr.get("files", [])), "MB": f"{ptr.get('bytes', 0) / 1e6:.0f}",
+            "seconds": f"{c.seconds:.1f}"}
 
 
 def main(argv=None) -> int:
@@ -75,64 +68,57 @@ def main(argv=None) -> int:
     rows = []
     for name in stat_names():
         text = sql_text(f"stats/{name}.sql")
-        first, med, tbl = timed(lambda text=text: con.sql(text).to_arrow_table(), args.repeat)
-        rows.append((f"stats/{name}.sql", first, med, 1.0, tbl.num_rows))
+        run = measure(lambda text=text: con.sql(text).to_arrow_table(), 1 + args.repeat)
+        rows.append((f"stats/{name}.sql", run.first, run.warm_median, 1.0, run.result.num_rows))
 
     rng = np.random.default_rng(args.seed)
     vids = [r[0] for r in con.execute("select video_id from videos order by video_id").fetchall()]
     sample = [vids[i] for i in rng.choice(len(vids), size=min(args.lookups, len(vids)), replace=False)]
 
-    def lookups(sql: str, params_of) -> tuple[list[float], int]:
-        con.sql(sql, params=params_of(sample[0])).to_arrow_table()       # warm: metadata, page cache
-        times, n = [], 0
-        for v in sample:
-            t = time.perf_counter()
-            n += con.sql(sql, params=params_of(v)).to_arrow_table().num_rows
-            times.append(time.perf_counter() - t)
-        return times, n
+    timings = Timings()
 
-    ours, n_ours = lookups(LOOKUP, lambda v: [v])
-    miss, _ = lookups(LOOKUP, lambda v: [v + "-missing"])        # pure per-file / bind overhead
+    def lookups(sql: str, params_of, name: str) -> tuple[list[float], int]:
+        con.sql(sql, params=params_of(sample[0])).to_arrow_table()       # warm: metadata, page cache
+        n = 0
+        for v in sample:
+            with timings.time(name):
+                n += con.sql(sql, params=params_of(v)).to_arrow_table().num_rows
+        return timings[name].times, n
+
+    ours, n_ours = lookups(LOOKUP, lambda v: [v], "view")
+    miss, _ = lookups(LOOKUP, lambda v: [v + "-missing"], "absent")        # pure per-file / bind overhead
     rows.append(("lookup: " + LOOKUP, ours[0], statistics.median(ours), 0.020, n_ours // len(sample)))
     parts_sql = "select * from read_parquet(?, union_by_name = true) where video_id = ?"
-    parts, n_parts = lookups(parts_sql, lambda v: [lake.table_glob("masklet_frames"), v])
+    parts, n_parts = lookups(parts_sql, lambda v: [lake.table_glob("masklet_frames"), v], "parts")
     assert n_parts == n_ours, (n_parts, n_ours)
     base_glob = lake.uri("tables/masklet_frames_unsorted") + "/*/*.parquet"
     have_base = any(Path(lake.uri("tables/masklet_frames_unsorted")).glob("*/*.parquet"))
     if have_base:
-        base, n_base = lookups(parts_sql, lambda v: [base_glob, v])
+        base, n_base = lookups(parts_sql, lambda v: [base_glob, v], "baseline")
         assert n_base == n_ours, (n_base, n_ours)
     con.close()
 
     # one-shot: a fresh read-only connection per lookup, as `sav-assets sql` / `duckdb -c` pay it
-    oneshot = []
     for v in sample[:10]:
-        t = time.perf_counter()
-        c = connect(lake, read_only=True)
-        c.sql(LOOKUP, params=[v]).to_arrow_table()
-        c.close()
-        oneshot.append(time.perf_counter() - t)
+        with timings.time("oneshot"):
+            c = connect(lake, read_only=True)
+            c.sql(LOOKUP, params=[v]).to_arrow_table()
+            c.close()
+    oneshot = timings["oneshot"].times
 
     print(f"\n## SQL benchmark ({date.today()}, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs visible, DuckDB threads={threads})\n")
+          f"{machine()}, DuckDB threads={threads})\n")
     print(f"Tables: {n_vid:,} videos, {n_m:,} masklets, {n_rows:,} masklet_frames rows at {lake.root}\n")
     if compactions:
-        print("| compaction | result | rows | source parts | files | MB | seconds |")
-        print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
-        for c in compactions:
-            ptr = read_pointer(lake, c.table) or {}
-            print(f"| {c.table} | {c.reason} | {ptr.get('rows', 0):,} | {len(ptr.get('sources', {}))} | "
-                  f"{len(ptr.get('files', []))} | {ptr.get('bytes', 0) / 1e6:.0f} | "
-                  f"{c.seconds:.1f} |" if c.compacted else f"| {c.table} | {c.reason} | | | | | |")
-        print()
-    print("| query | first run | median | target | pass | rows |")
-    print("| --- | ---: | ---: | ---: | :---: | ---: |")
-    ok = True
+        print_table([compaction_row(lake, c) for c in compactions],
+                    ["compaction", "result", "rows", "source parts", "files", "MB", "seconds"])
+    table, ok = [], True
     for q, first, med, target, nr in rows:
         passed = med < target
         ok &= passed
-        print(f"| `{q}` | {first * 1e3:.1f} ms | {med * 1e3:.1f} ms | < {target * 1e3:.0f} ms | "
-              f"{'pass' if passed else 'FAIL'} | {nr:,} |")
+        table.append({"query": f"`{q}`", "first run": f"{first * 1e3:.1f} ms", "median": f"{med * 1e3:.1f} ms",
+                      "target": f"< {target * 1e3:.0f} ms", "pass": "pass" if passed else "FAIL", "rows": f"{nr:,}"})
+    print_table(table)
     n_files = len(lake.table_parts("masklet_frames"))
     ptr = read_pointer(lake, "masklet_frames")
 
@@ -145,16 +131,17 @@ def main(argv=None) -> int:
     layout = (f"{len(ptr['files'])} compacted files, globally sorted, {ptr['row_group_size']:,}-row groups, "
               f"{ptr.get('compression', 'zstd')}"
               if ptr else "not compacted")
-    print(f"\n| one-video lookup, {len(sample)} random videos | median (p95) | baseline / this |")
-    print("| --- | ---: | ---: |")
-    print(f"| view `masklet_frames` ({layout}) | {ms(ours)} | "
-          f"{ratio(base, ours) if have_base else '-'} |")
-    print(f"| view, video absent (per-file + bind overhead only) | {ms(miss)} | - |")
-    print(f"| view, fresh read-only connection per lookup (one-shot CLI cost) | {ms(oneshot)} | - |")
-    print(f"| batch parts as written ({n_files} files, each sorted, 64Ki-row groups) | {ms(parts)} | "
-          f"{ratio(base, parts) if have_base else '-'} |")
+    cols = [f"one-video lookup, {len(sample)} random videos", "median (p95)", "baseline / this"]
+    lookups_table = [
+        (f"view `masklet_frames` ({layout})", ms(ours), ratio(base, ours) if have_base else "-"),
+        ("view, video absent (per-file + bind overhead only)", ms(miss), "-"),
+        ("view, fresh read-only connection per lookup (one-shot CLI cost)", ms(oneshot), "-"),
+        (f"batch parts as written ({n_files} files, each sorted, 64Ki-row groups)", ms(parts),
+         ratio(base, parts) if have_base else "-"),
+    ]
     if have_base:
-        print(f"| baseline: unsorted within batch, 1Mi-row groups, not compacted | {ms(base)} | 1.0x |")
+        lookups_table.append(("baseline: unsorted within batch, 1Mi-row groups, not compacted", ms(base), "1.0x"))
+    print_table([dict(zip(cols, r, strict=True)) for r in lookups_table], cols)
     return 0 if ok else 1
 
 
