@@ -112,7 +112,8 @@ def _gpu_peak(loaded):
 def worker_ours(args) -> dict:
     import numpy as np
 
-    from sav_assets.lib.label.labeler import LabelerConfig, label_video
+    from sav_assets.lib.label.config import LabelerConfig
+    from sav_assets.lib.label.labeler import label_video
     from sav_assets.lib.label.model import load_model
     from sav_assets.lib.label.prompts import Prompt
     from sav_assets.lib.sav import rle

@@ -148,7 +148,8 @@ class _Timeline:
 
 
 def worker_ours(args) -> dict:
-    from sav_assets.lib.label.labeler import LabelerConfig, label_video
+    from sav_assets.lib.label.config import LabelerConfig
+    from sav_assets.lib.label.labeler import label_video
     from sav_assets.lib.label.prompts import Prompt
     from sav_assets.lib.sav.fields import annotation_grid
 

@@ -14,14 +14,15 @@ import datetime as dt
 import json
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import pyarrow as pa
 
 from sav_assets.lib.sav.fields import annotation_grid
 from sav_assets.lib.store.lake import Lake
 from sav_assets.lib.store.tables import LABEL_RUNS, MASKLET_FRAMES, MASKLETS, SAV_ANNOTATIONS, to_table
+from sav_assets.lib.video.errors import BAD_ANNOTATION, INTERNAL_ERROR
 
 
 @dataclass
@@ -91,9 +92,9 @@ def import_annotations(lake: Lake, batch_id: str, video: dict, annotation_uris: 
             kw = {"frame_indices": grid} if len(grid) == n_ann else {"frame_step": 4}
             header, m, f = import_sav(doc, source_uri=uri, **kw)
         except Exception as e:
-            summary.failed[f"{vid}:{kind}"] = f"bad_annotation: {e}"
+            summary.failed[f"{vid}:{kind}"] = f"{BAD_ANNOTATION}: {e}"
             log(f"{vid}: could not import {uri}: {e}")
-            _record_failure(lake, batch_id, vid, f"import_{kind}", "bad_annotation", str(e))
+            _record_failure(lake, batch_id, vid, f"import_{kind}", BAD_ANNOTATION, str(e))
             continue
         for r in m:
             r["video_id"] = vid
@@ -123,7 +124,8 @@ def label_batch(lake: Lake, batch_id: str, videos: list[dict], annotations: dict
                 run_sam2: bool = True, log: Callable[[str], None] = print,
                 progress: Callable[[int, int, str], None] | None = None) -> BatchLabelSummary:
     """Label every video of the batch; ``annotations[video_id]`` maps 'manual'/'auto' to JSON URIs."""
-    from sav_assets.lib.label.labeler import LabelingFailed, label_key, label_video
+    from sav_assets.lib.label.config import LabelingFailed, label_key
+    from sav_assets.lib.label.labeler import label_video
 
     summary = BatchLabelSummary()
     t_batch = time.time()
@@ -157,9 +159,9 @@ def label_batch(lake: Lake, batch_id: str, videos: list[dict], annotations: dict
             _record_failure(lake, batch_id, vid, "sam2", e.error_class, str(e), key, loaded.model_name)
             continue
         except Exception as e:  # unexpected: still a recorded failure, never a lost batch
-            summary.failed[vid] = f"internal_error: {e}"
-            log(f"[{i}/{len(videos)}] {vid}: FAILED (internal_error) {traceback.format_exc(limit=3)}")
-            _record_failure(lake, batch_id, vid, "sam2", "internal_error", f"{type(e).__name__}: {e}", key,
+            summary.failed[vid] = f"{INTERNAL_ERROR}: {e}"
+            log(f"[{i}/{len(videos)}] {vid}: FAILED ({INTERNAL_ERROR}) {traceback.format_exc(limit=3)}")
+            _record_failure(lake, batch_id, vid, "sam2", INTERNAL_ERROR, f"{type(e).__name__}: {e}", key,
                             loaded.model_name)
             continue
         secs = time.time() - t0

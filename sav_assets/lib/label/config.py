@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 
 from sav_assets.lib.label.prompts import Prompt
 from sav_assets.lib.util import sha256_json
+from sav_assets.lib.video.errors import VideoError
 
 LABELER_VERSION = "1"
 MODES = ("auto+prompted", "auto", "prompted")
@@ -51,14 +52,11 @@ _RESULT_FIELDS = (
 )
 
 
-class LabelingFailed(Exception):
-    """Labeling a video failed; ``error_class`` is one of decode_error, decode_timeout,
-    decoder_crashed, empty_video, bad_prompt, oom, internal_error."""
-
-    def __init__(self, error_class: str, message: str):
-        super().__init__(f"{error_class}: {message}")
-        self.error_class = error_class
-        self.message = message
+class LabelingFailed(VideoError):
+    """Labeling a video failed: ``LabelingFailed(error_class, message)`` with a class from the one
+    vocabulary of :mod:`sav_assets.lib.video.errors` (the decoder's own classes such as
+    ``decode_error`` / ``decoder_timeout`` / ``decoder_crash``, or ``empty_video``, ``bad_prompt``,
+    ``oom``, ``internal_error``); it lands in ``label_runs.error_class``."""
 
 
 @dataclass

@@ -31,6 +31,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sav_assets.lib.util import sha256_bytes, sha256_file
+
 log = logging.getLogger(__name__)
 
 SAM2_CONFIGS: dict[str, str] = {
@@ -158,14 +160,6 @@ def _resolve_device(device: str) -> str:
     if d != "cpu" and not d.startswith("cuda"):
         raise ValueError(f"device must be auto, cpu or cuda[:N], got {device!r}")
     return d
-
-
-def sha256_file(path: str | os.PathLike, bufsize: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(bufsize):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -303,9 +297,7 @@ def load_model(spec: ModelSpec | None = None) -> LoadedModel:
     cfg_bytes = _config_file(config_path).read_bytes()
     overrides = image_size_overrides(spec.image_size)
     device = _resolve_device(spec.device)
-    config_sha = hashlib.sha256(
-        cfg_bytes + b"\0" + json.dumps(overrides + _PREDICTOR_POSTPROCESSING).encode()
-    ).hexdigest()
+    config_sha = sha256_bytes(cfg_bytes + b"\0" + json.dumps(overrides + _PREDICTOR_POSTPROCESSING).encode())
 
     # checkpoint first: refuse before spending time on the model
     ckpt_path = ckpt_sha = None

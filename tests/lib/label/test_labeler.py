@@ -7,6 +7,7 @@ SAM2VideoPredictor's own propagation, the re-seeding plumbing and error classifi
 
 from __future__ import annotations
 
+import functools
 import io
 import sys
 import time
@@ -24,13 +25,16 @@ from _video_util import make_video, synth_frames  # noqa: E402
 from conftest import SHARED_DATA  # noqa: E402
 
 from sav_assets.lib.label import labeler as lab  # noqa: E402
+from sav_assets.lib.label import seeding  # noqa: E402
+from sav_assets.lib.label.config import LabelerConfig, LabelingFailed, LabelResult, label_key  # noqa: E402
+from sav_assets.lib.label.labeler import label_video  # noqa: E402
+from sav_assets.lib.label.model import ModelSpec, load_model  # noqa: E402
+from sav_assets.lib.label.prompts import Prompt  # noqa: E402
 from sav_assets.lib.sav import fields as masklet_fields  # noqa: E402
 from sav_assets.lib.sav import rle  # noqa: E402
 from sav_assets.lib.store import tables  # noqa: E402
-from sav_assets.lib.video.decode import FrameDecodeError, iter_frame_chunks, read_frames  # noqa: E402
-from sav_assets.lib.label.labeler import LabelerConfig, LabelingFailed, label_video  # noqa: E402
-from sav_assets.lib.label.prompts import Prompt  # noqa: E402
-from sav_assets.lib.label.model import ModelSpec, load_model  # noqa: E402
+from sav_assets.lib.video.decode import iter_frame_chunks, read_frames  # noqa: E402
+from sav_assets.lib.video.errors import DECODER_CRASH, DECODER_TIMEOUT, VideoError  # noqa: E402
 
 N_FRAMES, W, H, FPS = 32, 160, 120, 24   # 24 fps -> every 4th frame -> 8 annotated frames
 LATE = 16                                 # the blue square enters on frame 16 = annotated frame 4
@@ -49,6 +53,7 @@ def fast_cfg(**kw) -> LabelerConfig:
 
 @pytest.fixture(scope="module")
 def loaded():
+    """The real SAM 2.1 tiny model, random weights, at a 128 px input on the CPU."""
     return load_model(ModelSpec(config="tiny", image_size=SIZE, device="cpu"))
 
 
@@ -127,43 +132,7 @@ def check_invariants(res, v, grid):
 
 
 # ---------------------------------------------------------------------------------------------
-# pure helpers
-
-
-def test_new_masklet_candidates_hand_made_masks():
-    def box(y0, y1, x0, x1):
-        m = np.zeros((40, 60), bool)
-        m[y0:y1, x0:x1] = True
-        return m
-
-    tracked = [box(0, 20, 0, 20), box(20, 40, 40, 60)]
-    seeds = [
-        box(0, 20, 0, 20),       # 0: the same as a tracked object -> covered
-        box(5, 15, 5, 15),       # 1: a part of a tracked object -> covered
-        box(0, 40, 0, 60),       # 2: the whole frame: covered 800/2400 = 0.33 -> not new at 0.3
-        box(25, 35, 5, 25),      # 3: a new object entering -> new
-        box(10, 30, 10, 30),     # 4: a quarter overlaps a tracked one (0.25 < 0.3) -> new
-        np.zeros((40, 60), bool),  # 5: empty -> never
-        box(0, 20, 15, 45),      # 6: split over nothing tracked except 5 cols (100/600) -> new
-    ]
-    assert lab.new_masklet_candidates(seeds, tracked, 0.3) == [3, 4, 6]
-    assert lab.new_masklet_candidates(seeds, tracked, 0.5) == [2, 3, 4, 6]
-    assert lab.new_masklet_candidates(seeds, [], 0.3) == [0, 1, 2, 3, 4, 6]
-    assert lab.new_masklet_candidates(seeds, None, 0.3, min_area=150) == [0, 2, 3, 4, 6]
-
-
-def test_clean_regions_and_batch_encoding():
-    m = np.zeros((30, 30), bool)
-    m[5:25, 5:25] = True
-    m[10, 10] = False          # 1-px hole
-    m[0, 29] = True            # 1-px island
-    c = lab._clean_regions(m, 4)
-    assert c[10, 10] and not c[0, 29] and c.sum() == 400
-    masks = np.stack([m, c, np.zeros_like(m)])
-    encs = lab._encode_wh(np.ascontiguousarray(masks.transpose(0, 2, 1)))
-    for (r, area, bbox), mm in zip(encs, masks):
-        ref = rle.encode(mm)
-        assert r == ref and area == rle.area(ref) and bbox == rle.bbox(ref)
+# decoding the annotated frames
 
 
 def test_frames_decode_only_the_grid_in_chunks(video):
@@ -179,7 +148,7 @@ def test_frames_decode_only_the_grid_in_chunks(video):
     ref = synth_frames(N_FRAMES, W, H, LATE)[GRID]
     got = read_frames(path, GRID).astype(int)
     assert np.abs(got - ref).mean() < 12  # lossy codec, but the right frames
-    with pytest.raises(FrameDecodeError, match="outside"):
+    with pytest.raises(VideoError, match="outside"):
         read_frames(path, [0, N_FRAMES + 5])
 
 
@@ -206,14 +175,18 @@ def test_isolated_decoder_reports_its_peak_memory(video):
     assert 10 < stats["decoder_peak_mb"] < 4096
 
 
-@pytest.mark.parametrize("fault,error_class", [("segv", "decoder_crashed"), ("hang", "decode_timeout")])
-def test_isolated_decoder_crash_and_hang_are_classified(video, monkeypatch, fault, error_class):
-    path, _ = video
-    monkeypatch.setenv("SAV_DECODE_WORKER_FAULT", fault)
+@pytest.mark.parametrize("fault,error_class", [("segv", DECODER_CRASH), ("hang", DECODER_TIMEOUT)])
+def test_decoder_crash_and_hang_fail_the_video_with_the_ingestion_spellings(loaded, video, monkeypatch, fault,
+                                                                            error_class):
+    """A crash / hang of the isolated decoder while labeling is a LabelingFailed (a VideoError) with the
+    one vocabulary's class, never the old ``decoder_crashed`` / ``decode_timeout``."""
+    path, v = video
+    monkeypatch.setattr(lab, "iter_frame_chunks", functools.partial(iter_frame_chunks, test_fault=fault))
     t0 = time.monotonic()
-    with pytest.raises(FrameDecodeError) as ei:
-        list(iter_frame_chunks(path, GRID, 4, isolate=True, timeout_s=3))
-    assert ei.value.error_class == error_class
+    with pytest.raises(LabelingFailed) as ei:
+        label_video(loaded, path, v, fast_cfg(isolate_decode=True, decode_timeout_s=3))
+    assert isinstance(ei.value, VideoError)
+    assert ei.value.error_class == error_class and error_class not in ("decoder_crashed", "decode_timeout")
     assert time.monotonic() - t0 < 30
 
 
@@ -228,65 +201,6 @@ def test_overlay_png():
     png = render_overlay(f, [m, rle.encode(m[::-1].copy())], [1, 2], width=512)
     img = Image.open(io.BytesIO(png))
     assert img.format == "PNG" and img.size == (512, round(H * 512 / W))
-
-
-# ---------------------------------------------------------------------------------------------
-# the tracker against SAM 2's own video predictor
-
-
-def test_batched_tracker_matches_sam2_video_predictor(loaded):
-    frames = synth_frames(5, W, H)
-    m1 = np.zeros((H, W), bool)
-    m1[30:70, 20:56] = True
-    m2 = np.zeros((H, W), bool)
-    m2[45:75, 105:135] = True
-    pts = Prompt("x", 0, 3, [[120.0, 60.0]], [1], None)
-    bx = Prompt("x", 0, 4, None, None, [20.0, 30.0, 56.0, 70.0])
-    pred = loaded.model
-    with torch.inference_mode():
-        st = lab.init_video_state(pred, frames)
-        assert len(st["images"]) == 5 and tuple(st["images"][2].shape) == (3, SIZE, SIZE)
-        pred.add_new_mask(st, 0, 1, m1)
-        pred.add_new_mask(st, 0, 2, m2)
-        pred.add_new_points_or_box(st, 0, 3, points=pts.points, labels=pts.labels)
-        pred.add_new_points_or_box(st, 0, 4, box=bx.box)
-        ref = {t: (vm[:, 0] > 0).numpy() for t, _, vm in pred.propagate_in_video(st)}
-
-        tr = lab._Tracker(loaded, 5, offload_state=False, max_memory_frames=16)
-        ours = {}
-        for t in range(5):
-            bb = tr.backbone(frames[t])
-            if t == 0:
-                po = tr.add_masks(0, bb, np.stack([m1, m2]), [1, 2])
-                po.update(tr.add_points(0, bb, [(3, lab._point_inputs(pts, H, W, SIZE, "cpu")),
-                                                (4, lab._point_inputs(bx, H, W, SIZE, "cpu"))]))
-            else:
-                po = tr.track(t, bb)
-            masks, _, _ = lab._to_video_res(po, [1, 2, 3, 4], (H, W))
-            ours[t] = masks.transpose(0, 2, 1)
-    assert len(tr.cohorts) == 2  # the two mask objects and the two prompted ones are batched
-    for t in range(5):
-        for k in range(4):
-            a, b = ref[t][k], ours[t][k]
-            union = (a | b).sum()
-            iou = 1.0 if union == 0 else (a & b).sum() / union
-            assert iou >= 0.99, (t, k, iou)
-
-
-def test_tracking_state_is_bounded(loaded):
-    frames = synth_frames(5, W, H)
-    m1 = np.zeros((H, W), bool)
-    m1[30:70, 20:56] = True
-    with torch.inference_mode():
-        tr = lab._Tracker(loaded, 5, offload_state=True, max_memory_frames=2)
-        for t in range(5):
-            bb = tr.backbone(frames[t])
-            po = tr.add_masks(0, bb, m1[None], [1]) if t == 0 else tr.track(t, bb)
-            assert set(po) == {1}
-            nc = tr.cohorts[0].out["non_cond_frame_outputs"]
-            assert sorted(nc) == [k for k in range(max(1, t - 1), t + 1)]  # only the last 2 frames kept
-            assert all(o["maskmem_features"].device.type == "cpu" for o in nc.values())  # offloaded
-        assert list(tr.cohorts[0].out["cond_frame_outputs"]) == [0]  # conditioning frames are kept
 
 
 # ---------------------------------------------------------------------------------------------
@@ -358,15 +272,15 @@ def test_reseeding_starts_new_masklet_for_object_entering_later(loaded, video, m
     red[30:70, 20:56] = True
     calls = []
 
-    def fake_seeds(gen, tracker, bb, frame, cfg):
+    def fake_seeds(gen, tracker, bb, frame, policy):
         calls.append(frame.shape)
         blue_visible = frame[y0 + 5:y1 - 5, x0 + 5:x1 - 5, 2].mean() > 150
-        out = [{"mask": red, "predicted_iou": 0.9, "stability_score": 0.97}]
+        out = [seeding.Seed(red, 0.9, 0.97)]
         if blue_visible:
-            out.append({"mask": square, "predicted_iou": 0.95, "stability_score": 0.99})
+            out.append(seeding.Seed(square, 0.95, 0.99))
         return out
 
-    monkeypatch.setattr(lab, "_generate_seeds", fake_seeds)
+    monkeypatch.setattr(seeding, "generate_seeds", fake_seeds)
     cfg = fast_cfg(reseed_every=4, new_object_max_overlap=1.01)  # every uncovered-enough seed is new
     res = label_video(loaded, path, v, cfg, prompts=[Prompt("synth", 0, 3, [[150.0, 60.0]], [1], None)])
     check_invariants(res, v, GRID)
@@ -399,7 +313,7 @@ def test_bad_and_empty_inputs_are_classified(loaded, video, tmp_path):
         with pytest.raises(LabelingFailed) as ei:
             label_video(loaded, str(trunc), {"video_id": "trunc", "video_fps": 30.0, "video_frame_count": 200,
                                              "video_height": 540, "video_width": 960}, fast_cfg())
-        assert ei.value.error_class in ("decode_error", "decoder_crashed")
+        assert ei.value.error_class in ("decode_error", DECODER_CRASH)
     with pytest.raises(LabelingFailed) as ei:
         label_video(loaded, path, {**v, "video_frame_count": 0}, fast_cfg())
     assert ei.value.error_class == "empty_video"
@@ -419,7 +333,7 @@ def test_cuda_oom_is_retried_once_with_offloading(loaded, video, monkeypatch):
         seen.append((cfg.offload_state_to_cpu, cfg.offload_video_to_cpu, cfg.chunk_frames, retried))
         if len(seen) == 1 or fail_always:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return lab.LabelResult([], [], {"oom_retried": retried})
+        return LabelResult([], [], {"oom_retried": retried})
 
     monkeypatch.setattr(lab, "_label", fake)
     fail_always = False
@@ -442,14 +356,14 @@ def test_cuda_oom_is_retried_once_with_offloading(loaded, video, monkeypatch):
 
 
 def test_label_key_is_stable_and_tracks_what_changes_labels(loaded):
-    k = lab.label_key("abc", loaded, LabelerConfig())
-    assert k == lab.label_key("abc", loaded, LabelerConfig()) and len(k) == 64
-    assert k != lab.label_key("abd", loaded, LabelerConfig())
-    assert k != lab.label_key("abc", loaded, LabelerConfig(points_per_side=16))
-    assert k != lab.label_key("abc", loaded, LabelerConfig(reseed_every=0))
-    assert k != lab.label_key("abc", loaded, LabelerConfig(), prompts=PROMPTS)
-    assert lab.label_key("abc", loaded, LabelerConfig(), mode="auto") == lab.label_key(
+    k = label_key("abc", loaded, LabelerConfig())
+    assert k == label_key("abc", loaded, LabelerConfig()) and len(k) == 64
+    assert k != label_key("abd", loaded, LabelerConfig())
+    assert k != label_key("abc", loaded, LabelerConfig(points_per_side=16))
+    assert k != label_key("abc", loaded, LabelerConfig(reseed_every=0))
+    assert k != label_key("abc", loaded, LabelerConfig(), prompts=PROMPTS)
+    assert label_key("abc", loaded, LabelerConfig(), mode="auto") == label_key(
         "abc", loaded, LabelerConfig(), prompts=PROMPTS, mode="auto")  # auto mode ignores prompts
     # speed/memory knobs do not change the labels, so they keep the key
-    assert k == lab.label_key("abc", loaded, LabelerConfig(chunk_frames=8, offload_state_to_cpu=True,
+    assert k == label_key("abc", loaded, LabelerConfig(chunk_frames=8, offload_state_to_cpu=True,
                                                            isolate_decode=False, points_per_batch=16))
