@@ -86,6 +86,44 @@ def _int(v: Any, what: str) -> int:
     return v
 
 
+def _points(points: Any, labels: Any) -> tuple[list[list[float]] | None, list[int] | None]:
+    """Validated ``points`` and ``labels`` (all positive when omitted), or ValueError."""
+    if points is None:
+        if labels is not None:
+            raise ValueError("labels given without points")
+        return None, None
+    if not isinstance(points, list) or not points:
+        raise ValueError("points must be a non-empty list of [x, y]")
+    pts = []
+    for i, p in enumerate(points):
+        if not isinstance(p, (list, tuple)) or len(p) != 2:
+            raise ValueError(f"points[{i}] must be [x, y], got {p!r}")
+        x, y = _num(p[0], f"points[{i}][0]"), _num(p[1], f"points[{i}][1]")
+        if x < 0 or y < 0:
+            raise ValueError(f"points[{i}] has negative coordinates {p!r}")
+        pts.append([x, y])
+    if labels is None:
+        labels = [1] * len(pts)
+    if not isinstance(labels, list) or len(labels) != len(pts):
+        raise ValueError(f"labels must be a list with one 0/1 label per point ({len(pts)})")
+    for i, lab in enumerate(labels):
+        if isinstance(lab, bool) or lab not in (0, 1):
+            raise ValueError(f"labels[{i}] must be 0 or 1, got {lab!r}")
+    return pts, [int(v) for v in labels]
+
+
+def _box(box: Any) -> list[float] | None:
+    """A validated ``[x0, y0, x1, y1]`` box, or ValueError."""
+    if box is None:
+        return None
+    if not isinstance(box, (list, tuple)) or len(box) != 4:
+        raise ValueError(f"box must be [x0, y0, x1, y1], got {box!r}")
+    b = [_num(v, f"box[{i}]") for i, v in enumerate(box)]
+    if b[0] < 0 or b[1] < 0 or b[2] <= b[0] or b[3] <= b[1]:
+        raise ValueError(f"box must satisfy 0 <= x0 < x1 and 0 <= y0 < y1, got {box!r}")
+    return b
+
+
 def validate_prompt(d: dict) -> Prompt:
     """A Prompt from a dict, or ValueError saying what is wrong."""
     if not isinstance(d, dict):
@@ -100,38 +138,8 @@ def validate_prompt(d: dict) -> Prompt:
     obj_id = _int(d.get("obj_id"), "obj_id")
     if obj_id > 2**31 - 1:
         raise ValueError("obj_id must fit in int32")
-    points = d.get("points")
-    labels = d.get("labels")
-    box = d.get("box")
-    if points is not None:
-        if not isinstance(points, list) or not points:
-            raise ValueError("points must be a non-empty list of [x, y]")
-        pts = []
-        for i, p in enumerate(points):
-            if not isinstance(p, (list, tuple)) or len(p) != 2:
-                raise ValueError(f"points[{i}] must be [x, y], got {p!r}")
-            x, y = _num(p[0], f"points[{i}][0]"), _num(p[1], f"points[{i}][1]")
-            if x < 0 or y < 0:
-                raise ValueError(f"points[{i}] has negative coordinates {p!r}")
-            pts.append([x, y])
-        points = pts
-        if labels is None:
-            labels = [1] * len(points)
-        if not isinstance(labels, list) or len(labels) != len(points):
-            raise ValueError(f"labels must be a list with one 0/1 label per point ({len(points)})")
-        for i, lab in enumerate(labels):
-            if isinstance(lab, bool) or lab not in (0, 1):
-                raise ValueError(f"labels[{i}] must be 0 or 1, got {lab!r}")
-        labels = [int(v) for v in labels]
-    elif labels is not None:
-        raise ValueError("labels given without points")
-    if box is not None:
-        if not isinstance(box, (list, tuple)) or len(box) != 4:
-            raise ValueError(f"box must be [x0, y0, x1, y1], got {box!r}")
-        b = [_num(v, f"box[{i}]") for i, v in enumerate(box)]
-        if b[0] < 0 or b[1] < 0 or b[2] <= b[0] or b[3] <= b[1]:
-            raise ValueError(f"box must satisfy 0 <= x0 < x1 and 0 <= y0 < y1, got {box!r}")
-        box = b
+    points, labels = _points(d.get("points"), d.get("labels"))
+    box = _box(d.get("box"))
     if points is None and box is None:
         raise ValueError("a prompt needs points or a box")
     return Prompt(vid.strip(), frame_idx, obj_id, points, labels, box)

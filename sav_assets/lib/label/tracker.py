@@ -26,7 +26,8 @@ re-run ``tests/lib/label``):
 * ``sam2._C`` / ``sam2.utils.misc.fill_holes_in_mask_scores`` (hole filling, when the CUDA
   extension is built) and ``sam2.utils.amg.calculate_stability_score``.
 
-torch / sam2 are imported inside functions: importing this module is cheap.
+It is a little over the house's ~400 lines on purpose: splitting it would spread SAM 2's internals
+over two files. torch / sam2 are imported inside functions: importing this module is cheap.
 """
 
 from __future__ import annotations
