@@ -12,8 +12,8 @@
 * :func:`print_table` prints rows as Markdown through ``sav_assets.lib.util.markdown_table``;
   :func:`machine` is the one-line description of the machine that every results header carries.
 
-Plain Python plus psutil (and torch only when a ``sync`` for CUDA is asked for), so the GPU scripts
-can use it on a box without Dagster.
+Plain Python plus psutil (torch only in a worker given ``--threads``), so the GPU scripts can use it
+on a box without Dagster.
 """
 
 from __future__ import annotations
