@@ -46,6 +46,10 @@ class TinyLake:
         self.results[asset.key.to_user_string()] = res
         return res
 
+    def md(self, asset_name: str) -> dict:
+        """The metadata of an asset's result, values unwrapped (MetadataValue.value), by key."""
+        return {k: getattr(v, "value", v) for k, v in (self.results[asset_name].metadata or {}).items()}
+
 
 class _Log:
     def info(self, msg):
@@ -69,7 +73,3 @@ def tiny_lake(tmp_path_factory):
         t.run(dataset_statistics)
         yield t
 
-
-def md(result: dg.MaterializeResult) -> dict:
-    """Metadata values, unwrapped (MetadataValue.value), by key."""
-    return {k: getattr(v, "value", v) for k, v in (result.metadata or {}).items()}

@@ -1,12 +1,10 @@
 """compacted_tables and dataset_statistics, called directly on the tiny lake (both describe the whole lake)."""
 
-from conftest import md
-
 from sav_assets.lib.store.catalog import query
 
 
 def test_compacted_tables(tiny_lake):
-    m = md(tiny_lake.results["compacted_tables"])
+    m = tiny_lake.md("compacted_tables")
     assert m["failed_tables"] == []
     n = tiny_lake.lake.read_table("masklet_frames").num_rows
     assert m["masklet_frames/rows"] == n > 0
@@ -16,7 +14,7 @@ def test_compacted_tables(tiny_lake):
 
 
 def test_dataset_statistics(tiny_lake):
-    m = md(tiny_lake.results["dataset_statistics"])
+    m = tiny_lake.md("dataset_statistics")
     report = (tiny_lake.root / "reports" / "statistics.md").read_text()
     assert m["statistics"] == report and "Masklet types" in report
     assert (tiny_lake.root / "reports" / "statistics.png").read_bytes()[:4] == b"\x89PNG"

@@ -2,11 +2,9 @@
 
 import json
 
-from conftest import md
-
 
 def test_splits(tiny_lake):
-    m = md(tiny_lake.results["splits"])
+    m = tiny_lake.md("splits")
     rows = tiny_lake.lake.read_table("splits").to_pylist()
     assert m["dagster/row_count"] == len(rows) == 3
     assert {r["split"] for r in rows} == {"train", "val"}
@@ -17,7 +15,7 @@ def test_splits(tiny_lake):
 
 
 def test_eval_layout_covers_the_val_video(tiny_lake):
-    m = md(tiny_lake.results["eval_layout"])
+    m = tiny_lake.md("eval_layout")
     val = [r["video_id"] for r in tiny_lake.lake.read_table("splits").to_pylist() if r["split"] == "val"]
     assert m["val_videos"] == 1 and m["val_objects"] > 0
     layout = tiny_lake.root / "exports" / "sav_val"
@@ -26,7 +24,7 @@ def test_eval_layout_covers_the_val_video(tiny_lake):
 
 
 def test_training_shards(tiny_lake):
-    m = md(tiny_lake.results["training_shards"])
+    m = tiny_lake.md("training_shards")
     rows = tiny_lake.lake.read_table("shards").to_pylist()
     assert m["dagster/row_count"] == len(rows) >= 1
     assert m["train_videos"] == 2 and m["samples"] == sum(r["samples"] for r in rows) > 0

@@ -1,12 +1,10 @@
 """raw_videos and video_quality, called directly on the tiny lake: tables, standard metadata, counts."""
 
-from conftest import md
-
 from sav_assets.defs.metadata import table_schema
 
 
 def test_raw_videos(tiny_lake):
-    m = md(tiny_lake.results["raw_videos"])
+    m = tiny_lake.md("raw_videos")
     rows = {r["source_key"]: r for r in tiny_lake.lake.read_table("videos").to_pylist()}
     assert m["dagster/row_count"] == len(rows) == 5           # 3 demo videos, the empty file, the fake mp4
     assert [c.name for c in m["dagster/column_schema"].columns] == [c.name for c in table_schema("videos").columns]
@@ -19,7 +17,7 @@ def test_raw_videos(tiny_lake):
 
 
 def test_video_quality(tiny_lake):
-    m = md(tiny_lake.results["video_quality"])
+    m = tiny_lake.md("video_quality")
     rows = tiny_lake.lake.read_table("video_quality").to_pylist()
     assert m["dagster/row_count"] == m["videos_assessed"] == len(rows) == 3
     assert m["videos_passed"] == 3 and m["videos_rejected"] == 0, [r["reasons"] for r in rows]

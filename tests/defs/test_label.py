@@ -3,14 +3,12 @@ and the code_version that marks labels stale after a model swap."""
 
 import json
 
-from conftest import md
-
 from sav_assets.defs.label import LabelingConfig, annotation_uris, labels_code_version
 from sav_assets.lib.label.model import ModelSpec
 
 
 def test_masklets_imports_manual_annotations(tiny_lake):
-    m = md(tiny_lake.results["masklets"])
+    m = tiny_lake.md("masklets")
     rows = tiny_lake.lake.read_table("masklets").to_pylist()
     assert m["dagster/row_count"] == len(rows) > 0
     assert {r["masklet_type"] for r in rows} == {"manual"}
@@ -22,7 +20,7 @@ def test_masklets_imports_manual_annotations(tiny_lake):
 
 
 def test_sav_export_writes_one_file_per_annotated_video(tiny_lake):
-    m = md(tiny_lake.results["sav_export"])
+    m = tiny_lake.md("sav_export")
     assert m["files"] == 3 and len(m["sample"]) == 3
     doc = json.loads((tiny_lake.root / "exports" / "sav" / "sav_900000_manual.json").read_text())
     assert doc["video_id"] == "sav_900000" and doc["masklet_num"] == len(doc["masklet_id"])

@@ -2,14 +2,12 @@
 
 import json
 
-from conftest import md
-
 from sav_assets.defs.qc import QCConfig
 from sav_assets.lib.qc.masklet_qc import QCThresholds
 
 
 def test_masklet_qc(tiny_lake):
-    m = md(tiny_lake.results["masklet_qc"])
+    m = tiny_lake.md("masklet_qc")
     rows = tiny_lake.lake.read_table("masklet_qc").to_pylist()
     failing = [r for r in rows if not r["passed"]]
     assert m["dagster/row_count"] == m["masklets_checked"] == len(rows) > 0
