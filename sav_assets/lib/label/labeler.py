@@ -352,10 +352,3 @@ def _small(frame: np.ndarray, width: int) -> np.ndarray:
     if w <= width:
         return np.array(frame)
     return np.asarray(Image.fromarray(frame).resize((width, max(1, round(h * width / w))), Image.BILINEAR))
-
-
-def result_summary(res: LabelResult) -> dict:
-    """Compact, JSON-able summary (for asset metadata / logs)."""
-    s = dict(res.stats)
-    s["label_key"] = res.label_key
-    return s
