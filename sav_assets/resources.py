@@ -22,7 +22,8 @@ import dagster as dg
 from pydantic import Field, PrivateAttr
 
 from sav_assets.lib.label.model import ModelSpec
-from sav_assets.lib.store.lake import Lake, S3Settings
+from sav_assets.lib.store.lake import Lake
+from sav_assets.lib.store.objects import S3Settings
 
 DEFAULT_DATA_ROOT = "./data"
 DEFAULT_SOURCE_URI = "./incoming"
@@ -42,15 +43,14 @@ def ingest_cron() -> str:
 
 
 def _s3_settings(endpoint_url: Optional[str], region: Optional[str]) -> S3Settings:
-    base = S3Settings.from_env()
-    return S3Settings(endpoint_url=endpoint_url or base.endpoint_url, region_name=region or base.region_name)
-
-
-def _s3_client(settings: S3Settings):
-    # boto3 through dagster-aws, honouring AWS_ENDPOINT_URL for S3-compatible stores.
+    """Endpoint and region (configured, else the standard AWS variables); in Dagster runs the boto3
+    client itself comes from dagster-aws's ``S3Resource``, built only when an S3 path is used."""
     from dagster_aws.s3 import S3Resource
 
-    return S3Resource(endpoint_url=settings.endpoint_url, region_name=settings.region_name).get_client()
+    base = S3Settings.from_env()
+    endpoint, region = endpoint_url or base.endpoint_url, region or base.region_name
+    return S3Settings(endpoint_url=endpoint, region_name=region,
+                      client_factory=S3Resource(endpoint_url=endpoint, region_name=region).get_client)
 
 
 class LakeResource(dg.ConfigurableResource):
@@ -69,12 +69,7 @@ class LakeResource(dg.ConfigurableResource):
 
     def lake(self) -> Lake:
         if self._lake is None:
-            root = self.root_uri
-            if root.startswith("s3://"):
-                s3 = _s3_settings(self.endpoint_url, self.region_name)
-                self._lake = Lake(root, s3=s3, s3_client=_s3_client(s3))
-            else:
-                self._lake = Lake(root)
+            self._lake = Lake(self.root_uri, s3=_s3_settings(self.endpoint_url, self.region_name))
         return self._lake
 
 
@@ -99,13 +94,11 @@ class SourceResource(dg.ConfigurableResource):
         return _env(self.prompts_uri, "SAV_PROMPTS_URI")
 
     def source(self, uri: Optional[str] = None):
+        """The landing zone at ``uri`` (default: the configured one) with this resource's S3 endpoint,
+        region and credentials; also the factory that opens source videos (``SourceOpener(source.source)``)."""
         from sav_assets.lib.store.source import Source
 
-        uri = uri or self.source_uri
-        if uri.startswith("s3://"):
-            s3 = _s3_settings(self.endpoint_url, self.region_name)
-            return Source(uri, s3=s3, s3_client=_s3_client(s3))
-        return Source(uri)
+        return Source(uri or self.source_uri, s3=_s3_settings(self.endpoint_url, self.region_name))
 
 
 class SAM2Resource(dg.ConfigurableResource):

@@ -135,14 +135,7 @@ _TarWriter_cls = None
 def publish_file(lake: Lake, rel: str, tmp: str) -> str:
     """Make a finished, fsync'd temp file the object ``rel``: a rename when the temp file already sits
     beside its target in a local lake, else ``Lake.put_file`` (copy + rename locally, one PUT on S3)."""
-    if not lake.is_s3:
-        target = lake.local_path(rel)
-        if os.path.dirname(os.path.abspath(tmp)) == str(target.parent):
-            os.replace(tmp, target)
-            return str(target)
-    uri = lake.put_file(rel, tmp)
-    os.unlink(tmp)
-    return uri
+    return lake.store.move_file(rel, tmp)
 
 
 def _member_bytes(sample: dict) -> int:
@@ -233,16 +226,9 @@ class ShardPublisher:
             self.abort()
 
     def _open(self) -> None:
-        import uuid
-
         name = shard_name(self.split, len(self.entries))
-        if self.lake.is_s3:
-            self.tmp = os.path.join(self.work, name)
-        else:
-            # beside its target, so publishing is a rename; Lake.list() skips ".<name>.<id>.tmp" files
-            target = self.lake.local_path(f"{self.prefix}/{name}")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            self.tmp = str(target.parent / f".{name}.{uuid.uuid4().hex}.tmp")
+        # locally beside its target, so publishing is a rename (listings skip ".<name>.<id>.tmp" files)
+        self.tmp = self.lake.store.staging_path(f"{self.prefix}/{name}", self.work)
         self.fh = open(self.tmp, "wb")  # noqa: SIM115 - stays open across write() calls until _publish()
         self.hf = _HashingWriter(self.fh)
         # mtime must be an int: a float mtime makes tarfile add a PAX header to every member

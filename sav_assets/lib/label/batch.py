@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from sav_assets.lib.sav.fields import annotation_grid
 from sav_assets.lib.store.lake import Lake
+from sav_assets.lib.store.source import SourceOpener
 from sav_assets.lib.store.tables import LABEL_RUNS, MASKLET_FRAMES, MASKLETS, SAV_ANNOTATIONS, to_table
 from sav_assets.lib.video.errors import BAD_ANNOTATION, INTERNAL_ERROR
 
@@ -77,7 +78,8 @@ def _write_video_parts(lake: Lake, batch_id: str, video_id: str, kind: str, mask
 
 
 def import_annotations(lake: Lake, batch_id: str, video: dict, annotation_uris: dict[str, str],
-                       summary: BatchLabelSummary, log: Callable[[str], None]) -> None:
+                       summary: BatchLabelSummary, log: Callable[[str], None],
+                       opener: SourceOpener | None = None) -> None:
     """Import ``<video_id>_manual.json`` / ``_auto.json`` with RLEs unchanged."""
     from sav_assets.lib.sav.annotations import import_sav
 
@@ -85,7 +87,7 @@ def import_annotations(lake: Lake, batch_id: str, video: dict, annotation_uris: 
     all_m, all_f, headers = [], [], []
     for kind, uri in sorted(annotation_uris.items()):
         try:
-            with lake.local_file(uri) as path:
+            with (opener or SourceOpener()).local_path(uri) as path:
                 doc = json.loads(open(path, "rb").read())
             n_ann = len(doc.get("masklet") or [])
             grid = annotation_grid(int(video.get("video_frame_count") or 0), float(video.get("video_fps") or 0))
@@ -122,11 +124,16 @@ def _record_failure(lake: Lake, batch_id: str, video_id: str, kind: str, error_c
 def label_batch(lake: Lake, batch_id: str, videos: list[dict], annotations: dict[str, dict[str, str]],
                 load_model: Callable[[], object], cfg, prompts: dict[str, list] | None = None,
                 run_sam2: bool = True, log: Callable[[str], None] = print,
-                progress: Callable[[int, int, str], None] | None = None) -> BatchLabelSummary:
-    """Label every video of the batch; ``annotations[video_id]`` maps 'manual'/'auto' to JSON URIs."""
+                progress: Callable[[int, int, str], None] | None = None,
+                opener: SourceOpener | None = None) -> BatchLabelSummary:
+    """Label every video of the batch; ``annotations[video_id]`` maps 'manual'/'auto' to JSON URIs.
+
+    Videos and annotation files are opened through ``opener`` (the source's stores and credentials;
+    default: the environment's), never through the lake."""
     from sav_assets.lib.label.config import LabelingFailed, label_key
     from sav_assets.lib.label.labeler import label_video
 
+    opener = opener or SourceOpener()
     summary = BatchLabelSummary()
     t_batch = time.time()
     loaded = None
@@ -135,7 +142,7 @@ def label_batch(lake: Lake, batch_id: str, videos: list[dict], annotations: dict
         if progress:
             progress(i, len(videos), vid)
         if annotations.get(vid):
-            import_annotations(lake, batch_id, video, annotations[vid], summary, log)
+            import_annotations(lake, batch_id, video, annotations[vid], summary, log, opener)
         if not run_sam2:
             continue
         if loaded is None:
@@ -151,7 +158,7 @@ def label_batch(lake: Lake, batch_id: str, videos: list[dict], annotations: dict
             continue
         t0 = time.time()
         try:
-            with lake.local_file(video["source_uri"]) as path:
+            with opener.local_path(video["source_uri"]) as path:
                 res = label_video(loaded, path, video, cfg, prompts=vprompts)
         except LabelingFailed as e:
             summary.failed[vid] = f"{e.error_class}: {e}"

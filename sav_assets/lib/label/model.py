@@ -20,7 +20,6 @@ Heavy imports (torch, sam2, hydra) happen inside functions so importing this mod
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -31,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sav_assets.lib.util import sha256_bytes, sha256_file
+from sav_assets.lib.util import sha256_bytes, sha256_file, sha256_text
 
 log = logging.getLogger(__name__)
 
@@ -175,24 +174,24 @@ def _cache_root(cache_dir: str | None) -> Path:
 
 def fetch_checkpoint(uri: str, cache_dir: str | None = None, expected_sha256: str | None = None,
                      s3_client=None) -> str:
-    """Local path of a checkpoint; ``s3://`` URIs are downloaded once into a cache keyed by ETag."""
-    if not uri.startswith("s3://"):
-        p = Path(uri).expanduser()
+    """Local path of a checkpoint: a local file as it is; an ``s3://`` object downloaded once (through
+    the object store, with ``s3_client`` if given) into a cache keyed by its URI and version (ETag)."""
+    from sav_assets.lib.store.objects import store_for_object
+
+    try:
+        store, key = store_for_object(uri, client=s3_client)
+    except ValueError as e:
+        raise CheckpointRefused(f"checkpoint URI without an object key: {uri} ({e})") from e
+    if store.local_root is not None:
+        p = store.local_root / key
         if not p.is_file():
             raise CheckpointRefused(f"checkpoint file not found: {uri}")
         return str(p)
-    from sav_assets.lib.store.lake import S3Settings, split_s3_uri
-
-    bucket, key = split_s3_uri(uri)
-    if not key:
-        raise CheckpointRefused(f"S3 checkpoint URI without an object key: {uri}")
-    client = s3_client or S3Settings.from_env().client()
     try:
-        head = client.head_object(Bucket=bucket, Key=key)
+        info = store.info(key)
     except Exception as e:
         raise CheckpointRefused(f"cannot read S3 checkpoint {uri}: {e}") from e
-    etag = str(head.get("ETag", "")).strip('"')
-    ident = hashlib.sha256(f"{bucket}\0{key}\0{etag}\0{head.get('ContentLength')}".encode()).hexdigest()[:24]
+    ident = sha256_text(f"{info.uri}\0{info.version}\0{info.size}")[:24]
     name = re.sub(r"[^A-Za-z0-9._-]", "_", key.rsplit("/", 1)[-1]) or "checkpoint.pt"
     dest_dir = _cache_root(cache_dir) / ident
     dest = dest_dir / name
@@ -204,7 +203,7 @@ def fetch_checkpoint(uri: str, cache_dir: str | None = None, expected_sha256: st
     os.close(fd)
     try:
         log.info("downloading checkpoint %s -> %s", uri, dest)
-        client.download_file(bucket, key, tmp)
+        store.get_file(key, tmp)
         os.replace(tmp, dest)
     except Exception as e:
         with contextlib.suppress(OSError):

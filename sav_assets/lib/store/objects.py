@@ -38,10 +38,10 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from sav_assets.lib.util import atomic_copy, atomic_write_bytes
 
@@ -81,10 +81,14 @@ def _is_temp_name(name: str) -> bool:
 
 @dataclass
 class S3Settings:
-    """Endpoint and region of an S3-compatible store; credentials come from boto3's usual chain."""
+    """Endpoint and region of an S3-compatible store; credentials come from boto3's usual chain.
+
+    ``client_factory`` lets an orchestrator supply its own client builder (the Dagster resources pass
+    dagster-aws's ``S3Resource.get_client``); without it a plain boto3 session builds the client."""
 
     endpoint_url: str | None = None
     region_name: str | None = None
+    client_factory: Callable[[], Any] | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_env(cls) -> S3Settings:
@@ -95,6 +99,8 @@ class S3Settings:
 
     def client(self):
         """A new boto3 S3 client: the one place sav-assets builds one."""
+        if self.client_factory is not None:
+            return self.client_factory()
         import boto3
 
         return boto3.session.Session().client("s3", endpoint_url=self.endpoint_url, region_name=self.region_name)
