@@ -16,8 +16,6 @@ a run: the schedule's cron (``ingest_cron``: ``SAV_INGEST_CRON``) and the SAM 2 
 
 from __future__ import annotations
 
-from typing import Optional
-
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
@@ -30,7 +28,7 @@ DEFAULT_SOURCE_URI = "./incoming"
 DEFAULT_INGEST_CRON = "0 2 * * *"
 
 
-def _env(value: Optional[str], var: str, default: Optional[str] = None) -> Optional[str]:
+def _env(value: str | None, var: str, default: str | None = None) -> str | None:
     """An explicit resource value, else the environment variable (read now), else the default."""
     if value not in (None, ""):
         return value
@@ -42,7 +40,7 @@ def ingest_cron() -> str:
     return _env(None, "SAV_INGEST_CRON", DEFAULT_INGEST_CRON)
 
 
-def _s3_settings(endpoint_url: Optional[str], region: Optional[str]) -> S3Settings:
+def _s3_settings(endpoint_url: str | None, region: str | None) -> S3Settings:
     """Endpoint and region (configured, else the standard AWS variables); in Dagster runs the boto3
     client itself comes from dagster-aws's ``S3Resource``, built only when an S3 path is used."""
     from dagster_aws.s3 import S3Resource
@@ -56,12 +54,12 @@ def _s3_settings(endpoint_url: Optional[str], region: Optional[str]) -> S3Settin
 class LakeResource(dg.ConfigurableResource):
     """Where tables, exports and shards are written: a local path or ``s3://bucket/prefix``."""
 
-    root: Optional[str] = Field(default=None, description="local path or s3://bucket/prefix; unset: "
+    root: str | None = Field(default=None, description="local path or s3://bucket/prefix; unset: "
                                 "$SAV_DATA_ROOT, else ./data")
-    endpoint_url: Optional[str] = Field(default=None, description="S3-compatible endpoint; unset: $AWS_ENDPOINT_URL")
-    region_name: Optional[str] = Field(default=None, description="S3 region; unset: the AWS variables")
+    endpoint_url: str | None = Field(default=None, description="S3-compatible endpoint; unset: $AWS_ENDPOINT_URL")
+    region_name: str | None = Field(default=None, description="S3 region; unset: the AWS variables")
 
-    _lake: Optional[Lake] = PrivateAttr(default=None)
+    _lake: Lake | None = PrivateAttr(default=None)
 
     @property
     def root_uri(self) -> str:
@@ -76,24 +74,24 @@ class LakeResource(dg.ConfigurableResource):
 class SourceResource(dg.ConfigurableResource):
     """Where raw videos land: a local folder or ``s3://bucket/prefix``."""
 
-    uri: Optional[str] = Field(default=None, description="local folder or s3://bucket/prefix; unset: "
+    uri: str | None = Field(default=None, description="local folder or s3://bucket/prefix; unset: "
                                "$SAV_SOURCE_URI, else ./incoming")
     settle_seconds: float = Field(default=30.0, description="local files modified more recently than this are "
                                   "still being copied and wait for a later tick")
-    prompts_uri: Optional[str] = Field(default=None, description="point/box prompts file (JSONL/CSV/JSON) for "
+    prompts_uri: str | None = Field(default=None, description="point/box prompts file (JSONL/CSV/JSON) for "
                                        "prompted masklets; unset: $SAV_PROMPTS_URI, else none")
-    endpoint_url: Optional[str] = Field(default=None, description="S3-compatible endpoint; unset: $AWS_ENDPOINT_URL")
-    region_name: Optional[str] = Field(default=None, description="S3 region; unset: the AWS variables")
+    endpoint_url: str | None = Field(default=None, description="S3-compatible endpoint; unset: $AWS_ENDPOINT_URL")
+    region_name: str | None = Field(default=None, description="S3 region; unset: the AWS variables")
 
     @property
     def source_uri(self) -> str:
         return _env(self.uri, "SAV_SOURCE_URI", DEFAULT_SOURCE_URI)
 
     @property
-    def default_prompts_uri(self) -> Optional[str]:
+    def default_prompts_uri(self) -> str | None:
         return _env(self.prompts_uri, "SAV_PROMPTS_URI")
 
-    def source(self, uri: Optional[str] = None):
+    def source(self, uri: str | None = None):
         """The landing zone at ``uri`` (default: the configured one) with this resource's S3 endpoint,
         region and credentials; also the factory that opens source videos (``SourceOpener(source.source)``)."""
         from sav_assets.lib.store.source import Source
@@ -104,16 +102,16 @@ class SourceResource(dg.ConfigurableResource):
 class SAM2Resource(dg.ConfigurableResource):
     """The SAM 2.1 model used for pseudo-labeling (random weights when no checkpoint is given)."""
 
-    config: Optional[str] = Field(default=None, description="tiny | small | base_plus | large; unset: "
+    config: str | None = Field(default=None, description="tiny | small | base_plus | large; unset: "
                                   "$SAV_SAM2_CONFIG, else tiny")
-    checkpoint: Optional[str] = Field(default=None, description="local path or s3:// URI; unset: "
+    checkpoint: str | None = Field(default=None, description="local path or s3:// URI; unset: "
                                       "$SAV_SAM2_CHECKPOINT, else random weights")
-    checkpoint_sha256: Optional[str] = Field(default=None, description="refuse a checkpoint with another "
+    checkpoint_sha256: str | None = Field(default=None, description="refuse a checkpoint with another "
                                              "SHA-256; unset: $SAV_SAM2_CHECKPOINT_SHA256")
-    device: Optional[str] = Field(default=None, description="auto | cuda | cuda:N | cpu; unset: $SAV_DEVICE, else auto")
-    image_size: Optional[int] = Field(default=None, description="input-size override (CPU smoke runs); unset: "
+    device: str | None = Field(default=None, description="auto | cuda | cuda:N | cpu; unset: $SAV_DEVICE, else auto")
+    image_size: int | None = Field(default=None, description="input-size override (CPU smoke runs); unset: "
                                       "$SAV_SAM2_IMAGE_SIZE, else the model's")
-    checkpoint_cache: Optional[str] = Field(default=None, description="where s3:// checkpoints are cached; "
+    checkpoint_cache: str | None = Field(default=None, description="where s3:// checkpoints are cached; "
                                             "unset: $SAV_CHECKPOINT_CACHE, else ~/.cache/sav-assets/checkpoints")
     bf16: bool = Field(default=ModelSpec.bf16, description="bfloat16 autocast (CUDA only)")
     compile: bool = Field(default=ModelSpec.compile, description="torch.compile the image encoder (CUDA only)")

@@ -9,7 +9,6 @@ after a model swap.
 import base64
 import dataclasses
 import posixpath
-from typing import Optional
 
 import dagster as dg
 from pydantic import Field
@@ -51,11 +50,11 @@ class LabelingConfig(dg.Config):
     decode_timeout_s: float = lib_field(L, "decode_timeout_s", "per chunk, isolated decoding only")
     prefetch: bool = lib_field(L, "prefetch", "decode the next chunk while the current one is tracked")
     overlay_width: int = lib_field(L, "overlay_width", "sample overlay PNG width (0: no overlay)")
-    prompts_uri: Optional[str] = Field(default=None, description="JSONL/CSV/JSON of point/box prompts; unset: "
+    prompts_uri: str | None = Field(default=None, description="JSONL/CSV/JSON of point/box prompts; unset: "
                                        "the source resource's (SAV_PROMPTS_URI), else none")
-    annotation_prefix: Optional[str] = Field(default=None, description="also look for <video_id>_manual.json "
+    annotation_prefix: str | None = Field(default=None, description="also look for <video_id>_manual.json "
                                              "under this source prefix")
-    max_videos: Optional[int] = Field(default=None, description="label at most this many videos of the batch "
+    max_videos: int | None = Field(default=None, description="label at most this many videos of the batch "
                                       "(smoke runs); unset: all")
 
     def labeler_config(self) -> LabelerConfig:
@@ -72,7 +71,7 @@ def labels_code_version(spec: ModelSpec) -> str:
                         "defaults": dataclasses.asdict(LabelerConfig())})[:16]
 
 
-def annotation_uris(videos: list[dict], objects: list[dict], prefix: Optional[str]) -> dict[str, dict[str, str]]:
+def annotation_uris(videos: list[dict], objects: list[dict], prefix: str | None) -> dict[str, dict[str, str]]:
     """``{video_id: {"manual"|"auto": uri}}``: SA-V files beside each video (named after its file stem or
     its video_id), or under ``prefix``; from the ``source_objects`` rows of any batch."""
     from sav_assets.lib.sav.annotations import find_annotation_files

@@ -5,13 +5,15 @@ group of ``sav_assets.lib`` may import it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 _CHUNK = 4 << 20
 
@@ -37,40 +39,38 @@ def sha256_file(path: str | os.PathLike, chunk: int = _CHUNK) -> str:
     return h.hexdigest()
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, fsync: bool = True) -> Path:
-    """Write ``data`` to ``path`` so that a reader sees the old file or the new one, never half of one:
-    a temporary file in the same folder, flushed, then renamed over the target."""
+@contextlib.contextmanager
+def _replacing(path: str | os.PathLike) -> Iterator[str]:
+    """A temporary path beside ``path``; renamed over it when the block succeeds, removed otherwise."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            if fsync:
-                fh.flush()
-                os.fsync(fh.fileno())
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, fsync: bool = True) -> Path:
+    """Write ``data`` to ``path`` so that a reader sees the old file or the new one, never half of one:
+    a temporary file in the same folder, flushed, then renamed over the target."""
+    with _replacing(path) as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
+        if fsync:
+            fh.flush()
+            os.fsync(fh.fileno())
+    return Path(path)
 
 
 def atomic_copy(src: str | os.PathLike, dest: str | os.PathLike) -> Path:
     """Copy a file to ``dest`` atomically (temporary file in the destination folder, then rename)."""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
-    try:
+    with _replacing(dest) as tmp:
         shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return dest
+    return Path(dest)
 
 
 def _cell(v: Any) -> str:
@@ -110,9 +110,3 @@ def first_line(text: object, limit: int = 300) -> str:
     """The first line of a message (an exception's, a decoder's), cut to ``limit`` characters."""
     s = str(text).strip().splitlines()
     return (s[0] if s else "")[:limit]
-
-
-def unique(items: Iterable[Any]) -> list[Any]:
-    """Items in first-seen order, without repeats."""
-    seen: set = set()
-    return [x for x in items if not (x in seen or seen.add(x))]

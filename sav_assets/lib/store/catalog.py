@@ -31,13 +31,6 @@ class ReadOnlyViolation(ValueError):
     """An ad hoc statement that would write, copy or otherwise leave the read-only path."""
 
 
-def _derived_views() -> list[tuple[str, str]]:
-    d = SQL_DIR / "views"
-    if not d.exists():
-        return []
-    return [(p.stem, p.read_text()) for p in sorted(d.glob("*.sql"))]
-
-
 def _in_list(items) -> str:
     return ", ".join(literal(i) for i in items) or "'/'"     # '/' is never a batch folder name
 
@@ -71,7 +64,6 @@ def _create_file_views(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
             con.execute(_local_compacted_view_sql(lake, name, layout))
         else:
             con.execute(render("table_view.sql", name=name, files=literal(lake.table_glob(name))))
-    _create_derived_views(con)
 
 
 def _register_arrow_tables(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
@@ -92,16 +84,6 @@ def _register_arrow_tables(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
         dataset = ds.dataset(f"{base}/tables/{name}", filesystem=fs, format="parquet",
                              schema=schema) if layout.parts else schema.empty_table()
         con.register(name, dataset)
-    _create_derived_views(con)
-
-
-def _create_derived_views(con: duckdb.DuckDBPyConnection) -> None:
-    for _name, text in _derived_views():
-        try:
-            con.execute(text)
-        except duckdb.Error:
-            # A derived view over a table a later stage has not written yet; it appears on refresh.
-            pass
 
 
 def ensure_schemas(lake: Lake) -> None:

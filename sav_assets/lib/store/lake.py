@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
 import pyarrow as pa
@@ -132,10 +132,6 @@ class Lake:
                 return empty.select(columns) if columns else empty
             return pa.table({c: pa.array([], pa.null()) for c in (columns or [])})
         return pa.concat_tables(tables, promote_options="permissive")
-
-    def iter_parts(self, table: str) -> Iterator[tuple[str, pa.Table]]:
-        for rel in self.table_parts(table):
-            yield rel, self._read_part(rel)
 
     def _read_part(self, rel: str, columns: list[str] | None = None) -> pa.Table:
         with self.store.local_path(rel) as path:   # the file itself locally, a download on S3

@@ -210,18 +210,7 @@ SCHEMAS: dict[str, pa.Schema] = {
 }
 
 
-def register_schema(name: str, schema: pa.Schema) -> None:
-    """Later stages (QC, splits, shards) add their tables here."""
-    SCHEMAS[name] = schema
-
-
 def to_table(rows: list[dict], schema: pa.Schema) -> pa.Table:
     """Rows (dicts) to a table with exactly the schema's columns, missing keys as nulls."""
     cols = {f.name: [r.get(f.name) for r in rows] for f in schema}
     return pa.table({f.name: pa.array(cols[f.name], type=f.type) for f in schema}, schema=schema)
-
-
-def schema_markdown(schema: pa.Schema) -> str:
-    lines = ["| column | type |", "| --- | --- |"]
-    lines += [f"| `{f.name}` | {f.type} |" for f in schema]
-    return "\n".join(lines)

@@ -61,12 +61,6 @@ def _chunks(indices: Sequence[int], chunk_frames: int, first: int | None = None)
     return out
 
 
-def video_length(path: str) -> int:
-    """Frame count as decord sees it."""
-    vr = _open(path, None)
-    return len(vr)
-
-
 def _open(path: str, size: tuple[int, int] | None):
     try:
         import decord
