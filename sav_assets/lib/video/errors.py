@@ -15,6 +15,7 @@ the ``decode_failed`` reason in ``video_quality.reasons``). Failures of the sand
 ``no_video_stream``    a valid container without a video stream (audio only)
 ``truncated``          recognisably a video whose header the demuxer cannot open (cut short)
 ``decode_error``       opens, but decoding fails (corrupt packets, wrong frame count, no frames)
+``unsupported_codec``  a valid video in a codec the frame reader (decord) has no decoder for (AV1)
 ``over_limits``        header over the configured limits (resolution, duration, bytes)
 ``decoder_timeout``    the isolated decoder ran past its wall-clock timeout and was killed
 ``decoder_crash``      the isolated decoder died (signal, memory limit, CPU limit)
@@ -35,6 +36,7 @@ NOT_A_CONTAINER = "not_a_container"
 NO_VIDEO_STREAM = "no_video_stream"
 TRUNCATED = "truncated"
 DECODE_ERROR = "decode_error"
+UNSUPPORTED_CODEC = "unsupported_codec"
 OVER_LIMITS = "over_limits"
 DECODER_TIMEOUT = "decoder_timeout"
 DECODER_CRASH = "decoder_crash"
@@ -46,8 +48,8 @@ WORKER_LOST = "worker_lost"
 INTERNAL_ERROR = "internal_error"
 
 ERROR_CLASSES = frozenset({
-    EMPTY_FILE, UNREADABLE, NOT_A_CONTAINER, NO_VIDEO_STREAM, TRUNCATED, DECODE_ERROR, OVER_LIMITS,
-    DECODER_TIMEOUT, DECODER_CRASH, EMPTY_VIDEO, BAD_PROMPT, BAD_ANNOTATION, OOM, WORKER_LOST, INTERNAL_ERROR,
+    EMPTY_FILE, UNREADABLE, NOT_A_CONTAINER, NO_VIDEO_STREAM, TRUNCATED, DECODE_ERROR, UNSUPPORTED_CODEC,
+    OVER_LIMITS, DECODER_TIMEOUT, DECODER_CRASH, EMPTY_VIDEO, BAD_PROMPT, BAD_ANNOTATION, OOM, WORKER_LOST, INTERNAL_ERROR,
 })
 
 

@@ -15,6 +15,8 @@ of these stable ``error_class`` strings and a human-readable ``error_message``:
                    demuxer cannot open: header damaged, ``moov`` missing, file cut short
 ``decode_error``   the container opens and has a video stream, but indexing or decoding frames
                    fails (file cut mid-stream, corrupt packets, zero decodable frames)
+``unsupported_codec`` a valid video whose codec the frame reader (decord) has no decoder for (AV1):
+                   the message and the ``codec`` column name the codec
 ``over_limits``    header exceeds :class:`ProbeLimits`; the message names the limit
                    (``resolution``, ``duration`` or ``bytes``); checked before any frame is decoded
 ``decoder_timeout`` the decoder process ran past ``timeout_s`` (a hang) and was killed
@@ -51,6 +53,7 @@ from sav_assets.lib.video.errors import (
     OVER_LIMITS,
     TRUNCATED,
     UNREADABLE,
+    UNSUPPORTED_CODEC,
     VideoError,
 )
 from sav_assets.lib.video.sandbox import run_isolated
@@ -60,8 +63,8 @@ VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"})
 
 # the classes a probe can give (a subset of the one vocabulary, sav_assets.lib.video.errors)
 PROBE_ERROR_CLASSES = (
-    EMPTY_FILE, UNREADABLE, NOT_A_CONTAINER, NO_VIDEO_STREAM, TRUNCATED, DECODE_ERROR, OVER_LIMITS,
-    DECODER_TIMEOUT, DECODER_CRASH,
+    EMPTY_FILE, UNREADABLE, NOT_A_CONTAINER, NO_VIDEO_STREAM, TRUNCATED, DECODE_ERROR, UNSUPPORTED_CODEC,
+    OVER_LIMITS, DECODER_TIMEOUT, DECODER_CRASH,
 )
 
 
@@ -131,6 +134,9 @@ def probe_file(path: str, limits: ProbeLimits | None = None) -> ProbeResult:
         err = res.error(memory_mb=limits.memory_mb)  # an unexpected exception counts as a crash
         return ProbeResult.bad(err.error_class, err.message)
     v = res.value
+    if v.get("error_class"):  # a classified failure that still knows the codec (unsupported_codec)
+        return ProbeResult(status="quarantined", error_class=v["error_class"],
+                           error_message=v["error_message"][:1000], codec=v.get("codec"))
     return ProbeResult(status="ok", **{k: v.get(k) for k in (
         "video_frame_count", "video_fps", "video_duration", "video_height", "video_width",
         "codec", "rotation")})
@@ -153,8 +159,13 @@ def _probe_child(path: str, max_width: int, max_height: int, max_duration_s: flo
     """Runs inside the isolated subprocess: the metadata dict, or :class:`VideoError` for bad input."""
     path = os.path.abspath(path)  # never let FFmpeg read "proto:..." as a protocol URL
     header = _check_header(path, max_width, max_height, max_duration_s)
-    return {**_check_frames(path, header, max_duration_s, tail_seconds),
-            "codec": header["codec"], "rotation": header["rotation"]}
+    try:
+        frames = _check_frames(path, header, max_duration_s, tail_seconds)
+    except VideoError as e:
+        if e.error_class != UNSUPPORTED_CODEC:
+            raise
+        return {"error_class": e.error_class, "error_message": e.message, "codec": header["codec"]}
+    return {**frames, "codec": header["codec"], "rotation": header["rotation"]}
 
 
 def _open_container(path: str):
@@ -198,7 +209,7 @@ def _check_header(path: str, max_width: int, max_height: int, max_duration_s: fl
         missing = _missing_data(path, vs)
         if missing:
             raise _bad(DECODE_ERROR, missing)
-        return {"codec": cc.name if cc is not None else None, "declared_frames": int(vs.frames or 0),
+        return {"codec": _codec_name(cc), "declared_frames": int(vs.frames or 0),
                 "duration": dur, "duration_is_video": dur_is_video, "rotation": _first_rotation(container, vs)}
 
 
@@ -220,6 +231,9 @@ def _check_frames(path: str, header: dict, max_duration_s: float, tail_seconds: 
     try:
         vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
     except (decord.DECORDError, RuntimeError) as e:
+        if _no_decoder(e):
+            raise _bad(UNSUPPORTED_CODEC, f"codec {header['codec']}: the frame reader (decord) has no decoder "
+                       f"for it; re-encode the video (e.g. to H.264) to ingest it") from None
         raise _bad(DECODE_ERROR, f"indexing failed: {_short(e)}") from None
     n = len(vr)
     if n <= 0:
@@ -247,6 +261,23 @@ def _check_frames(path: str, header: dict, max_duration_s: float, tail_seconds: 
         raise _bad(DECODE_ERROR, f"decoded {frames.shape} for frames {idx}")
     return {"video_frame_count": int(n), "video_fps": fps, "video_duration": n / fps,
             "video_height": int(frames.shape[1]), "video_width": int(frames.shape[2])}
+
+
+# FFmpeg's AVERROR_DECODER_NOT_FOUND (-FFERRTAG(0xF8, 'D', 'E', 'C')): decord's stream lookup fails with it
+# when the container's video stream is fine but its FFmpeg build has no decoder for the codec
+_AVERROR_DECODER_NOT_FOUND = -(0xF8 | ord("D") << 8 | ord("E") << 16 | ord("C") << 24)
+
+
+def _no_decoder(e: BaseException) -> bool:
+    return str(_AVERROR_DECODER_NOT_FOUND) in str(e)
+
+
+def _codec_name(cc) -> str | None:
+    """The codec's canonical name (``av1``, not the decoder's ``libdav1d``)."""
+    if cc is None:
+        return None
+    codec = getattr(cc, "codec", None)
+    return getattr(codec, "canonical_name", None) or cc.name
 
 
 def _check_indices(vr, n: int, fps: float, tail_seconds: float) -> list[int]:

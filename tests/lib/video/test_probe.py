@@ -179,3 +179,25 @@ def test_hanging_decoder_is_killed(tmp_path):
 def test_out_of_memory_is_a_crash(shared_data):
     r = probe_file(str(shared_data / "videos" / "01_dog.mp4"), ProbeLimits(memory_mb=64))
     _bad(r, "decoder_crash")
+
+
+def _av1_encoder() -> str | None:
+    import av
+
+    return next((c for c in ("libsvtav1", "libaom-av1", "librav1e") if c in av.codecs_available), None)
+
+
+def test_codec_the_frame_reader_cannot_decode_is_unsupported_codec(make_video, tmp_path):
+    # AV1 is a valid, playable video that PyAV opens but decord (the frame reader) has no decoder for:
+    # it is the codec that is unsupported, not the file that is damaged
+    enc = _av1_encoder()
+    if enc is None:
+        pytest.skip("this PyAV has no AV1 encoder")
+    p = make_video(tmp_path / "av1.mp4", seconds=1, fps=12, width=128, height=96, codec=enc)
+    r = probe_file(str(p))
+    _bad(r, "unsupported_codec")
+    assert "av1" in r.error_message and "decord" in r.error_message, r.error_message
+    assert r.codec == "av1"  # the codec is named in its column too, for SQL
+    # the same file cut short is a damaged file, not an unsupported codec
+    r = probe_file(_cut(p, tmp_path / "head.mp4", head=0.5))
+    assert r.error_class in ("decode_error", "truncated"), r
