@@ -1,5 +1,6 @@
 """The few helpers every stage shares, each written once: SHA-256 of bytes, text and files; an atomic
-local file write; a Markdown table. Plain Python on purpose (no numpy, no pyarrow at import), so any
+local file write (published with the process umask's mode, like any file a tool writes, never
+owner-only); a Markdown table. Plain Python on purpose (no numpy, no pyarrow at import), so any
 group of ``sav_assets.lib`` may import it.
 """
 
@@ -9,8 +10,8 @@ import contextlib
 import hashlib
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,13 +40,29 @@ def sha256_file(path: str | os.PathLike, chunk: int = _CHUNK) -> str:
     return h.hexdigest()
 
 
+def _create_temp_beside(path: Path) -> str:
+    """Create ``.<name>.<random>.tmp`` beside ``path`` with mode ``0666`` less the process umask.
+
+    Not ``tempfile.mkstemp``: its files are owner-only (0600), and the rename would publish that mode,
+    so a reader running as another user (a training job) could not open a manifest or an export. The
+    kernel applies the umask (and a folder's default ACL) at creation, as for any file a tool writes;
+    ``O_EXCL`` keeps the name ours alone."""
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666))
+        except FileExistsError:
+            continue
+        return str(tmp)
+    raise FileExistsError(f"no free temporary name beside {path}")
+
+
 @contextlib.contextmanager
 def _replacing(path: str | os.PathLike) -> Iterator[str]:
     """A temporary path beside ``path``; renamed over it when the block succeeds, removed otherwise."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = _create_temp_beside(path)
     try:
         yield tmp
         os.replace(tmp, path)

@@ -57,3 +57,58 @@ def test_counts_table_largest_first():
     md = util.counts_table({"b": 1, "a": 3, "c": 1}, "reason", "videos")
     assert md.splitlines()[2:] == ["| a | 3 |", "| b | 1 |", "| c | 1 |"]
     assert md.splitlines()[0] == "| reason | videos |"
+
+
+# ---- published files honour the umask ---------------------------------------------------------
+
+
+@pytest.fixture(params=[(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)], ids=["022", "077", "002"])
+def umask(request):
+    """The process umask set for the test (restored afterwards) and the mode a new file should get."""
+    mask, mode = request.param
+    old = os.umask(mask)
+    try:
+        yield mode
+    finally:
+        os.umask(old)
+
+
+def _mode(path) -> int:
+    return os.stat(path).st_mode & 0o777
+
+
+def test_atomic_writes_honour_the_umask(tmp_path, umask):
+    # a temporary file is created owner-only (0600); the published file must not keep that mode
+    util.atomic_write_bytes(tmp_path / "a.json", b"{}")
+    util.atomic_write_bytes(tmp_path / "a.json", b"{}")        # replacing keeps the umask's mode
+    (tmp_path / "src").write_bytes(b"x")
+    util.atomic_copy(tmp_path / "src", tmp_path / "sub" / "copy.bin")
+    assert {p.name: _mode(p) for p in [tmp_path / "a.json", tmp_path / "sub" / "copy.bin"]} == \
+        {"a.json": umask, "copy.bin": umask}
+
+
+def test_published_lake_files_are_readable_by_the_umask(tmp_path, umask, monkeypatch):
+    """A table part, a batch manifest, an SA-V export, a shard and its manifest in a local lake get
+    0666 & ~umask like any file a tool writes, so a training job running as another user reads them."""
+    from sav_assets.lib.dataset.publisher import ShardPublisher
+    from sav_assets.lib.ingest.batches import BatchPlan, write_manifest
+    from sav_assets.lib.sav import exports
+    from sav_assets.lib.store.lake import Lake
+    from sav_assets.lib.store.source import SourceObject
+
+    root = tmp_path / "lake"
+    lake = Lake(root)
+    lake.write_part("videos", "b1", "part-0", pa.table({"video_id": ["v1"]}))
+    obj = SourceObject(key="a.mp4", uri=str(tmp_path / "a.mp4"), size=1, version="1:1", mtime=0.0)
+    write_manifest(lake, BatchPlan(batch_id="20240101-abc", objects=[obj], pending=[], source_uri=str(tmp_path)))
+    monkeypatch.setattr(exports, "build_sav_docs", lambda *a, **k: {("v1", "manual"): {"video_id": "v1"}})
+    assert len(exports.export_sav_all(lake)) == 1
+    with ShardPublisher(lake, "shards/p", "train", max_samples=1) as pub:
+        pub.write({"__key__": "k_000000", "meta.json": b"[0]"})
+    (tmp_path / "elsewhere.bin").write_bytes(b"x")      # a file published from outside the lake's folder
+    lake.store.move_file("previews/v1.png", tmp_path / "elsewhere.bin")
+    modes = {p.relative_to(root).as_posix(): _mode(p) for p in root.rglob("*") if p.is_file()}
+    for rel in ["tables/videos/b1/part-0.parquet", "batches/20240101-abc.json", "exports/sav/v1_manual.json",
+                "shards/p/train-000000.tar", "shards/p/manifest.json", "previews/v1.png"]:
+        assert modes.pop(rel) == umask, rel
+    assert all(m == umask for m in modes.values()), modes
