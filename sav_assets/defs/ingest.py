@@ -128,11 +128,11 @@ def video_quality(context: dg.AssetExecutionContext, config: QualityConfig, lake
     lk = lake.lake()
     ok = [v for v in lk.read_table("videos", batches=[batch_id], schema=VIDEOS).to_pylist() if v["status"] == "ok"]
     prior = lk.read_table("video_quality", batches=other_batches(lk, "video_quality", batch_id),
-                          columns=["video_id", "phash"], schema=VIDEO_QUALITY).to_pylist()
-    prior_hashes = {r["video_id"]: list(r["phash"] or []) for r in prior}
+                          columns=["video_id", "batch_id", "phash", "passed", "duplicate_of", "short_side",
+                                   "video_duration"], schema=VIDEO_QUALITY).to_pylist()
     sidecars = {v["video_id"]: (json.loads(v["sidecar_json"]) if v["sidecar_json"] else None) for v in ok}
     with SourceOpener(source.source).local_videos(ok) as paths:   # the source's store, not the lake's
-        rows = assess_batch(ok, paths, sidecars, prior_hashes, config.thresholds())
+        rows = assess_batch(ok, paths, sidecars, prior, config.thresholds())
     now = datetime.datetime.now(datetime.timezone.utc)
     for r in rows:
         r["batch_id"], r["evaluated_at"] = batch_id, now

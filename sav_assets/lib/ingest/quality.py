@@ -31,19 +31,22 @@ Reason codes (stable strings, in this order): ``low_resolution``, ``too_short``,
 ``static``, ``shaky``, ``near_duplicate``, ``licence_unknown`` (only when ``unknown_licence_ok`` is
 False), ``licence_not_allowed``. ``passed`` is True exactly when ``reasons`` is empty.
 
-Near-duplicates: video A duplicates B when at least half of A's anchor hashes lie within
-``dup_max_hamming`` bits of some hash of B. Candidates are the ``prior_hashes`` of earlier batches
-(the caller passes only batches ingested before this one) and the videos of this batch with a
-smaller ``video_id``; ``duplicate_of`` is the smallest matching ``video_id``. A video never matches its
-own id, so re-running a batch with its previous hashes in ``prior_hashes`` is harmless.
+Near-duplicates (:mod:`sav_assets.lib.ingest.near_duplicates`): videos whose anchor hashes lie within
+``dup_max_hamming`` bits of each other form a group, across this batch and the ``prior`` rows of
+other batches; the group keeps its best member that passes every other check (an earlier batch's
+kept video stays kept), the others get ``near_duplicate`` and ``duplicate_of`` = the kept one, and a
+group with no member to keep rejects no one as a duplicate. A video never matches its own id, so
+re-running a batch with its previous rows among ``prior`` is harmless.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from sav_assets.lib.ingest.near_duplicates import resolve_near_duplicates
 from sav_assets.lib.video.errors import DECODE_ERROR, UNREADABLE, VideoError
 from sav_assets.lib.video.sample import evenly_spaced, sample_frames
 
@@ -184,19 +187,6 @@ def phash(frame: np.ndarray) -> str:
     return f"{value:016x}"
 
 
-def hamming(a: str, b: str) -> int:
-    """Number of differing bits of two hex hashes."""
-    return int(bin(int(a, 16) ^ int(b, 16)).count("1"))
-
-
-def is_near_duplicate(hashes: list[str], other: list[str], max_hamming: int) -> bool:
-    """At least half of ``hashes`` lie within ``max_hamming`` bits of some hash of ``other``."""
-    if not hashes or not other:
-        return False
-    hits = sum(1 for h in hashes if min(hamming(h, o) for o in other) <= max_hamming)
-    return hits * 2 >= len(hashes)
-
-
 def frame_metrics(frames: np.ndarray, anchor_pos: list[int], triplets: list[tuple[int, int, int]]) -> dict:
     """Metrics from decoded frames: ``anchor_pos`` index the anchors, ``triplets`` index (a, a+s, a+2s)."""
     grays = [luma(frames[i]) for i in anchor_pos]
@@ -289,55 +279,55 @@ def metric_reasons(m: dict, t: QualityThresholds) -> list[str]:
     return reasons
 
 
+def _assess_one(v: dict, path: str | None, sidecar: dict | None, t: QualityThresholds, allow: set) -> dict:
+    """One ``video_quality`` row with every reason except ``near_duplicate`` (unordered)."""
+    vid = str(v["video_id"])
+    reasons = header_reasons(v, t)
+    h, w = v.get("video_height"), v.get("video_width")
+    row = {"video_id": vid, "passed": False, "reasons": reasons, "duplicate_of": None,
+           "short_side": int(min(h, w)) if h and w else None,
+           "video_duration": _f(v.get("video_duration")), "video_fps": _f(v.get("video_fps")),
+           "sampled_frames": 0, "sharpness": None, "brightness": None, "clipped_fraction": None,
+           "motion": None, "camera_shake": None, "phash": []}
+    try:
+        if not path:
+            raise VideoError(UNREADABLE, "no local path for this video")
+        m = measure_video(path, int(v.get("video_frame_count") or 0), float(v.get("video_fps") or 0), t)
+    except VideoError:
+        reasons.append("decode_failed")
+    else:
+        row.update({k: m[k] for k in ("sampled_frames", "sharpness", "brightness", "clipped_fraction",
+                                      "motion", "camera_shake", "phash")})
+        reasons.extend(metric_reasons(m, t))
+    lic = normalize_licence(_sidecar_get(sidecar, "licence", "license"))
+    if lic is None:
+        if not t.unknown_licence_ok:
+            reasons.append("licence_unknown")
+    elif lic not in allow:
+        reasons.append("licence_not_allowed")
+    grp = _sidecar_get(sidecar, "source_group", "group")
+    env = _sidecar_get(sidecar, "environment", "video_environment")
+    row.update({"licence": lic, "source_group": None if grp is None else str(grp),
+                "video_environment": None if env is None else str(env)})
+    return row
+
+
 def assess_batch(videos: list[dict], paths: dict[str, str], sidecars: dict[str, dict | None],
-                 prior_hashes: dict[str, list[str]], t: QualityThresholds | None = None) -> list[dict]:
+                 prior: Iterable[dict] = (), t: QualityThresholds | None = None) -> list[dict]:
     """Assess the ``status == "ok"`` rows of ``videos``; one ``video_quality`` row (dict) per video,
-    in ``video_id`` order. Never raises for a video that cannot be decoded (``decode_failed``)."""
+    in ``video_id`` order. Never raises for a video that cannot be decoded (``decode_failed``).
+
+    ``prior`` are the ``video_quality`` rows of the other batches (at least ``video_id``, ``batch_id``,
+    ``phash``, ``passed``, ``duplicate_of``, ``short_side``, ``video_duration``): near-duplicate groups
+    span them (:mod:`sav_assets.lib.ingest.near_duplicates`)."""
     t = t or QualityThresholds()
     allow = {normalize_licence(x) for x in t.licence_allowlist}
-    rows: list[dict] = []
-    seen: dict[str, list[str]] = {}
-    for v in sorted((v for v in videos if v.get("status") == "ok"), key=lambda r: str(r["video_id"])):
-        vid = str(v["video_id"])
-        reasons = header_reasons(v, t)
-        h, w = v.get("video_height"), v.get("video_width")
-        row = {"video_id": vid, "passed": False, "reasons": reasons, "duplicate_of": None,
-               "short_side": int(min(h, w)) if h and w else None,
-               "video_duration": _f(v.get("video_duration")), "video_fps": _f(v.get("video_fps")),
-               "sampled_frames": 0, "sharpness": None, "brightness": None, "clipped_fraction": None,
-               "motion": None, "camera_shake": None, "phash": []}
-        path = paths.get(vid)
-        try:
-            if not path:
-                raise VideoError(UNREADABLE, "no local path for this video")
-            m = measure_video(path, int(v.get("video_frame_count") or 0), float(v.get("video_fps") or 0), t)
-        except VideoError:
-            reasons.append("decode_failed")
-        else:
-            row.update({k: m[k] for k in ("sampled_frames", "sharpness", "brightness", "clipped_fraction",
-                                          "motion", "camera_shake", "phash")})
-            reasons.extend(metric_reasons(m, t))
-            matches = [other for other, hs in prior_hashes.items()
-                       if other != vid and is_near_duplicate(m["phash"], list(hs or []), t.dup_max_hamming)]
-            matches += [other for other, hs in seen.items() if is_near_duplicate(m["phash"], hs, t.dup_max_hamming)]
-            if matches:
-                row["duplicate_of"] = min(matches)
-                reasons.append("near_duplicate")
-            seen[vid] = m["phash"]
-        sc = sidecars.get(vid)
-        lic = normalize_licence(_sidecar_get(sc, "licence", "license"))
-        if lic is None:
-            if not t.unknown_licence_ok:
-                reasons.append("licence_unknown")
-        elif lic not in allow:
-            reasons.append("licence_not_allowed")
-        grp = _sidecar_get(sc, "source_group", "group")
-        env = _sidecar_get(sc, "environment", "video_environment")
-        row.update({"licence": lic, "source_group": None if grp is None else str(grp),
-                    "video_environment": None if env is None else str(env)})
-        row["reasons"] = [r for r in REASONS if r in reasons]
+    rows = [_assess_one(v, paths.get(str(v["video_id"])), sidecars.get(str(v["video_id"])), t, allow)
+            for v in sorted((v for v in videos if v.get("status") == "ok"), key=lambda r: str(r["video_id"]))]
+    resolve_near_duplicates(rows, prior, t.dup_max_hamming)
+    for row in rows:
+        row["reasons"] = [r for r in REASONS if r in row["reasons"]]
         row["passed"] = not row["reasons"]
-        rows.append(row)
     return rows
 
 

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from sav_assets.lib.ingest.demo import _Writer
+from sav_assets.lib.ingest.near_duplicates import hamming, is_near_duplicate
 from sav_assets.lib.ingest.quality import (
     REASONS,
     QualityThresholds,
     anchor_indices,
     assess_batch,
-    hamming,
     phash,
     reason_counts,
     sample_indices,
@@ -41,7 +41,7 @@ def video_row(video_id: str, path) -> dict:
 def assess(items: dict, sidecars=None, prior=None, **thresholds) -> dict:
     """items: video_id -> path. Returns video_id -> quality row."""
     videos = [video_row(vid, p) for vid, p in items.items()]
-    rows = assess_batch(videos, {vid: str(p) for vid, p in items.items()}, sidecars or {}, prior or {},
+    rows = assess_batch(videos, {vid: str(p) for vid, p in items.items()}, sidecars or {}, prior or [],
                         QualityThresholds(**thresholds))
     for row in rows:
         assert set(row) == QUALITY_COLUMNS
@@ -145,12 +145,17 @@ def test_near_duplicates(make_video, tmp_path):
     assert rows["v2_copy"]["duplicate_of"] == "v1_orig"
     assert rows["v2_copy"]["reasons"] == ["near_duplicate"]
     assert rows["v3_other"]["duplicate_of"] is None and rows["v3_other"]["passed"]
-    # against earlier batches: the smallest matching id wins; a video never matches itself
-    prior = {"z_old": rows["v1_orig"]["phash"], "y_old": rows["v1_orig"]["phash"],
-             "v3_other": rows["v3_other"]["phash"]}
+    # against earlier batches: of two kept matches the earlier batch wins (same size and length), then
+    # the smaller id; a video never matches itself (a re-run sees its own earlier row)
+    def old(vid, batch):
+        return {**rows["v1_orig"], "video_id": vid, "batch_id": batch}
+    prior = [old("z_old", "20250101-a"), old("y_old", "20250102-b"), old("x_old", "20250102-b"),
+             {**rows["v3_other"], "batch_id": "20250101-a"}]
     again = assess({"v2_copy": copy, "v3_other": other}, prior=prior, **SMALL)
-    assert again["v2_copy"]["duplicate_of"] == "y_old"
-    assert again["v3_other"]["duplicate_of"] is None
+    assert again["v2_copy"]["duplicate_of"] == "z_old"
+    assert again["v3_other"]["duplicate_of"] is None and again["v3_other"]["passed"]
+    again = assess({"v2_copy": copy}, prior=prior[1:], **SMALL)
+    assert again["v2_copy"]["duplicate_of"] == "x_old"
 
 
 def test_licences_groups_and_environment(make_video, tmp_path):
@@ -186,3 +191,99 @@ def test_decode_failure_while_sampling_is_a_reason(make_video, tmp_path, shared_
         assert r["passed"] is False and r["reasons"] == ["decode_failed"]
         assert r["sampled_frames"] == 0 and r["phash"] == [] and r["sharpness"] is None
     assert reason_counts(rows) == {"decode_failed": 2}
+
+
+# ---------------------------------------------------------------- near-duplicate groups keep their best member
+# A group is every video linked by a near-duplicate match. Its canonical is the best member among
+# those that pass every other check (then higher resolution, longer, earlier batch, smaller id);
+# the others are rejected as near_duplicate with duplicate_of pointing at a kept video.
+
+
+@pytest.fixture(scope="module")
+def hd_pair(tmp_path_factory):
+    """The same content at 1280x720 (original) and 852x480 (a re-encoded copy)."""
+    from sav_assets.lib.ingest.demo import write_synthetic_video
+
+    d = tmp_path_factory.mktemp("hd_pair")
+    orig = d / "orig720.mp4"
+    write_synthetic_video(orig, 2.0, 24, 1280, 720, 51)
+    copy = d / "copy480.mp4"
+    _reencode(orig, copy, scale=2 / 3, crf=30)
+    return orig, copy
+
+
+def _prior(rows: dict, batch_id: str) -> list[dict]:
+    return [{**r, "batch_id": batch_id} for r in rows.values()]
+
+
+def test_low_resolution_copy_sorting_first_does_not_reject_the_original(hd_pair):
+    orig, copy = hd_pair
+    rows = assess({"a_copy480": copy, "b_orig720": orig}, min_duration_s=1.0)   # min_short_side: 720
+    assert rows["a_copy480"]["short_side"] == 480 and rows["b_orig720"]["short_side"] == 720
+    assert rows["b_orig720"]["passed"], rows["b_orig720"]
+    assert rows["b_orig720"]["duplicate_of"] is None
+    assert rows["a_copy480"]["reasons"] == ["low_resolution", "near_duplicate"]
+    assert rows["a_copy480"]["duplicate_of"] == "b_orig720"
+
+
+def test_canonical_is_the_higher_resolution_member(hd_pair):
+    orig, copy = hd_pair
+    rows = assess({"a_copy480": copy, "b_orig720": orig}, **SMALL)   # both pass every other check
+    assert rows["b_orig720"]["passed"] and rows["b_orig720"]["duplicate_of"] is None
+    assert rows["a_copy480"]["reasons"] == ["near_duplicate"]
+    assert rows["a_copy480"]["duplicate_of"] == "b_orig720"
+
+
+def test_a_group_where_every_member_fails_keeps_no_one_and_blames_no_one(hd_pair):
+    orig, copy = hd_pair
+    rows = assess({"a_copy480": copy, "b_orig720": orig}, min_duration_s=30.0)   # both too_short
+    for r in rows.values():
+        assert r["reasons"] == (["low_resolution", "too_short"] if r["video_id"] == "a_copy480"
+                                else ["too_short"]), r
+        assert r["duplicate_of"] is None   # duplicate_of only ever points at a kept video
+
+
+def test_across_batches_a_later_better_copy_of_a_rejected_video_is_kept(hd_pair):
+    orig, copy = hd_pair
+    first = assess({"a_copy480": copy}, min_duration_s=1.0)
+    assert first["a_copy480"]["reasons"] == ["low_resolution"]
+    later = assess({"b_orig720": orig}, prior=_prior(first, "20250101-aaaa"), min_duration_s=1.0)
+    assert later["b_orig720"]["passed"] and later["b_orig720"]["duplicate_of"] is None
+
+
+def test_across_batches_a_kept_video_stays_canonical(hd_pair):
+    orig, copy = hd_pair
+    first = assess({"b_orig720": orig}, **SMALL)
+    assert first["b_orig720"]["passed"]
+    later = assess({"a_copy480": copy}, prior=_prior(first, "20250101-aaaa"), **SMALL)
+    assert later["a_copy480"]["reasons"] == ["near_duplicate"]
+    assert later["a_copy480"]["duplicate_of"] == "b_orig720"
+    # a copy that only matches an earlier *rejected* duplicate points at that one's kept canonical
+    chain = [{"video_id": "k_kept", "batch_id": "20250101-aaaa", "passed": True, "reasons": [],
+              "duplicate_of": None, "short_side": 720, "video_duration": 2.0, "phash": ["0" * 16] * 8},
+             {"video_id": "p_dup", "batch_id": "20250102-bbbb", "passed": False, "reasons": ["near_duplicate"],
+              "duplicate_of": "k_kept", "short_side": 720, "video_duration": 2.0,
+              "phash": first["b_orig720"]["phash"]}]
+    again = assess({"a_copy480": copy}, prior=chain, **SMALL)
+    assert again["a_copy480"]["reasons"] == ["near_duplicate"]
+    assert again["a_copy480"]["duplicate_of"] == "k_kept"
+
+
+def test_real_videos_never_match_each_other(shared_data):
+    """Near-duplicate precision on the real videos: no pair is within the threshold, either way."""
+    v = shared_data / "videos"
+    names = sorted(p.name for p in v.glob("*.mp4"))
+    assert len(names) >= 3
+    items = {n.rsplit(".", 1)[0]: v / n for n in names}
+    rows = assess(items, min_short_side=100)
+    t = QualityThresholds()
+    for a in rows.values():
+        assert a["duplicate_of"] is None and "near_duplicate" not in a["reasons"], a
+        for b in rows.values():
+            if a is not b:
+                assert not is_near_duplicate(a["phash"], b["phash"], t.dup_max_hamming), (a["video_id"], b["video_id"])
+    # and as earlier batches: every real video against the others ingested before it
+    for vid, path in items.items():
+        prior = [{**r, "batch_id": "20250101-prior"} for k, r in rows.items() if k != vid]
+        again = assess({vid: path}, prior=prior, min_short_side=100)[vid]
+        assert again["duplicate_of"] is None and "near_duplicate" not in again["reasons"]

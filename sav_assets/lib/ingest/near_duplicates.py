@@ -1,0 +1,117 @@
+"""Near-duplicate groups: which videos show the same content, and which member of a group is kept.
+
+Two videos *match* when at least half of the anchor hashes of one of them lie within
+``max_hamming`` bits of some hash of the other (either way round). A *group* is a connected
+component of matches among the videos of this batch and the ``video_quality`` rows of other
+batches; links among those earlier rows come from their recorded ``duplicate_of`` (never
+recomputed, so a batch costs ``new x (new + earlier)`` comparisons).
+
+The canonical of a group (the one member that is kept):
+
+* a video of another batch that passed its quality check, if the group has one: earlier verdicts
+  are final, a published video is never taken back (the best of them when there are several);
+* else the best video of this batch that passes every other check.
+
+*Best* is: higher resolution (short side), then longer, then earlier batch, then smaller
+``video_id``. Every other member of this batch gets the ``near_duplicate`` reason and
+``duplicate_of`` = the canonical, so ``duplicate_of`` always points at a kept video. A group without
+a kept member rejects no one as a duplicate: its members keep their own reasons only. So a later,
+better copy of an earlier *rejected* video is kept, and a low-resolution copy whose id sorts first
+never costs the original its place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+NEAR_DUPLICATE = "near_duplicate"
+
+
+def hamming(a: str, b: str) -> int:
+    """Number of differing bits of two hex hashes."""
+    return int(bin(int(a, 16) ^ int(b, 16)).count("1"))
+
+
+def is_near_duplicate(hashes: list[str], other: list[str], max_hamming: int) -> bool:
+    """At least half of ``hashes`` lie within ``max_hamming`` bits of some hash of ``other``."""
+    if not hashes or not other:
+        return False
+    hits = sum(1 for h in hashes if min(hamming(h, o) for o in other) <= max_hamming)
+    return hits * 2 >= len(hashes)
+
+
+def matches(a: list[str], b: list[str], max_hamming: int) -> bool:
+    """``a`` and ``b`` are near-duplicates of each other (either way round)."""
+    return is_near_duplicate(a, b, max_hamming) or is_near_duplicate(b, a, max_hamming)
+
+
+def rank_key(row: dict) -> tuple:
+    """Sort key of the best member first: resolution, duration, earlier batch, smaller id."""
+    return (-(row.get("short_side") or 0), -(row.get("video_duration") or 0.0), str(row.get("batch_id") or ""),
+            str(row["video_id"]))
+
+
+class _Groups:
+    def __init__(self):
+        self.parent: dict[str, str] = {}
+
+    def find(self, x: str) -> str:
+        self.parent.setdefault(x, x)
+        while self.parent[x] != x:
+            self.parent[x] = self.parent[self.parent[x]]
+            x = self.parent[x]
+        return x
+
+    def union(self, a: str, b: str) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+def _link(rows: list[dict], prior: list[dict], max_hamming: int) -> _Groups:
+    groups = _Groups()
+    for p in prior:
+        groups.find(p["video_id"])
+        if p.get("duplicate_of"):
+            groups.union(p["video_id"], str(p["duplicate_of"]))
+    for i, r in enumerate(rows):
+        groups.find(r["video_id"])
+        for other in [*prior, *rows[:i]]:
+            if matches(r["phash"], list(other.get("phash") or []), max_hamming):
+                groups.union(r["video_id"], other["video_id"])
+    return groups
+
+
+def _canonical(members: list[dict], prior_ids: set[str]) -> dict | None:
+    kept_before = [m for m in members if m["video_id"] in prior_ids and m.get("passed")]
+    if kept_before:
+        return min(kept_before, key=rank_key)
+    eligible = [m for m in members if m["video_id"] not in prior_ids and not m["reasons"]]
+    return min(eligible, key=rank_key) if eligible else None
+
+
+def resolve_near_duplicates(rows: list[dict], prior: Iterable[dict], max_hamming: int) -> None:
+    """Mark the near-duplicates among ``rows`` (this batch's ``video_quality`` rows, in place).
+
+    ``rows`` carry ``video_id``, ``phash``, ``short_side``, ``video_duration`` and ``reasons`` (every
+    reason but ``near_duplicate``: a member with none passes every other check); ``prior`` are the
+    ``video_quality`` rows of other batches (``video_id``, ``batch_id``, ``phash``, ``passed``,
+    ``duplicate_of``, ``short_side``, ``video_duration``). A row of this batch among ``prior`` (a
+    re-run) is ignored. Adds ``near_duplicate`` and sets ``duplicate_of`` (module docstring).
+    """
+    own = {r["video_id"] for r in rows}
+    prior = [p for p in prior if p["video_id"] not in own]
+    measured = [r for r in rows if r.get("phash")]
+    if max_hamming < 0 or not measured:
+        return
+    groups = _link(measured, prior, max_hamming)
+    members: dict[str, list[dict]] = {}
+    for r in [*prior, *measured]:
+        members.setdefault(groups.find(r["video_id"]), []).append(r)
+    prior_ids = {p["video_id"] for p in prior}
+    canon = {root: _canonical(group, prior_ids) for root, group in members.items() if len(group) > 1}
+    for r in measured:
+        c = canon.get(groups.find(r["video_id"]))
+        if c is not None and c is not r:
+            r["duplicate_of"] = c["video_id"]
+            r["reasons"].append(NEAR_DUPLICATE)
