@@ -3,8 +3,12 @@
 Every object of the batch gets a ``source_objects`` row with its disposition; every video file gets
 exactly one ``videos`` row (``ok`` or ``quarantined`` with an error class), unless the same content
 was already ingested (then it is recorded as ``duplicate_content`` and points at the first video).
-Nothing here raises for bad input. Objects are read through the batch's :class:`Source` (its own
-store and credentials).
+Nothing here raises for bad input: an object that vanished or cannot be read (``OSError``, which
+both store backends raise for a missing or forbidden object) is an ``unreadable`` row, and a file the
+decoder rejects is a quarantined video. Anything else raises and fails the step: a bug in our code
+(``TypeError``, ``KeyError``...), or an object store that cannot be reached, which must leave the batch
+to be resumed rather than record every video as unreadable. Objects are read through the batch's
+:class:`Source` (its own store and credentials).
 """
 
 from __future__ import annotations
@@ -104,7 +108,7 @@ def ingest_batch(source: Source, manifest: dict, batch_id: str, prior_videos: li
                     return o, None, sha, None
                 res = probe_file(path, limits)
                 return o, res.as_row(), sha, None
-        except Exception as e:  # the object vanished or could not be read: record, never crash
+        except OSError as e:  # the object vanished or cannot be read (the store's contract): a row
             return o, None, None, e
 
     seen_in_batch: dict[str, str] = {}
@@ -114,6 +118,7 @@ def ingest_batch(source: Source, manifest: dict, batch_id: str, prior_videos: li
     for i, (o, probe, sha, err) in enumerate(results, 1):
         log(f"[{i}/{len(results)}] {o.key}")
         if err is not None:
+            log(f"[{i}/{len(results)}] {o.key}: unreadable ({type(err).__name__}: {err})")
             counts["unreadable"] += 1
             objects_rows.append(base_row(o, "unreadable", duplicate_of=None,
                                          video_id=None, content_sha256=None))
@@ -147,7 +152,7 @@ def _read_sidecar(source: Source, o: SourceObject, keys: set[str]) -> dict | Non
     if not meta:       # S3 user metadata; {} for a local file
         try:
             meta = dict(source.head_metadata(o.key))
-        except Exception:
+        except OSError:    # gone since listing: the probe's own read decides what the object is
             meta = {}
     side = sidecar_for(o.key, keys)
     if side:

@@ -4,17 +4,23 @@ Each video's rows are written as soon as that video finishes, as its own Parquet
 (``tables/masklets/<batch>/<video_id>.sam2.parquet``, ``...import.parquet``); the ``label_runs``
 part is written last and is the commit marker a re-run reads to skip finished work. The label key
 hashes the video content, model, checkpoint, config and labeler settings, so a re-run with the same
-model skips the video and a different model relabels it. A failure becomes a ``label_runs`` row with
-an error class; the other videos go on.
+model skips the video and a different model relabels it.
+
+A video's own failure becomes a ``label_runs`` row with an error class and the other videos go on:
+the :class:`LabelingFailed` classes (decoder errors, ``empty_video``, ``bad_prompt``, ``oom`` after the
+offloading retry) and ``unreadable`` when the video is gone from the source since ingestion. Any
+other exception is a bug in our code (or in the model stack) and is raised: it would fail every
+video the same way, so the step fails instead of ending green with a row per video. Videos finished
+before it keep their committed parts; a re-run skips them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import time
-import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -23,7 +29,7 @@ from sav_assets.lib.sav.fields import annotation_grid
 from sav_assets.lib.store.lake import Lake
 from sav_assets.lib.store.source import SourceOpener
 from sav_assets.lib.store.tables import LABEL_RUNS, MASKLET_FRAMES, MASKLETS, SAV_ANNOTATIONS, to_table
-from sav_assets.lib.video.errors import BAD_ANNOTATION, INTERNAL_ERROR
+from sav_assets.lib.video.errors import BAD_ANNOTATION, UNREADABLE
 
 
 @dataclass
@@ -121,6 +127,22 @@ def _record_failure(lake: Lake, batch_id: str, video_id: str, kind: str, error_c
     lake.write_part("label_runs", batch_id, _part(video_id, kind), to_table([row], LABEL_RUNS))
 
 
+@contextlib.contextmanager
+def _local_video(opener: SourceOpener, uri: str) -> Iterator[str]:
+    """The video as a local file. A video that is gone from the source since ingestion, or cannot be
+    read, is the video's failure (``unreadable``); errors after it is open are not caught here."""
+    from sav_assets.lib.label.config import LabelingFailed
+
+    with contextlib.ExitStack() as stack:
+        try:
+            path = stack.enter_context(opener.local_path(uri))
+            with open(path, "rb"):
+                pass
+        except OSError as e:
+            raise LabelingFailed(UNREADABLE, f"cannot open {uri}: {type(e).__name__}: {e}") from e
+        yield path
+
+
 def label_batch(lake: Lake, batch_id: str, videos: list[dict], annotations: dict[str, dict[str, str]],
                 load_model: Callable[[], object], cfg, prompts: dict[str, list] | None = None,
                 run_sam2: bool = True, log: Callable[[str], None] = print,
@@ -158,18 +180,12 @@ def label_batch(lake: Lake, batch_id: str, videos: list[dict], annotations: dict
             continue
         t0 = time.time()
         try:
-            with opener.local_path(video["source_uri"]) as path:
+            with _local_video(opener, video["source_uri"]) as path:
                 res = label_video(loaded, path, video, cfg, prompts=vprompts)
-        except LabelingFailed as e:
+        except LabelingFailed as e:   # the video's own failure; anything else is a bug: it fails the batch
             summary.failed[vid] = f"{e.error_class}: {e}"
             log(f"[{i}/{len(videos)}] {vid}: FAILED ({e.error_class}) {e}")
             _record_failure(lake, batch_id, vid, "sam2", e.error_class, str(e), key, loaded.model_name)
-            continue
-        except Exception as e:  # unexpected: still a recorded failure, never a lost batch
-            summary.failed[vid] = f"{INTERNAL_ERROR}: {e}"
-            log(f"[{i}/{len(videos)}] {vid}: FAILED ({INTERNAL_ERROR}) {traceback.format_exc(limit=3)}")
-            _record_failure(lake, batch_id, vid, "sam2", INTERNAL_ERROR, f"{type(e).__name__}: {e}", key,
-                            loaded.model_name)
             continue
         secs = time.time() - t0
         st = res.stats

@@ -38,9 +38,10 @@ How it works
 * Failures are :class:`LabelingFailed` with an error class of :mod:`sav_assets.lib.video.errors`:
   the decoder's own (``decode_error``, ``decoder_timeout``, ``decoder_crash``), ``empty_video``,
   ``bad_prompt``; CUDA out-of-memory is retried once with offloading on and smaller chunks, then
-  ``oom``. Any other exception becomes ``internal_error`` (logged with its traceback): one video's
-  failure, whatever its cause inside SAM 2 / torch, must be a ``label_runs`` row, not a lost batch
-  (``tests/lib/label/test_labeler.py`` pins this).
+  ``oom``. These are about the video (its bytes, its size, its prompts) and become ``label_runs``
+  rows. Any other exception (a ``TypeError`` / ``KeyError`` in our code, a ``RuntimeError`` from
+  SAM 2 / torch) is a bug, not data: it is raised as it is and fails the step, because it would fail
+  every video the same way (``tests/lib/label/test_batch_errors.py`` pins this).
 
 torch / sam2 / decord are imported inside functions: importing this module is cheap.
 """
@@ -66,7 +67,7 @@ from sav_assets.lib.sav import fields as masklet_fields
 from sav_assets.lib.sav import rle
 from sav_assets.lib.util import sha256_file
 from sav_assets.lib.video.decode import iter_frame_chunks
-from sav_assets.lib.video.errors import DECODE_ERROR, EMPTY_VIDEO, INTERNAL_ERROR, OOM, VideoError
+from sav_assets.lib.video.errors import DECODE_ERROR, EMPTY_VIDEO, OOM, VideoError
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +83,8 @@ def label_video(loaded, video_path: str, video: dict, cfg: LabelerConfig | None 
         return _label_retrying_oom(loaded, video_path, video, cfg, prompts or [], progress, mode)
     except LabelingFailed:
         raise
-    except VideoError as e:
+    except VideoError as e:     # the decoder's own classification of this video
         raise LabelingFailed(e.error_class, e.message) from e
-    except Exception as e:
-        log.exception("labeling %s failed", video.get("video_id"))
-        raise LabelingFailed(INTERNAL_ERROR, f"{type(e).__name__}: {e}") from e
 
 
 def _label_retrying_oom(loaded, video_path, video, cfg, prompts, progress, mode) -> LabelResult:

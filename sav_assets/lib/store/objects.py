@@ -10,6 +10,8 @@ Contract, the same for both backends (``tests/lib/store/test_objects.py`` runs o
 - Keys are relative, ``/``-separated and checked by :func:`safe_relpath`: an absolute key, a NUL or a
   ``..`` that would leave the root raises :class:`UnsafeKeyError`. A full URI is turned into a key by
   :meth:`key_for_uri`, which refuses a URI outside the store.
+- Reading a missing object raises ``FileNotFoundError`` (a forbidden one ``PermissionError``) on both
+  backends, so callers can tell "this object" from "the store is down" without knowing which it is.
 - ``put``/``put_file`` are atomic: locally a temporary file beside the target is renamed over it (so a
   reader sees the old file or the new one), on S3 one PUT replaces the object.
 - Listings are sorted by key and skip our own temporary files (``.<name>.*.tmp``) and symbolic links
@@ -34,6 +36,7 @@ method, so a change to one is seen next to the other.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -356,7 +359,8 @@ class S3Store(_StoreBase):
         return f"{o.size}:{o.version}"
 
     def info(self, key: str) -> ObjectInfo:
-        head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        with _s3_reads(self, key):
+            head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
         return ObjectInfo(key=self._rel(key), uri=self.uri(self._rel(key)), size=int(head.get("ContentLength", 0)),
                           version=str(head.get("ETag", "")).strip('"'),
                           mtime=head["LastModified"].timestamp() if head.get("LastModified") else 0.0,
@@ -392,10 +396,12 @@ class S3Store(_StoreBase):
             shutil.rmtree(tmp, ignore_errors=True)
 
     def get(self, key: str) -> bytes:
-        return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        with _s3_reads(self, key):
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
 
     def get_file(self, key: str, dest: str | os.PathLike) -> str:
-        self.client.download_file(self.bucket, self._key(key), str(dest))
+        with _s3_reads(self, key):
+            self.client.download_file(self.bucket, self._key(key), str(dest))
         return str(dest)
 
     def exists(self, key: str) -> bool:
@@ -443,6 +449,24 @@ class S3Store(_StoreBase):
                      "session_token": os.environ.get("AWS_SESSION_TOKEN")}
         fs = pafs.S3FileSystem(region=self.settings.region_name or "us-east-1", **kw, **creds)
         return fs, f"{self.bucket}/{self.prefix}" if self.prefix else self.bucket
+
+
+@contextlib.contextmanager
+def _s3_reads(store: S3Store, key: str) -> Iterator[None]:
+    """S3's answers about a missing or forbidden object as the OSErrors a local file gives
+    (``FileNotFoundError``, ``PermissionError``): the same contract on both backends. Anything else (an
+    unreachable endpoint, throttling) propagates unchanged: it is not about the object."""
+    from botocore.exceptions import ClientError
+
+    try:
+        yield
+    except ClientError as e:
+        code = str(e.response.get("Error", {}).get("Code", ""))
+        if code in ("404", "NoSuchKey", "NotFound"):
+            raise FileNotFoundError(errno.ENOENT, "no such object", store.uri(key)) from e
+        if code in ("403", "AccessDenied", "Forbidden"):
+            raise PermissionError(errno.EACCES, "access denied", store.uri(key)) from e
+        raise
 
 
 def open_store(uri: str | os.PathLike, s3: S3Settings | None = None, client=None) -> ObjectStore:

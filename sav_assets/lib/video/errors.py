@@ -24,7 +24,8 @@ the ``decode_failed`` reason in ``video_quality.reasons``). Failures of the sand
 ``bad_annotation``     an imported SA-V file does not match its video
 ``oom``                the accelerator ran out of memory, even after the offloading retry
 ``worker_lost``        the process labeling it went away (a distributed worker)
-``internal_error``     labeling one video raised an unexpected exception (recorded, the batch goes on)
+``internal_error``     not written any more (an unexpected exception is a bug and fails the step); kept
+                       so that ``label_runs`` rows of older runs stay valid
 =====================  =======================================================================
 """
 

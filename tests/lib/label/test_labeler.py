@@ -350,9 +350,8 @@ def test_cuda_oom_is_retried_once_with_offloading(loaded, video, monkeypatch):
         raise KeyError("surprise")
 
     monkeypatch.setattr(lab, "_label", boom)
-    with pytest.raises(LabelingFailed) as ei:
+    with pytest.raises(KeyError, match="surprise"):     # a bug, not a video's failure: raised as it is
         label_video(loaded, path, v, fast_cfg())
-    assert ei.value.error_class == "internal_error" and "KeyError" in ei.value.message
 
 
 def test_label_key_is_stable_and_tracks_what_changes_labels(loaded):
