@@ -91,7 +91,7 @@ def dataset_statistics(context: dg.AssetExecutionContext, lake: LakeResource) ->
 
     lk = lake.lake()
     refresh_catalog(lk)
-    con = connect(lk)
+    con = connect(lk, read_only=False)          # our own SQL files: DuckDB reads the Parquet files itself
     try:
         results = run_stats(con)
     finally:

@@ -1,35 +1,59 @@
 """DuckDB over the lake: views named after the tables, SQL loaded from ``sql/``, read-only ad hoc SQL.
 
-A lake in a local folder (its store has a ``local_root``) gets a persistent ``<root>/sav.duckdb``
-whose views glob the Parquet parts, so ``duckdb data/sav.duckdb -c "select * from videos"`` sees every
-batch written so far. A lake without a local folder (S3) is queried in-process: each table is a
-pyarrow dataset over the store's pyarrow filesystem (``pyarrow.fs.S3FileSystem``, honouring
-``AWS_ENDPOINT_URL``), registered under the table's name, so no DuckDB extension is downloaded.
+Three ways in, one set of view templates (``sql/table_view*.sql``):
+
+* ``<root>/sav.duckdb`` (a lake in a local folder) is for people: ``duckdb sav.duckdb`` run from the
+  lake root answers SQL at once. Its views name files *relative to the lake root* (a copied or moved
+  lake still answers; DuckDB resolves them against its working directory or ``file_search_path``),
+  and it is written in DuckDB's v1.0.0 storage format, which every DuckDB >= 1.0 opens (the
+  ``duckdb-cli`` on PyPI is 1.x). :func:`refresh_catalog` builds a new file in a temporary folder and
+  renames it over the old one, so a user's open session (even a read-write one, which holds DuckDB's
+  lock on the file) never blocks the pipeline: it keeps the catalog it opened.
+* ``connect(lake)`` / :func:`query` (ad hoc SQL, ``sav-assets sql``) is read-only by construction: an
+  in-memory connection where each table is a pyarrow dataset over the store's filesystem, registered
+  under the table's name, then ``enable_external_access = false`` with *no* allowed directory or path
+  and the configuration locked. DuckDB itself opens no file by name: ``COPY ... TO``, ``EXPORT``,
+  ``ATTACH``, ``INSTALL``, ``read_csv('/etc/passwd')`` fail inside DuckDB, and :func:`check_read_only`
+  refuses every statement but a SELECT (an ``EXPLAIN [ANALYZE]`` is judged by what it explains) before
+  anything runs. The same path serves S3 lakes (``pyarrow.fs.S3FileSystem``, no DuckDB extension).
+* ``connect(lake, read_only=False)`` is for the pipeline's own SQL files (checks, statistics): views
+  over the Parquet files through DuckDB's own reader (faster at scale), not sandboxed; S3 lakes use
+  the pyarrow datasets there too. Both connections are built from the lake as it is when they open.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 import re
+import tempfile
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 
-from sav_assets.lib.store.compaction import BATCH_COLUMN, COMPACTED, TableLayout, table_layout
+from sav_assets.lib.store.compaction import BATCH_COLUMN, TableLayout, table_layout
 from sav_assets.lib.store.lake import SCHEMA_BATCH, Lake
 from sav_assets.lib.store.sqlfiles import SQL_DIR, literal, literal_list, render, sql_text  # noqa: F401 (sql_text: public here too)
 from sav_assets.lib.store.tables import SCHEMAS
+from sav_assets.lib.util import atomic_copy
 
 DB_NAME = "sav.duckdb"
+# The storage format of sav.duckdb: the oldest DuckDB 2.x can write, readable by every DuckDB >= 1.0.
+STORAGE_VERSION = "v1.0.0"
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
-READ_ONLY_TYPES = {"SELECT", "EXPLAIN"}
+READ_ONLY_TYPES = {"SELECT"}
+_EXPLAIN_WORDS = {"EXPLAIN", "ANALYZE", "ANALYSE", "VERBOSE"}
 
 
 class ReadOnlyViolation(ValueError):
     """An ad hoc statement that would write, copy or otherwise leave the read-only path."""
 
+
+# ---- view SQL ---------------------------------------------------------------------------------
 
 def _in_list(items) -> str:
     return ", ".join(literal(i) for i in items) or "'/'"     # '/' is never a batch folder name
@@ -40,41 +64,35 @@ def _compacted_view_sql(name: str, layout: TableLayout, compacted: str, parts: s
     return render("table_view_compacted.sql", name=name, compacted=compacted, stale_filter=stale, parts=parts)
 
 
-def _local_compacted_view_sql(lake: Lake, name: str, layout: TableLayout) -> str:
+def _file_compacted_view_sql(name: str, layout: TableLayout, path: Callable[[str], str]) -> str:
     schema_part = f"{Lake.table_dir(name)}/{SCHEMA_BATCH}/empty.parquet"
     parts = [schema_part] + [r for r in layout.parts if r != schema_part]
     union = "false" if layout.parts_match_schema else "true"   # unify by name only when a part differs
     return _compacted_view_sql(
-        name, layout, f"read_parquet({literal_list(lake.uri(r) for r in layout.compacted)})",
-        f"read_parquet({literal_list(lake.uri(r) for r in parts)}, union_by_name = {union})")
+        name, layout, f"read_parquet({literal_list(path(r) for r in layout.compacted)})",
+        f"read_parquet({literal_list(path(r) for r in parts)}, union_by_name = {union})")
 
 
-def _db_path(lake: Lake) -> Path | None:
-    """``<root>/sav.duckdb`` for a lake in a local folder; None for one without (S3)."""
-    root = lake.store.local_root
-    return root / DB_NAME if root is not None else None
-
-
-def _create_file_views(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
-    """Views over the Parquet files themselves (a local lake's ``sav.duckdb``)."""
+def _create_file_views(con: duckdb.DuckDBPyConnection, lake: Lake, path: Callable[[str], str]) -> None:
+    """Views over the Parquet files themselves; ``path`` maps a lake-relative key to what the view names."""
     for name in SCHEMAS:
         assert _IDENT.match(name), name
         layout = table_layout(lake, name)
         if layout.is_compacted:
-            con.execute(_local_compacted_view_sql(lake, name, layout))
+            con.execute(_file_compacted_view_sql(name, layout, path))
         else:
-            con.execute(render("table_view.sql", name=name, files=literal(lake.table_glob(name))))
+            con.execute(render("table_view.sql", name=name, files=literal(path(Lake.table_dir(name)) + "/*/*.parquet")))
 
 
 def _register_arrow_tables(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
-    """Each table as pyarrow datasets over the store's filesystem (a lake without a local folder)."""
+    """Each table as pyarrow datasets over the store's filesystem (DuckDB opens no file itself)."""
     import pyarrow.dataset as ds
 
     fs, base = lake.arrow_filesystem()
     for name, schema in SCHEMAS.items():
         layout = table_layout(lake, name)
         if layout.is_compacted:
-            # the compacted files for unchanged batches, the parts for the rest (as the local view does)
+            # the compacted files for unchanged batches, the parts for the rest (as the file views do)
             con.register(f"__compacted_{name}", ds.dataset([f"{base}/{r}" for r in layout.compacted],
                                                            filesystem=fs, format="parquet"))
             con.register(f"__parts_{name}", ds.dataset([f"{base}/{r}" for r in layout.parts],
@@ -86,13 +104,22 @@ def _register_arrow_tables(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
         con.register(name, dataset)
 
 
+# ---- the catalog file -------------------------------------------------------------------------
+
 def ensure_schemas(lake: Lake) -> None:
     for name, schema in SCHEMAS.items():
         lake.ensure_schema(name, schema)
 
 
+def _db_path(lake: Lake) -> Path | None:
+    """``<root>/sav.duckdb`` for a lake in a local folder; None for one without (S3)."""
+    root = lake.store.local_root
+    return root / DB_NAME if root is not None else None
+
+
 @contextlib.contextmanager
 def _lock(path: Path):
+    """Serialises the pipeline's own refreshes (``sav.duckdb.lock``; users never open it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(str(path) + ".lock", "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
@@ -103,69 +130,123 @@ def _lock(path: Path):
 
 
 def refresh_catalog(lake: Lake) -> str | None:
-    """(Re)create the views in ``<root>/sav.duckdb`` (local lakes). Returns the file path.
+    """Write ``<root>/sav.duckdb`` anew with the current views (local lakes). Returns the file path.
 
-    For an S3 lake nothing is written: ``connect`` builds the views in memory each time.
+    Built in a temporary folder (views bound through a link to the root, so they name relative
+    paths whatever the root's name) and copied over the old file atomically: no DuckDB lock on
+    ``sav.duckdb`` is ever taken. For an S3 lake nothing is written: ``connect`` builds the views in
+    memory each time.
     """
     ensure_schemas(lake)
     db = _db_path(lake)
     if db is None:
         return None
-    with _lock(db):
-        con = duckdb.connect(str(db))
+    with _lock(db), tempfile.TemporaryDirectory(prefix="sav-catalog-") as tmp:
+        link = Path(tmp) / "lake"
+        link.symlink_to(db.parent, target_is_directory=True)
+        built = Path(tmp) / DB_NAME
+        con = duckdb.connect(str(built), config={"storage_compatibility_version": STORAGE_VERSION})
         try:
-            _create_file_views(con, lake)
+            con.execute(f"SET file_search_path = {literal(link)}")
+            _create_file_views(con, lake, path=lambda rel: rel)
         finally:
             con.close()
+        atomic_copy(built, db)
     return str(db)
 
 
+# ---- connections ------------------------------------------------------------------------------
+
 def connect(lake: Lake, read_only: bool = True) -> duckdb.DuckDBPyConnection:
-    """A connection with every table view; read-only ones may only read the lake's own files."""
-    db = _db_path(lake)
-    if db is None:
-        con = duckdb.connect(":memory:")
+    """An in-memory connection with every table view, built from the lake as it is now.
+
+    ``read_only=True`` (ad hoc SQL): the sandbox described in the module docstring.
+    ``read_only=False`` (the pipeline's own SQL files): DuckDB's Parquet reader over the files.
+    """
+    con = duckdb.connect(":memory:")
+    if read_only or lake.store.local_root is None:
         _register_arrow_tables(con, lake)
     else:
-        if not db.exists():
-            refresh_catalog(lake)
-        con = duckdb.connect(str(db), read_only=read_only)
-    # Parquet footers are cached per connection (DuckDB re-reads a footer whose file changed).
-    con.execute("SET parquet_metadata_cache = true")
+        ensure_schemas(lake)
+        _create_file_views(con, lake, path=lake.uri)
+        # Parquet footers are cached per connection (DuckDB re-reads a footer whose file changed).
+        con.execute("SET parquet_metadata_cache = true")
     if read_only:
-        if db is not None:
-            con.execute(f"SET allowed_directories = [{literal(lake.uri('tables'))}, "
-                        f"{literal(lake.uri(COMPACTED))}]")
+        # spills go to a private folder DuckDB creates only when needed (not ./.tmp), then lock down
+        spill = os.path.join(tempfile.gettempdir(), f"sav-duckdb-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        con.execute(f"SET temp_directory = {literal(spill)}")
+        con.execute("SET allow_persistent_secrets = false")
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
     return con
 
 
+def _statement_kind(con: duckdb.DuckDBPyConnection, st) -> str:
+    """The statement's type; an ``EXPLAIN [ANALYZE] [(options)]`` gets the type of what it explains."""
+    try:
+        kind = st.type.name
+    except ValueError as e:                  # a statement type the Python enum does not know
+        raise ReadOnlyViolation(f"unknown statement type ({e})") from e
+    if kind != "EXPLAIN":
+        return kind
+    inner = _explained_text(st.query)
+    try:
+        statements = con.extract_statements(inner)
+    except (duckdb.Error, ValueError) as e:
+        raise ReadOnlyViolation(f"could not parse the explained statement: {e}") from e
+    if len(statements) != 1:
+        raise ReadOnlyViolation("EXPLAIN of anything but one statement is refused")
+    return _statement_kind(con, statements[0])
+
+
+def _explained_text(sql: str) -> str:
+    """``sql`` without its leading ``EXPLAIN``, ``ANALYZE`` and ``(options)`` (comments skipped)."""
+    tokens = duckdb.tokenize(sql)
+    bounds = [t[0] for t in tokens] + [len(sql)]
+    depth = 0
+    for i, (start, kind) in enumerate(tokens):
+        text = sql[start:bounds[i + 1]].strip()
+        if kind == duckdb.token_type.comment:
+            continue
+        if kind == duckdb.token_type.operator and text in ("(", ")"):
+            depth += 1 if text == "(" else -1
+            continue
+        if depth or text.upper() in _EXPLAIN_WORDS:
+            continue
+        return sql[start:]
+    return ""
+
+
 def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
+    """Refuse ``sql`` unless every statement in it is a SELECT (or an EXPLAIN of one)."""
     try:
         statements = con.extract_statements(sql)
-    except duckdb.Error as e:
+    except (duckdb.Error, ValueError) as e:
         raise ReadOnlyViolation(f"could not parse SQL: {e}") from e
     if not statements:
         raise ReadOnlyViolation("no SQL statement given")
     for st in statements:
-        kind = str(st.type).rsplit(".", 1)[-1]
+        kind = _statement_kind(con, st)
         if kind not in READ_ONLY_TYPES:
             raise ReadOnlyViolation(
                 f"{kind} statements are refused: ad hoc SQL is read-only (SELECT / EXPLAIN over the views)"
             )
 
 
+def run_read_only(con: duckdb.DuckDBPyConnection, sql: str, params: list | dict | None = None) -> pa.Table:
+    """Check ``sql`` and run it on a read-only ``connect(lake)`` connection; the last result as Arrow."""
+    check_read_only(con, sql)
+    result = None
+    for st in con.extract_statements(sql):
+        result = con.execute(st.query, params) if params else con.sql(st.query)
+    return result.to_arrow_table() if result is not None else pa.table({})
+
+
 def query(lake: Lake, sql: str, params: list | dict | None = None) -> pa.Table:
     """Run read-only SQL over the lake's views and return an Arrow table."""
     con = connect(lake, read_only=True)
     try:
-        check_read_only(con, sql)
-        statements = con.extract_statements(sql)
-        result = None
-        for st in statements:
-            result = con.execute(st.query, params) if params else con.sql(st.query)
-        return result.to_arrow_table() if result is not None else pa.table({})
+        return run_read_only(con, sql, params)
     finally:
         con.close()
 

@@ -123,7 +123,11 @@ def test_compaction_keeps_view_rows_and_writes_sorted_files(tmp_path):
     assert after.column_names == SCHEMAS[T].names
 
     # the view really reads the compacted generation now
-    view_sql = catalog.query(lake, f"select sql from duckdb_views() where view_name = '{T}'")["sql"][0].as_py()
+    con = catalog.connect(lake, read_only=False)           # the file views (ad hoc SQL reads datasets)
+    try:
+        view_sql = con.execute(f"select sql from duckdb_views() where view_name = '{T}'").fetchone()[0]
+    finally:
+        con.close()
     assert f"compacted/{T}/{res.generation}/" in view_sql
 
     # the pointer: the generation, its files, and the version of every source part
@@ -581,9 +585,11 @@ def test_read_only_sql_over_compacted_lake(tmp_path):
         {"n": batches["b1"].num_rows // 2 + batches["b3"].num_rows // 2}]
     assert catalog.query(lake, f"select batch_id, count(*) n from {T} where video_id = ? group by 1 order by 1",
                          ["v1"]).to_pylist() == [{"batch_id": "b1", "n": 18}, {"batch_id": "b3", "n": 18}]
-    # the compacted files are readable directly (they are under an allowed directory)
+    # ad hoc SQL opens no file by path, not even the lake's own: only the views read them
     direct = lake.uri(read_pointer(lake, T)["files"][0])
-    assert catalog.query(lake, f"select count(*) n from read_parquet('{direct}')").to_pylist() == [{"n": res.rows}]
+    assert pq.read_metadata(direct).num_rows == res.rows
+    with pytest.raises(duckdb.PermissionException):
+        catalog.query(lake, f"select count(*) n from read_parquet('{direct}')")
 
     target = tmp_path / "compacted" / "out.parquet"
     for bad in [f"copy {T} to '{target}'", f"copy (select * from {T}) to '{tmp_path}/tables/x.parquet'",
