@@ -60,7 +60,7 @@ def video_ids_unique_across_batches(lake: LakeResource) -> dg.AssetCheckResult:
 
     lk = lake.lake()
     refresh_catalog(lk)
-    con = connect(lk)
+    con = connect(lk, read_only=False)          # our own SQL files: DuckDB reads the Parquet files itself
     try:
         dups = run_sql_file(con, "checks/duplicate_videos.sql").to_pylist()
     finally:
