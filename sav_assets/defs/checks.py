@@ -2,8 +2,13 @@
 
 Blocking checks stop downstream assets in the same run, and downstream automation only proceeds
 when upstream blocking checks passed (AutomationCondition.all_deps_blocking_checks_passed).
+
+An empty result is not green: ``passed_videos_have_masklets`` fails a batch whose videos passed
+quality but gave no masklet (ERROR and blocking; WARN when SAM 2 ran with random weights, with the
+reason in the result's description), and ``masklet_qc_has_masklets`` warns when QC judged nothing.
 """
 
+from collections import Counter
 
 import dagster as dg
 
@@ -97,3 +102,72 @@ def manifest_matches_shards(context: dg.AssetCheckExecutionContext, lake: LakeRe
     problems = verify_manifest(lk, prefix)
     return dg.AssetCheckResult(passed=not problems, metadata={"shards": len(manifest.get("shards", [])),
                                                               "problems": dg.MetadataValue.json(problems[:20])})
+
+
+# An empty result is not green: "tried on three real 720p videos with no checkpoint, the run labeled for
+# 88 minutes, produced 0 masklets and ended with every check passed and QC pass_rate 1.0".
+
+
+def _batch_rows(lk, table: str, batch: str | None) -> list[dict]:
+    from sav_assets.lib.store.tables import SCHEMAS
+
+    return lk.read_table(table, batches=[batch] if batch else None, schema=SCHEMAS[table]).to_pylist()
+
+
+def _videos_passed(lk, batch: str | None) -> int:
+    ok = {r["video_id"] for r in _batch_rows(lk, "videos", batch) if r["status"] == "ok"}
+    return len({r["video_id"] for r in _batch_rows(lk, "video_quality", batch) if r["passed"]} & ok)
+
+
+def masklet_yield_verdict(passed: int, masklets: int, runs: list[dict]) -> tuple[bool, str, str]:
+    """``(passed, severity, description)`` for a batch with ``passed`` videos that passed quality,
+    ``masklets`` masklets of any type and its ``label_runs`` rows: nothing labeled at all is an error;
+    labeled videos without a single masklet are an error too, only a warning with random weights."""
+    if not passed or masklets:
+        return True, "ERROR", f"{masklets} masklets from {passed} videos that passed quality"
+    labeled = [r for r in runs if r["status"] == "labeled"]
+    if not labeled:
+        failed = Counter(r["error_class"] for r in runs if r["status"] == "failed")
+        why = (f"{sum(failed.values())} failed ({', '.join(f'{k}: {n}' for k, n in sorted(failed.items()))})"
+               if failed else "SAM 2 did not run (run_sam2=false) and no SA-V annotations were found")
+        return False, "ERROR", f"{passed} videos passed quality but no video was labeled: {why}; 0 masklets"
+    msg = f"{len(labeled)} of {passed} videos that passed quality were labeled and gave 0 masklets"
+    if all(r["random_weights"] for r in labeled):
+        return False, "WARN", (msg + ": SAM 2 ran with random weights (no SAV_SAM2_CHECKPOINT), which find "
+                               "nothing on real videos; set a checkpoint to get masks")
+    return False, "ERROR", msg + " (model " + ", ".join(sorted({str(r['model_name']) for r in labeled})) + ")"
+
+
+@dg.asset_check(asset="masklets", name="passed_videos_have_masklets", blocking=True,
+                description="The videos of the batch that passed quality gave at least one masklet. A batch "
+                            "with none fails: ERROR (blocking) when no video was labeled or a real checkpoint "
+                            "found nothing; WARN when SAM 2 ran with random weights (the reason is in the "
+                            "result's description).")
+def passed_videos_have_masklets(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
+    lk = lake.lake()
+    batch = context.partition_key if context.has_partition_key else None
+    passed = _videos_passed(lk, batch)
+    runs = _batch_rows(lk, "label_runs", batch)
+    n = len(_batch_rows(lk, "masklets", batch))
+    ok, severity, why = masklet_yield_verdict(passed, n, runs)
+    labeled = [r for r in runs if r["status"] == "labeled"]
+    return dg.AssetCheckResult(passed=ok, severity=dg.AssetCheckSeverity[severity], description=why, metadata={
+        "videos_passed_quality": passed, "videos_labeled": len(labeled), "masklets": n,
+        "videos_failed": sum(r["status"] == "failed" for r in runs),
+        "random_weights": bool(labeled) and all(r["random_weights"] for r in labeled)})
+
+
+@dg.asset_check(asset="masklet_qc", name="masklet_qc_has_masklets",
+                description="QC judged at least one masklet when videos passed quality: a pass rate over zero "
+                            "masklets is not a pass (WARN).")
+def masklet_qc_has_masklets(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
+    lk = lake.lake()
+    batch = context.partition_key if context.has_partition_key else None
+    passed = _videos_passed(lk, batch)
+    checked = len(_batch_rows(lk, "masklet_qc", batch))
+    n = len(_batch_rows(lk, "masklets", batch))
+    ok = checked > 0 or passed == 0
+    why = (f"{checked} masklets judged" if checked else
+           f"no masklets: QC judged nothing for {passed} videos that passed quality; its pass rate means nothing")
+    return dg.AssetCheckResult(passed=ok, severity=dg.AssetCheckSeverity.WARN, description=why,
+                               metadata={"masklets_checked": checked, "masklets": n, "videos_passed_quality": passed})

@@ -84,7 +84,7 @@ def masklet_qc(context: dg.AssetExecutionContext, config: QCConfig, lake: LakeRe
         "masklets_checked": len(rows),
         "masklets_passed": len(rows) - len(failing),
         "masklets_failed": len(failing),
-        "pass_rate": round((len(rows) - len(failing)) / len(rows), 4) if rows else 1.0,
+        "pass_rate": round((len(rows) - len(failing)) / len(rows), 4) if rows else "no masklets",
         "failures_by_reason": counts_md(dict(Counter(c for r in failing for c in r["reasons"])), "reason", "masklets"),
         "review_export": dg.MetadataValue.path(lk.uri(review_rel)),
     })
