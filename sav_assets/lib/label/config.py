@@ -56,7 +56,8 @@ class LabelingFailed(VideoError):
     """Labeling a video failed: ``LabelingFailed(error_class, message)`` with a class from the one
     vocabulary of :mod:`sav_assets.lib.video.errors` (the decoder's own classes such as
     ``decode_error`` / ``decoder_timeout`` / ``decoder_crash``, or ``empty_video``, ``bad_prompt``,
-    ``oom``, ``internal_error``); it lands in ``label_runs.error_class``."""
+    ``oom``, ``unreadable``); it lands in ``label_runs.error_class``. Any other exception while labeling
+    is a bug and is raised as it is, never wrapped into one of these."""
 
 
 @dataclass
