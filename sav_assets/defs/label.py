@@ -50,6 +50,8 @@ class LabelingConfig(dg.Config):
     decode_timeout_s: float = lib_field(L, "decode_timeout_s", "per chunk, isolated decoding only")
     prefetch: bool = lib_field(L, "prefetch", "decode the next chunk while the current one is tracked")
     overlay_width: int = lib_field(L, "overlay_width", "sample overlay PNG width (0: no overlay)")
+    import_max_masklets: int = lib_field(L, "import_max_masklets", "an SA-V file with more masklets is refused")
+    import_max_frames: int = lib_field(L, "import_max_frames", "an SA-V file with more annotated frames is refused")
     prompts_uri: str | None = Field(default=None, description="JSONL/CSV/JSON of point/box prompts; unset: "
                                        "the source resource's (SAV_PROMPTS_URI), else none")
     annotation_prefix: str | None = Field(default=None, description="also look for <video_id>_manual.json "
@@ -157,6 +159,8 @@ def _summary_metadata(summary) -> dict:
         "model": summary.model_name or "",
         "random_weights": bool(summary.random_weights),
     }
+    if summary.warnings:
+        md["annotation_warnings"] = dg.MetadataValue.md("\n".join(f"- {w}" for w in summary.warnings))
     if summary.failed:
         md["failures"] = dg.MetadataValue.md("\n".join(f"- `{k}`: {v}" for k, v in summary.failed.items()))
     if summary.overlay_png:

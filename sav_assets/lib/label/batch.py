@@ -12,6 +12,10 @@ offloading retry) and ``unreadable`` when the video is gone from the source sinc
 other exception is a bug in our code (or in the model stack) and is raised: it would fail every
 video the same way, so the step fails instead of ending green with a row per video. Videos finished
 before it keep their committed parts; a re-run skips them.
+
+Imported SA-V files are checked against the probed video (frame size, frame count) and bounded
+(``import_max_masklets`` / ``import_max_frames``) before any mask is parsed; a refused file is a
+``bad_annotation`` row of ``label_runs`` (:func:`import_annotations`).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ class BatchLabelSummary:
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     imported: dict[str, list[str]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)     # annotation files that name another video_id
     masklets_by_type: dict[str, int] = field(default_factory=dict)
     frames_labeled: int = 0
     seconds: float = 0.0
@@ -83,27 +88,48 @@ def _write_video_parts(lake: Lake, batch_id: str, video_id: str, kind: str, mask
         lake.write_part("label_runs", batch_id, part, to_table([run_row], LABEL_RUNS))
 
 
-def import_annotations(lake: Lake, batch_id: str, video: dict, annotation_uris: dict[str, str],
-                       summary: BatchLabelSummary, log: Callable[[str], None],
-                       opener: SourceOpener | None = None) -> None:
-    """Import ``<video_id>_manual.json`` / ``_auto.json`` with RLEs unchanged."""
+def _read_annotation(uri: str, video: dict, opener: SourceOpener, cfg) -> tuple[dict, list[dict], list[dict]]:
+    """Read and check one SA-V file against its (probed) video; raises ``SavFormatError`` / ``ValueError``
+    (not JSON, not SA-V, not this video, over the caps), ``RecursionError`` (absurd nesting) or ``OSError``."""
+    from sav_assets.lib.label.config import LabelerConfig
     from sav_assets.lib.sav.annotations import import_sav
 
+    cfg = cfg or LabelerConfig()
+    with opener.local_path(uri) as path, open(path, "rb") as fh:
+        doc = json.loads(fh.read())
+    n_ann = len(doc["masklet"]) if isinstance(doc, dict) and isinstance(doc.get("masklet"), list) else -1
+    grid = annotation_grid(int(video.get("video_frame_count") or 0), float(video.get("video_fps") or 0))
+    kw = {"frame_indices": grid} if len(grid) == n_ann else {"frame_step": 4}
+    return import_sav(doc, source_uri=uri, video=video, max_masklets=cfg.import_max_masklets,
+                      max_frames=cfg.import_max_frames, **kw)
+
+
+def import_annotations(lake: Lake, batch_id: str, video: dict, annotation_uris: dict[str, str],
+                       summary: BatchLabelSummary, log: Callable[[str], None],
+                       opener: SourceOpener | None = None, cfg=None) -> None:
+    """Import ``<video_id>_manual.json`` / ``_auto.json`` with RLEs unchanged, checked against the video.
+
+    A file that is not JSON / SA-V, whose frame size or frame count is not the probed video's, or that
+    holds more masklets or annotated frames than ``cfg.import_max_masklets`` / ``import_max_frames``
+    is refused: a ``label_runs`` row ``bad_annotation`` (part ``<video_id>.import_<kind>``), nothing
+    of it imported. A ``video_id`` in the file other than the matched video's is a warning
+    (``summary.warnings``); the rows and every export carry the pipeline's id."""
     vid = video["video_id"]
     all_m, all_f, headers = [], [], []
     for kind, uri in sorted(annotation_uris.items()):
         try:
-            with (opener or SourceOpener()).local_path(uri) as path:
-                doc = json.loads(open(path, "rb").read())
-            n_ann = len(doc.get("masklet") or [])
-            grid = annotation_grid(int(video.get("video_frame_count") or 0), float(video.get("video_fps") or 0))
-            kw = {"frame_indices": grid} if len(grid) == n_ann else {"frame_step": 4}
-            header, m, f = import_sav(doc, source_uri=uri, **kw)
-        except Exception as e:
-            summary.failed[f"{vid}:{kind}"] = f"{BAD_ANNOTATION}: {e}"
-            log(f"{vid}: could not import {uri}: {e}")
-            _record_failure(lake, batch_id, vid, f"import_{kind}", BAD_ANNOTATION, str(e))
+            header, m, f = _read_annotation(uri, video, opener or SourceOpener(), cfg)
+        except (ValueError, RecursionError, OSError) as e:   # the file's fault: a row, the batch goes on
+            msg = f"{uri}: {e}" if isinstance(e, (ValueError, RecursionError)) else f"{type(e).__name__}: {e}"
+            summary.failed[f"{vid}:{kind}"] = f"{BAD_ANNOTATION}: {msg}"
+            log(f"{vid}: {kind} annotation refused ({BAD_ANNOTATION}): {msg}")
+            _record_failure(lake, batch_id, vid, f"import_{kind}", BAD_ANNOTATION, msg)
             continue
+        if header["video_id"] != vid:
+            warning = (f"{uri}: the file says video_id {header['video_id']!r}, imported as the matched video "
+                       f"{vid!r}")[:500]
+            summary.warnings.append(warning)
+            log(f"{vid}: {warning}")
         for r in m:
             r["video_id"] = vid
         for r in f:
@@ -117,6 +143,8 @@ def import_annotations(lake: Lake, batch_id: str, video: dict, annotation_uris: 
     if headers:
         _write_video_parts(lake, batch_id, vid, "import", all_m, all_f, None)
         lake.write_part("sav_annotations", batch_id, vid, to_table(headers, SAV_ANNOTATIONS))
+        for kind in summary.imported[vid]:   # a file refused by an earlier run and imported now: its failure row goes
+            lake.delete(f"{Lake.table_dir('label_runs')}/{batch_id}/{_part(vid, 'import_' + kind)}.parquet")
 
 
 def _record_failure(lake: Lake, batch_id: str, video_id: str, kind: str, error_class: str, message: str,
@@ -164,7 +192,7 @@ def label_batch(lake: Lake, batch_id: str, videos: list[dict], annotations: dict
         if progress:
             progress(i, len(videos), vid)
         if annotations.get(vid):
-            import_annotations(lake, batch_id, video, annotations[vid], summary, log, opener)
+            import_annotations(lake, batch_id, video, annotations[vid], summary, log, opener, cfg)
         if not run_sam2:
             continue
         if loaded is None:

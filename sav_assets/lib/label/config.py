@@ -42,6 +42,9 @@ class LabelerConfig:
     decode_timeout_s: float = 300.0      # per chunk, isolated decoding only
     prefetch: bool = True                # decode the next chunk while the current one is tracked
     overlay_width: int = 512             # sample overlay PNG width (0 = no overlay)
+    # SA-V annotation import: what one file may add (SA-V: a few dozen masklets, <= ~2 min at 6 fps)
+    import_max_masklets: int = 256       # masklets per video in one _manual/_auto.json
+    import_max_frames: int = 1800        # annotated frames per masklet (5 min at 6 fps)
 
 
 # fields that change the labels (the others only change speed / memory); they enter label_key

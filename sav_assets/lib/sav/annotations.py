@@ -7,6 +7,8 @@ text is byte-identical. Three things make that work:
 
 * ``sav_annotations.header_json`` keeps every top-level key that is not a per-masklet list
   (``video_id``, ``video_duration``, ..., ``video_split``, ``masklet_num``) verbatim, in order;
+  on export ``video_id`` is the row's (the pipeline's id for the matched video, which a file's own
+  ``video_id`` never replaces: it may be anything, even a path);
 * ``masklets.sav_fields_json`` keeps the masklet's own per-masklet values verbatim (for an auto file
   that includes its column of ``masklet_stability_score``, a list over annotated frames);
 * ``masklet_frames`` keeps each RLE's ``counts`` string and ``size`` unchanged.
@@ -158,20 +160,30 @@ def import_sav(
     frame_step: int | None = None,
     frame_indices: list[int] | None = None,
     masklet_type: str | None = None,
+    video: dict | None = None,
+    max_masklets: int | None = None,
+    max_frames: int | None = None,
 ) -> tuple[dict, list[dict], list[dict]]:
     """One SA-V annotation document to (``sav_annotations`` row, ``masklets`` rows, ``masklet_frames`` rows).
 
     Rows carry the table columns except ``batch_id`` and the timestamps (the caller adds those).
     ``frame_idx`` of annotated frame ``k`` is ``frame_indices[k]``, else ``k * frame_step``, else
     ``k * 4`` (SA-V: 24 fps videos annotated at 6 fps). ``masklet_type`` is only a fallback for
-    the file kind when the document has no masklets to take it from.
+    the file kind when the document has no masklets to take it from. ``video`` (a probed ``videos``
+    row) makes the frame size and frame count checked against the video; ``max_masklets`` /
+    ``max_frames`` cap what one file may add. Both are checked before any RLE is parsed.
     """
     video_id, h, w = validate.read_header(doc)
+    validate.bounds(doc, max_masklets, max_frames)
+    if video is not None:
+        validate.frame_size_matches(h, w, video)
     mids = validate.masklet_ids(doc)
     n = len(mids)
     frames = validate.masklet_grid(doc, n)
     nf = len(frames)
     fidx = _frame_indices(nf, frame_step, frame_indices)
+    if video is not None:
+        validate.frames_within_video(fidx, video, frame_step or SAV_FRAME_STEP)
     header, per_keys = _split_top_level(doc)
     validate.per_masklet_lists(doc, per_keys, n)
     stab_by_frame = validate.stability_by_frame(doc, per_keys, n, nf)
@@ -229,7 +241,10 @@ def _export_header(header_row: dict | None, video: dict | None) -> dict:
     """The document's top-level values: the imported header verbatim, else from a ``videos`` row
     (SA-V stores its numbers as floats)."""
     if header_row is not None:
-        return json.loads(header_row["header_json"])
+        header = json.loads(header_row["header_json"])
+        if header_row.get("video_id") and "video_id" in header:   # the pipeline's id, never the file's
+            header["video_id"] = header_row["video_id"]
+        return header
     if video is None:
         raise ValueError("export_sav needs the imported header_row or a videos row (video=...)")
     hh, ww = int(video["video_height"]), int(video["video_width"])

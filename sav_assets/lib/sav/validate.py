@@ -1,14 +1,18 @@
 """Validation of an SA-V annotation document, one named step per part, each with located messages.
 
 :func:`sav_assets.lib.sav.annotations.import_sav` runs these steps in this order: :func:`read_header`
-(required keys, ``video_id``, frame size) -> :func:`masklet_ids` -> :func:`masklet_grid` (the
+(required keys, ``video_id``, frame size) -> :func:`bounds` (masklet and frame counts against the
+caps) -> :func:`frame_size_matches` (against the probed video, when given) -> :func:`masklet_ids` ->
+:func:`masklet_grid` (the
 ``masklet`` list is ``[annotated frame][object]``, not ragged) -> :func:`per_masklet_lists` (every
 per-masklet list has one entry per masklet) -> :func:`stability_by_frame` -> :func:`check_rles` (every
 RLE against the frame size) -> :func:`file_kind`. A bad document raises :class:`SavFormatError` (a
 ``ValueError``) naming the key, frame and object (``RLE size at masklet[3][1] is ...``), before
 anything is decoded: RLE counts are parsed with :func:`sav_assets.lib.sav.rle.parse_counts` and their
 runs checked against ``video_height x video_width`` here, because pycocotools' decoder does not
-bounds-check and would write past its buffer on a corrupt string.
+bounds-check and would write past its buffer on a corrupt string. With the video given, the annotated
+frames must also land inside it (:func:`frames_within_video`, after the grid). The cheap checks come
+first, so an oversized or mismatched file is refused before any RLE is parsed.
 """
 
 from __future__ import annotations
@@ -58,6 +62,39 @@ def read_header(doc: Any) -> tuple[str, int, int]:
     if not isinstance(video_id, str) or not video_id:
         raise SavFormatError(f"video_id is {video_id!r}, expected a non-empty string")
     return video_id, _int_dim(doc, "video_height"), _int_dim(doc, "video_width")
+
+
+def bounds(doc: dict, max_masklets: int | None, max_frames: int | None) -> None:
+    """What one file may add, counted before anything is parsed: at most ``max_masklets`` masklets
+    and ``max_frames`` annotated frames (per masklet). The caps are the labeling settings
+    ``import_max_masklets`` / ``import_max_frames``, named in the message."""
+    n = len(doc["masklet_id"]) if isinstance(doc["masklet_id"], list) else 0
+    nf = len(doc["masklet"]) if isinstance(doc["masklet"], list) else 0
+    if max_masklets is not None and n > max_masklets:
+        raise SavFormatError(f"the file has {n} masklets; at most {max_masklets} per video are imported "
+                             f"(setting import_max_masklets)")
+    if max_frames is not None and nf > max_frames:
+        raise SavFormatError(f"the file has {nf} annotated frames per masklet; at most {max_frames} are "
+                             f"imported (setting import_max_frames)")
+
+
+def frame_size_matches(h: int, w: int, video: dict) -> None:
+    """The document's ``video_height x video_width`` is the probed video's displayed size."""
+    vh, vw = video.get("video_height"), video.get("video_width")
+    if not vh or not vw:
+        raise SavFormatError(f"the video {video.get('video_id')!r} has no probed frame size to check the file against")
+    if (h, w) != (int(vh), int(vw)):
+        raise SavFormatError(f"the file's masks are {h}x{w} (video_height x video_width) but the video "
+                             f"{video.get('video_id')!r} is {int(vh)}x{int(vw)}")
+
+
+def frames_within_video(fidx: list[int], video: dict, step: int) -> None:
+    """The annotated frames land inside the video (one annotation ``step`` of slack for a frame
+    count that the container rounds)."""
+    frame_count = int(video.get("video_frame_count") or 0)
+    if frame_count and fidx and fidx[-1] >= frame_count + step:
+        raise SavFormatError(f"the file has {len(fidx)} annotated frames; the last maps to video frame "
+                             f"{fidx[-1]} but the video {video.get('video_id')!r} has {frame_count} frames")
 
 
 def masklet_ids(doc: dict) -> list[int]:

@@ -78,14 +78,39 @@ def test_round_trip_through_arrow_tables(sample, imported, kind):
 
 
 def test_export_uses_rows_video_id_not_the_documents(sample, imported):
-    """The pipeline renames rows to its own video id; the header keeps the file's verbatim."""
+    """The pipeline renames rows to its own video id; the exported header carries that id (in the
+    file's key order), never the file's own ``video_id`` (which may be anything, even a path)."""
     text = sample["manual"][0]
     header, masklets, frames = imported["manual"]
     def ren(rows):
         return [{**r, "video_id": "vid-123"} for r in rows]
     other = [{**f, "video_id": "someone-else", "counts": "bogus"} for f in frames]
     out = export_sav({**header, "video_id": "vid-123"}, ren(masklets), ren(frames) + other, masklet_type="manual")
-    assert dumps_sav(out) == text
+    assert out["video_id"] == "vid-123" and list(out) == list(json.loads(text))
+    assert dumps_sav(out) == text.replace('"video_id": "sav_000001"', '"video_id": "vid-123"', 1)
+
+
+def _video(h=848, w=480, frames=483, vid="sav_000001"):
+    return {"video_id": vid, "video_height": h, "video_width": w, "video_frame_count": frames, "video_fps": 24.0}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_import_checked_against_the_probed_video(sample, kind):
+    _, doc, uri = sample[kind]
+    h, m, f = import_sav(doc, source_uri=uri, video=_video(), max_masklets=256, max_frames=1800)
+    assert h["video_id"] == "sav_000001" and len(m) == len(doc["masklet_id"]) and len(f) == len(m) * len(doc["masklet"])
+    with pytest.raises(SavFormatError, match=r"masks are 848x480 .* but the video 'sav_000001' is 480x848"):
+        import_sav(doc, source_uri=uri, video=_video(h=480, w=848))
+    with pytest.raises(SavFormatError, match=r"121 annotated frames; the last maps to video frame 480 but .* 100 frames"):
+        import_sav(doc, source_uri=uri, video=_video(frames=100))
+    import_sav(doc, source_uri=uri, video=_video(frames=478))   # one annotation step of slack
+    n = len(doc["masklet_id"])
+    with pytest.raises(SavFormatError, match=rf"{n} masklets; at most {n - 1} .*import_max_masklets"):
+        import_sav(doc, source_uri=uri, max_masklets=n - 1)
+    with pytest.raises(SavFormatError, match=r"121 annotated frames per masklet; at most 120 .*import_max_frames"):
+        import_sav(doc, source_uri=uri, max_frames=120)
+    with pytest.raises(SavFormatError, match="no probed frame size"):
+        import_sav(doc, source_uri=uri, video={"video_id": "x"})
 
 
 @pytest.mark.parametrize("kind", KINDS)
