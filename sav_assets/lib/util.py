@@ -33,11 +33,19 @@ def sha256_json(obj: Any) -> str:
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = _CHUNK) -> str:
+    return sha256_file_size(path, chunk)[0]
+
+
+def sha256_file_size(path: str | os.PathLike, chunk: int = _CHUNK) -> tuple[str, int]:
+    """``(SHA-256, byte count)`` of one read of a file: both describe the same bytes, even if the file
+    changes meanwhile (a ``stat`` before or after could see another size)."""
     h = hashlib.sha256()
+    n = 0
     with open(path, "rb") as fh:
         while block := fh.read(chunk):
             h.update(block)
-    return h.hexdigest()
+            n += len(block)
+    return h.hexdigest(), n
 
 
 def _create_temp_beside(path: Path) -> str:

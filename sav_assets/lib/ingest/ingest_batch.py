@@ -2,7 +2,10 @@
 
 Every object of the batch gets a ``source_objects`` row with its disposition; every video file gets
 exactly one ``videos`` row (``ok`` or ``quarantined`` with an error class), unless the same content
-was already ingested (then it is recorded as ``duplicate_content`` and points at the first video).
+was already ingested (then it is recorded as ``duplicate_content`` and points at the first video), or
+it is no longer the version the batch claimed once it has been read and probed (``changed``: a file
+still being copied in; its final version is a new object for a later batch, never a ``truncated``
+video now and the same video again later). ``bytes`` and ``content_sha256`` come from one read.
 Nothing here raises for bad input: an object that vanished or cannot be read (``OSError``, which
 both store backends raise for a missing or forbidden object) is an ``unreadable`` row, and a file the
 decoder rejects is a quarantined video. Anything else raises and fails the step: a bug in our code
@@ -21,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from sav_assets.lib.store.source import Source, SourceObject
-from sav_assets.lib.util import sha256_file, sha256_text
+from sav_assets.lib.util import sha256_file_size, sha256_text
 from sav_assets.lib.video.probe import ProbeLimits, is_video_name, probe_file
 
 SAV_NAME = re.compile(r"^sav_\d+$")
@@ -85,7 +88,7 @@ def ingest_batch(source: Source, manifest: dict, batch_id: str, prior_videos: li
 
     objects_rows: list[dict] = []
     counts = {"objects": len(objs), "videos_ok": 0, "videos_quarantined": 0, "duplicate_content": 0,
-              "non_video": 0, "sidecar": 0, "annotation": 0, "unreadable": 0}
+              "non_video": 0, "sidecar": 0, "annotation": 0, "unreadable": 0, "changed": 0}
 
     def base_row(o: SourceObject, disposition: str, **kw) -> dict:
         return {"batch_id": batch_id, "source_uri": o.uri, "source_key": o.key, "source_version": o.version,
@@ -100,14 +103,15 @@ def ingest_batch(source: Source, manifest: dict, batch_id: str, prior_videos: li
             counts[kind] += 1
             objects_rows.append(base_row(o, kind))
 
-    def handle(o: SourceObject) -> tuple[SourceObject, dict | None, str | None, Exception | None]:
+    def handle(o: SourceObject) -> tuple[SourceObject, dict | None, str | None, Exception | str | None]:
         try:
             with source.local_path(o.key) as path:
-                sha = sha256_file(path)
-                if sha in by_sha:
-                    return o, None, sha, None
-                res = probe_file(path, limits)
-                return o, res.as_row(), sha, None
+                sha, nbytes = sha256_file_size(path)
+                res = None if sha in by_sha else probe_file(path, limits)
+            changed = _changed_since_claimed(source, o, nbytes)
+            if changed:
+                return o, None, None, changed
+            return o, res.as_row() if res else None, sha, None
         except OSError as e:  # the object vanished or cannot be read (the store's contract): a row
             return o, None, None, e
 
@@ -117,6 +121,11 @@ def ingest_batch(source: Source, manifest: dict, batch_id: str, prior_videos: li
         results = list(pool.map(handle, video_objs))
     for i, (o, probe, sha, err) in enumerate(results, 1):
         log(f"[{i}/{len(results)}] {o.key}")
+        if isinstance(err, str):   # still being written: its final version is a new object for a later batch
+            log(f"[{i}/{len(results)}] {o.key}: {err}; left for a later batch")
+            counts["changed"] += 1
+            objects_rows.append(base_row(o, "changed", duplicate_of=None, video_id=None, content_sha256=None))
+            continue
         if err is not None:
             log(f"[{i}/{len(results)}] {o.key}: unreadable ({type(err).__name__}: {err})")
             counts["unreadable"] += 1
@@ -144,6 +153,19 @@ def ingest_batch(source: Source, manifest: dict, batch_id: str, prior_videos: li
         counts["videos_ok" if row["status"] == "ok" else "videos_quarantined"] += 1
         objects_rows.append(base_row(o, "video", content_sha256=sha, video_id=vid))
     return IngestResult(videos=videos, objects=objects_rows, counts=counts)
+
+
+def _changed_since_claimed(source: Source, o: SourceObject, nbytes: int) -> str | None:
+    """Why the object is no longer the version the batch claimed (read ``nbytes``, then probed), or None.
+
+    A file still being copied in grows while it is hashed and probed; recording it would give a
+    ``truncated`` video now and the same video again once complete."""
+    if nbytes != o.size:
+        return f"changed since it was claimed: {nbytes} bytes read, {o.size} listed"
+    version = source.store.info(o.key).version
+    if version != o.version:
+        return f"changed while it was read: version {version}, {o.version} claimed"
+    return None
 
 
 def _read_sidecar(source: Source, o: SourceObject, keys: set[str]) -> dict | None:

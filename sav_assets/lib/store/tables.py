@@ -40,7 +40,7 @@ SOURCE_OBJECTS = pa.schema([
     ("source_version", pa.string()),  # ETag on S3, size+mtime locally
     ("bytes", pa.int64()),
     ("content_sha256", pa.string()),
-    ("disposition", pa.string()),     # video | duplicate_content | non_video | sidecar | annotation
+    ("disposition", pa.string()),     # video | duplicate_content | non_video | sidecar | annotation | unreadable | changed
     ("video_id", pa.string()),
     ("duplicate_of", pa.string()),
     ("seen_at", TS),
