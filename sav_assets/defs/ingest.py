@@ -9,6 +9,7 @@ import json
 from collections import Counter
 
 import dagster as dg
+from pydantic import Field
 
 from sav_assets.defs.metadata import counts_md, refresh_views, table_metadata
 from sav_assets.defs.partitions import batches, other_batches
@@ -30,6 +31,8 @@ class IngestConfig(dg.Config):
                                        "process (decoder_timeout)")
     probe_memory_mb: int = lib_field(ProbeLimits, "memory_mb", "address-space limit of the probe process, MB")
     workers: int = lib_field(ingest_batch, "workers", "videos probed in parallel")
+    batch_plan: str = Field(default="", description="the batch plan (JSON) this run claims, set by the schedule "
+                                                    "or sensor that requested it; empty: the batch's manifest in the lake")
 
     def probe_limits(self) -> ProbeLimits:
         return to_lib(ProbeLimits, self, timeout_s="probe_timeout_s", memory_mb="probe_memory_mb")
@@ -44,16 +47,18 @@ class IngestConfig(dg.Config):
 )
 def raw_videos(context: dg.AssetExecutionContext, config: IngestConfig, lake: LakeResource,
                source: SourceResource) -> dg.MaterializeResult:
-    from sav_assets.lib.ingest.batches import read_manifest
+    from sav_assets.defs.automation import claim_run_batch
+    from sav_assets.lib.ingest.batches import claim_contents
     from sav_assets.lib.store.tables import SOURCE_OBJECTS, VIDEOS, to_table
 
     batch_id = context.partition_key
     lk = lake.lake()
-    manifest = read_manifest(lk, batch_id)
+    manifest = claim_run_batch(context, lk, config.batch_plan)     # the run's first step: claim the batch
     src = source.source(manifest.get("source_uri"))
     prior = lk.read_table("videos", batches=other_batches(lk, "videos", batch_id), schema=VIDEOS).to_pylist()
     res = ingest_batch(src, manifest, batch_id, prior, config.probe_limits(), workers=config.workers,
                        log=context.log.info)
+    res = claim_contents(lk, batch_id, res)     # content another batch claimed first: duplicate_content
     videos = to_table(res.videos, VIDEOS)
     uri = lk.replace_batch("videos", batch_id, videos)
     lk.replace_batch("source_objects", batch_id, to_table(res.objects, SOURCE_OBJECTS))

@@ -9,12 +9,12 @@ import dagster as dg
 import pytest
 
 from sav_assets.defs.analytics import CompactionConfig, compacted_tables, dataset_statistics
-from sav_assets.defs.automation import plan_request
 from sav_assets.defs.dataset import ShardsConfig, SplitsConfig, eval_layout, splits, training_shards
 from sav_assets.defs.ingest import IngestConfig, QualityConfig, raw_videos, video_quality
 from sav_assets.defs.label import LabelingConfig, masklets, sav_export
 from sav_assets.defs.partitions import batches
 from sav_assets.defs.qc import QCConfig, masklet_qc
+from sav_assets.lib.ingest.batches import claim_batch, plan_batch
 from sav_assets.resources import LakeResource, SAM2Resource, SourceResource
 
 # thresholds opened for 2 s, 320x240 demo videos
@@ -30,7 +30,8 @@ class TinyLake:
         self.instance = instance
         self.lake_res = LakeResource(root=str(self.root))
         self.source_res = SourceResource(uri=str(self.src), settle_seconds=0)
-        self.batch_id, _msg = plan_request(self.lake_res, self.source_res, _Log())
+        plan = plan_batch(self.source_res.source(), self.lake_res.lake(), settle_seconds=0)
+        self.batch_id = claim_batch(self.lake_res.lake(), plan.manifest()).batch_id
         instance.add_dynamic_partitions(batches.name, [self.batch_id])
         self.lake = self.lake_res.lake()
         self.results: dict[str, dg.MaterializeResult] = {}
@@ -49,11 +50,6 @@ class TinyLake:
     def md(self, asset_name: str) -> dict:
         """The metadata of an asset's result, values unwrapped (MetadataValue.value), by key."""
         return {k: getattr(v, "value", v) for k, v in (self.results[asset_name].metadata or {}).items()}
-
-
-class _Log:
-    def info(self, msg):
-        pass
 
 
 @pytest.fixture(scope="session")

@@ -43,6 +43,7 @@ KEYWORDS = [
 OWN = {
     (LabelingConfig, "prompts_uri"), (LabelingConfig, "annotation_prefix"), (LabelingConfig, "max_videos"),
     (CompactionConfig, "tables"), (CompactionConfig, "min_new_parts"),  # the pipeline's policy, not compact_table's
+    (IngestConfig, "batch_plan"),   # the plan a schedule/sensor request carries to the run that claims it
 }
 
 

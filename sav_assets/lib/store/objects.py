@@ -14,6 +14,10 @@ Contract, the same for both backends (``tests/lib/store/test_objects.py`` runs o
   backends, so callers can tell "this object" from "the store is down" without knowing which it is.
 - ``put``/``put_file`` are atomic: locally a temporary file beside the target is renamed over it (so a
   reader sees the old file or the new one), on S3 one PUT replaces the object.
+- ``put_if_absent`` is a conditional create that only one writer can win (what batch claims rest on):
+  locally a complete temporary file is hard-linked to the key (``link`` fails if the key exists, like
+  ``O_EXCL``, and a reader never sees a half-written object), on S3 one PUT with ``If-None-Match: *``
+  (HTTP 412 for every writer but the first). It returns whether this call created the object.
 - Listings are sorted by key and skip our own temporary files (``.<name>.*.tmp``) and symbolic links
   (never followed out of the root). An object's *version* is ``<size>:<mtime_ns>`` locally and its
   ETag on S3; :meth:`signatures` gives ``<size>:<mtime_ns>`` / ``<size>:<ETag>``. Both change when an
@@ -40,6 +44,7 @@ import errno
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -139,6 +144,7 @@ class ObjectStore(Protocol):
     def info(self, key: str) -> ObjectInfo: ...
     def head_metadata(self, key: str) -> dict: ...
     def put(self, key: str, data: bytes, content_type: str | None = None) -> str: ...
+    def put_if_absent(self, key: str, data: bytes, content_type: str | None = None) -> bool: ...
     def put_file(self, key: str, local_path: str | os.PathLike) -> str: ...
     def staging_path(self, key: str, work_dir: str | os.PathLike) -> str: ...
     def move_file(self, key: str, local_path: str | os.PathLike) -> str: ...
@@ -249,6 +255,19 @@ class LocalStore(_StoreBase):
 
     def put(self, key: str, data: bytes, content_type: str | None = None) -> str:
         return str(atomic_write_bytes(self._path(key), data))
+
+    def put_if_absent(self, key: str, data: bytes, content_type: str | None = None) -> bool:
+        """Create the object unless it exists: a finished temporary file hard-linked to the key."""
+        target = self._path(key)
+        tmp = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
+        atomic_write_bytes(tmp, data)
+        try:
+            os.link(tmp, target)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def put_file(self, key: str, local_path: str | os.PathLike) -> str:
         return str(atomic_copy(local_path, self._path(key)))
@@ -370,6 +389,24 @@ class S3Store(_StoreBase):
         extra = {"ContentType": content_type} if content_type else {}
         self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **extra)
         return self.uri(self._rel(key))
+
+    def put_if_absent(self, key: str, data: bytes, content_type: str | None = None) -> bool:
+        """Create the object unless it exists: one PUT with ``If-None-Match: *``. S3 answers 412 when
+        the object exists, and 409 while a concurrent conditional write to the key is in flight (that
+        one may still fail): then ask again."""
+        extra = {"ContentType": content_type} if content_type else {}
+        for attempt in range(8):
+            try:
+                self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*", **extra)
+                return True
+            except self.client.exceptions.ClientError as e:
+                code = e.response.get("Error", {}).get("Code")
+                if code == "PreconditionFailed":
+                    return False
+                if code != "ConditionalRequestConflict" or attempt == 7:
+                    raise
+                time.sleep(0.05 * 2 ** attempt)
+        return False    # not reached
 
     def put_file(self, key: str, local_path: str | os.PathLike) -> str:
         self.client.upload_file(str(local_path), self.bucket, self._key(key))

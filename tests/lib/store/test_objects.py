@@ -207,3 +207,25 @@ def test_open_store_and_object_uris(tmp_path):
         split_object_uri("s3://bucket-only/")
     s, key = store_for_object(str(tmp_path / "in" / "v.mp4"))
     assert isinstance(s, LocalStore) and s.uri(key) == str(tmp_path / "in" / "v.mp4")
+
+
+def test_put_if_absent_only_the_first_writer_wins(store):
+    """The conditional create that batch claims rest on: O_EXCL-like locally, ``If-None-Match: *`` on S3."""
+    assert store.put_if_absent("claims/a.json", b'{"batch_id": "first"}') is True
+    assert store.put_if_absent("claims/a.json", b'{"batch_id": "second"}') is False
+    assert store.get("claims/a.json") == b'{"batch_id": "first"}'       # the loser changed nothing
+    assert store.list("claims") == ["claims/a.json"]                   # and left no temporary file behind
+
+
+def test_put_if_absent_under_contention_has_one_winner(store):
+    from concurrent.futures import ThreadPoolExecutor
+
+    for round_ in range(5):
+        key = f"claims/k{round_}.json"
+        with ThreadPoolExecutor(8) as pool:
+            won = list(pool.map(lambda i, k=key: store.put_if_absent(k, f"writer-{i}".encode()), range(8)))
+        assert won.count(True) == 1, won
+        assert store.get(key) == f"writer-{won.index(True)}".encode()
+    assert store.list("claims") == [f"claims/k{i}.json" for i in range(5)]
+    if store.local_root is not None:
+        assert _no_temp_files(store.local_root)

@@ -133,7 +133,7 @@ def test_video_quality_reads_source_videos_with_the_source_resource(two_endpoint
 
     from sav_assets.defs.ingest import IngestConfig, QualityConfig, raw_videos, video_quality
     from sav_assets.defs.partitions import batches
-    from sav_assets.lib.ingest.batches import plan_batch, write_manifest
+    from sav_assets.lib.ingest.batches import claim_batch, plan_batch
     from sav_assets.resources import LakeResource, SourceResource
 
     src_ep, lake_ep = two_endpoints
@@ -145,7 +145,7 @@ def test_video_quality_reads_source_videos_with_the_source_resource(two_endpoint
     lake = res["lake"].lake()
     plan = plan_batch(res["source"].source(), lake, settle_seconds=0)
     assert plan is not None and [o.key for o in plan.objects] == ["day1/clip.mp4"]
-    write_manifest(lake, plan)
+    claim_batch(lake, plan.manifest())
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(batches.name, [plan.batch_id])
         ctx = dg.build_asset_context(partition_key=plan.batch_id, instance=instance, resources=res)
