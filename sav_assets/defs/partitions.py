@@ -1,7 +1,8 @@
 """The partitioning of every asset: one dynamic partition per ingestion batch.
 
-A batch is registered by the schedule, the sensor or ``sav-assets run`` once its manifest is in the
-lake (``defs/automation.py``); its key is the batch id. Never one partition per video.
+A batch is registered by the run that claims it (``raw_videos``' first step, or ``sav-assets run``),
+never by a schedule or sensor evaluation (``defs/automation.py``); its key is the batch id. Never one
+partition per video.
 """
 
 import dagster as dg
