@@ -78,6 +78,8 @@ def _sample_child(path: str, n: int, max_side: int, indices: list[int] | None) -
     errors = (av.error.FFmpegError, OSError, ValueError, EOFError)
     try:
         container = av.open(path, metadata_errors="ignore", container_options={"protocol_whitelist": "file"})
+    except MemoryError:  # PyAV's ENOMEM under the sandbox's memory limit: decoder_crash, not the file's fault
+        raise
     except errors as e:
         raise _bad(f"open: {type(e).__name__}: {e}") from None
     with container:
