@@ -238,7 +238,7 @@ def run_read_only(con: duckdb.DuckDBPyConnection, sql: str, params: list | dict 
     check_read_only(con, sql)
     result = None
     for st in con.extract_statements(sql):
-        result = con.execute(st.query, params) if params else con.sql(st.query)
+        result = con.sql(st.query, params=params or None)
     return result.to_arrow_table() if result is not None else pa.table({})
 
 
