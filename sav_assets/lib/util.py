@@ -135,3 +135,25 @@ def first_line(text: object, limit: int = 300) -> str:
     """The first line of a message (an exception's, a decoder's), cut to ``limit`` characters."""
     s = str(text).strip().splitlines()
     return (s[0] if s else "")[:limit]
+
+
+class UnionFind:
+    """Disjoint sets of string ids; the smallest id of a set is its root, so representatives are
+    deterministic whatever order the links come in."""
+
+    def __init__(self):
+        self.parent: dict[str, str] = {}
+
+    def find(self, x: str) -> str:
+        self.parent.setdefault(x, x)
+        root = x
+        while self.parent[root] != root:
+            root = self.parent[root]
+        while self.parent[x] != root:  # path compression
+            self.parent[x], x = root, self.parent[x]
+        return root
+
+    def union(self, a: str, b: str) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)

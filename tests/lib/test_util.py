@@ -109,3 +109,16 @@ def test_published_lake_files_are_readable_by_the_umask(tmp_path, umask, monkeyp
                 "shards/p/train-000000.tar", "shards/p/manifest.json", "previews/v1.png"]:
         assert modes.pop(rel) == umask, rel
     assert all(m == umask for m in modes.values()), modes
+
+
+def test_union_find_roots_are_the_smallest_id_whatever_the_order():
+    uf = util.UnionFind()
+    uf.union("c", "d")
+    uf.union("d", "b")
+    uf.union("x", "y")
+    assert {uf.find(v) for v in "bcd"} == {"b"}
+    assert uf.find("y") == "x" and uf.find("lonely") == "lonely"
+    other = util.UnionFind()
+    for a, b in [("x", "y"), ("d", "b"), ("c", "d")]:
+        other.union(b, a)
+    assert all(uf.find(v) == other.find(v) for v in "bcdxy")

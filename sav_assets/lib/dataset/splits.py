@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
-from sav_assets.lib.util import sha256_json, sha256_text
+from sav_assets.lib.util import UnionFind, sha256_json, sha256_text
 
 SPLIT_NAMES = ("train", "val", "test")
 EXCLUDED = "excluded"
@@ -48,28 +48,6 @@ class SplitConfig:
 
 # ---- groups ----------------------------------------------------------------------------------
 
-class _UnionFind:
-    def __init__(self):
-        self.parent: dict[str, str] = {}
-
-    def find(self, x: str) -> str:
-        self.parent.setdefault(x, x)
-        root = x
-        while self.parent[root] != root:
-            root = self.parent[root]
-        while self.parent[x] != root:  # path compression
-            self.parent[x], x = root, self.parent[x]
-        return root
-
-    def union(self, a: str, b: str) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            # the smaller id becomes the root: the representative is deterministic
-            if rb < ra:
-                ra, rb = rb, ra
-            self.parent[rb] = ra
-
-
 def group_keys(videos: Iterable[str], duplicate_of: Mapping[str, str | None] | None = None,
                source_group: Mapping[str, str | None] | None = None) -> dict[str, str]:
     """Video id -> group key; duplicates (transitively) and videos of one source group share a key.
@@ -81,7 +59,7 @@ def group_keys(videos: Iterable[str], duplicate_of: Mapping[str, str | None] | N
     """
     duplicate_of = duplicate_of or {}
     source_group = source_group or {}
-    uf = _UnionFind()
+    uf = UnionFind()
     vids = sorted(set(videos))
     for v in vids:
         uf.find(v)

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from sav_assets.lib.util import UnionFind
+
 NEAR_DUPLICATE = "near_duplicate"
 
 
@@ -51,25 +53,8 @@ def rank_key(row: dict) -> tuple:
             str(row["video_id"]))
 
 
-class _Groups:
-    def __init__(self):
-        self.parent: dict[str, str] = {}
-
-    def find(self, x: str) -> str:
-        self.parent.setdefault(x, x)
-        while self.parent[x] != x:
-            self.parent[x] = self.parent[self.parent[x]]
-            x = self.parent[x]
-        return x
-
-    def union(self, a: str, b: str) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
-
-
-def _link(rows: list[dict], prior: list[dict], max_hamming: int) -> _Groups:
-    groups = _Groups()
+def _link(rows: list[dict], prior: list[dict], max_hamming: int) -> UnionFind:
+    groups = UnionFind()
     for p in prior:
         groups.find(p["video_id"])
         if p.get("duplicate_of"):
