@@ -17,8 +17,14 @@ Metrics per masklet (over its annotated frames, in frame order; "visible" = non-
   ``duplicate_iou`` that earlier masklet is ``duplicate_of``;
 * ``manual_masklet_id`` / ``manual_j`` / ``manual_f`` / ``manual_jf`` (non-manual masklets): the
   manual masklet of the same video with the best mean IoU (measured as for duplicates) is the
-  same object when that IoU reaches ``manual_match_iou``; J and F against it are the DAVIS/SA-V
-  definitions (:mod:`sav_assets.lib.sav.jf`) averaged over all shared frames (empty vs empty = 1).
+  same object when that IoU reaches ``manual_match_iou``; J and F against it are what SA-V's
+  evaluator (``sav_dataset/utils/sav_benchmark.py``, mirrored by :func:`sav_assets.lib.sav.jf.evaluate_layout`)
+  reports for this masklet as the prediction of that object on the evaluation layout: the frames are
+  the annotated frames of the video's manual masklets (the layout's grid; a masklet without a row
+  on one of them is empty there) less the first and the last, counted from the first one where
+  either mask is visible; J is the IoU (empty vs empty = 1), F the DAVIS boundary F
+  (:mod:`sav_assets.lib.sav.jf`). J and F are None when the manual masklet is not visible on any of
+  those frames (the evaluator cannot score it, and the layout leaves it out).
 
 Masklets are keyed by (video_id, masklet_type, masklet_id): imported manual and auto files number
 their masklets independently. Each RLE is parsed once; each visible mask is expanded once (numpy,
@@ -70,7 +76,8 @@ def _mean(vals: list[float]) -> float | None:
 
 
 class _Masklet:
-    __slots__ = ("area", "cols", "fragments", "frames", "h", "key", "points", "rles", "row", "runs", "vis", "w")
+    __slots__ = ("area", "cols", "fragments", "frames", "h", "key", "points", "rles", "row", "runs", "vis", "w",
+                 "where")
 
     def __init__(self, row: dict, frames: list[dict]):
         self.row = row
@@ -134,13 +141,14 @@ class _Grid:
         self.visible = np.zeros((len(grid), len(self.ms)), bool)
         for j, m in enumerate(self.ms):
             m.cols = np.array([col[fkey(fr)] for fr in m.frames], dtype=np.int64)
+            m.where = {int(c): i for i, c in enumerate(m.cols)}        # column -> frame index
             self.present[m.cols, j] = True
             self.visible[m.cols, j] = m.vis
         self._pairwise()
 
     def _pairwise(self) -> None:
         n_m = len(self.ms)
-        where = [{int(c): i for i, c in enumerate(m.cols)} for m in self.ms]  # column -> frame index
+        where = [m.where for m in self.ms]
         self.shared = np.zeros((n_m, n_m), np.int64)
         self.uvis = np.zeros((n_m, n_m), np.int64)
         self.iou_sum = np.zeros((n_m, n_m), np.float64)
@@ -224,18 +232,34 @@ def _scores(m: _Masklet) -> dict:
 _NO_POINTS = np.zeros((0, 2), np.int32)
 
 
-def _manual_agreement(g: _Grid, j: int, a: int | None, t: QCThresholds) -> dict:
-    """J and F of masklet ``j`` against its matched manual masklet ``a`` over their shared frames."""
+def eval_columns(g: _Grid) -> np.ndarray:
+    """Grid columns SA-V's evaluator scores: the frames of the video's manual masklets (the evaluation
+    layout's frames) without the first and the last."""
+    manual = [j for j, m in enumerate(g.ms) if m.key[0] == "manual"]
+    return np.flatnonzero(g.present[:, manual].any(axis=1))[1:-1] if manual else np.zeros(0, np.int64)
+
+
+def _manual_agreement(g: _Grid, j: int, a: int | None, cols: np.ndarray, t: QCThresholds) -> dict:
+    """J and F of masklet ``j`` as the prediction of manual masklet ``a``, as SA-V's evaluator scores it:
+    over ``cols`` from the first frame where either is visible; None when ``a`` is never visible there."""
+    none = {"manual_j": None, "manual_f": None, "manual_jf": None}
     if a is None:
-        return {"manual_masklet_id": None, "manual_j": None, "manual_f": None, "manual_jf": None}
+        return {"manual_masklet_id": None, **none}
     m, ma = g.ms[j], g.ms[a]
-    common = np.flatnonzero(g.present[:, j] & g.present[:, a])
-    # frames where neither is visible count as J = 1
-    man_j = float((g.iou_sum[j, a] + g.shared[j, a] - g.uvis[j, a]) / g.shared[j, a])
+    gv, pv = g.visible[cols, a], g.visible[cols, j]
+    if not gv.any():
+        return {"manual_masklet_id": ma.key[1], **none}
+    start = int(np.flatnonzero(gv | pv)[0])
+    cols, gv, pv = cols[start:], gv[start:], pv[start:]
+    js = np.where(gv | pv, 0.0, 1.0)                      # one visible: 0; neither: 1
+    both = np.flatnonzero(gv & pv)
+    if both.size:
+        js[both] = rle.paired_ious([m.rles[m.where[int(c)]] for c in cols[both]],
+                                   [ma.rles[ma.where[int(c)]] for c in cols[both]])
     r = jf.bound_pix((m.h, m.w), t.bound_th)
     fvals = [jf.f_from_points(m.points.get(int(c), _NO_POINTS), ma.points.get(int(c), _NO_POINTS), r)
-             for c in common]
-    man_f = float(np.mean(fvals))
+             for c in cols]
+    man_j, man_f = float(np.mean(js)), float(np.mean(fvals))
     return {"manual_masklet_id": ma.key[1], "manual_j": man_j, "manual_f": man_f, "manual_jf": (man_j + man_f) / 2}
 
 
@@ -246,6 +270,7 @@ def _video_qc(rows: list[dict], frame_rows: list[dict], t: QCThresholds) -> list
     need_points = {j for j, a in enumerate(match) if a is not None} | {a for a in match if a is not None}
     for j, m in enumerate(g.ms):
         _trace(m, j in need_points)
+    cols = eval_columns(g)
     out: list[dict] = []
     for j, m in enumerate(g.ms):
         dup_of, dup_iou = _duplicate(g, j, t)
@@ -260,7 +285,7 @@ def _video_qc(rows: list[dict], frame_rows: list[dict], t: QCThresholds) -> list
             **_scores(m),
             "duplicate_of": dup_of,
             "duplicate_iou": dup_iou,
-            **_manual_agreement(g, j, match[j], t),
+            **_manual_agreement(g, j, match[j], cols, t),
             "cycle_iou": None if m.row.get("masklet_cycle_iou") is None else float(m.row["masklet_cycle_iou"]),
         }
         if "batch_id" in m.row:
@@ -283,7 +308,7 @@ def verdict_reasons(r: dict, t: QCThresholds) -> list[str]:
         "low_stability": r["stability_mean"] is not None and r["stability_mean"] < t.min_stability,
         "low_predicted_iou": r["predicted_iou_mean"] is not None and r["predicted_iou_mean"] < t.min_predicted_iou,
         "duplicate": r["duplicate_of"] is not None,
-        "low_manual_agreement": r["manual_masklet_id"] is not None
+        "low_manual_agreement": r["manual_j"] is not None
         and (r["manual_j"] < t.min_manual_j or r["manual_f"] < t.min_manual_f),
         "cycle_inconsistent": r["cycle_iou"] is not None and r["cycle_iou"] < t.min_cycle_iou,
     }
