@@ -1,0 +1,49 @@
+"""One time base (issue 9): any frame rate onto SA-V's 24 fps timeline by timestamp, masks on every 4th."""
+
+from __future__ import annotations
+
+import pytest
+
+from sav_assets.lib.sav.fields import annotation_grid, annotation_times, sav_timeline
+
+
+def test_24fps_is_the_identity_and_the_grid_every_4th_frame():
+    assert sav_timeline(10, 24) == list(range(10))
+    assert annotation_grid(100, 24) == list(range(0, 100, 4))
+    assert annotation_grid(101, 24.0) == list(range(0, 101, 4))
+
+
+@pytest.mark.parametrize("fps", [25.0, 29.97, 30.0, 30000 / 1001, 50.0, 12.0])
+def test_timeline_is_the_nearest_frame_to_each_24fps_instant(fps):
+    n = int(fps * 7)
+    tl = sav_timeline(n, fps)
+    assert len(tl) == pytest.approx(n * 24 / fps, abs=1)
+    for j, i in enumerate(tl):
+        t = j / 24
+        assert abs(i / fps - t) <= min(abs(k / fps - t) for k in range(n)) + 1e-9
+    assert annotation_grid(n, fps) == tl[::4]
+
+
+def test_30fps_skips_every_5th_frame_and_annotates_every_5th():
+    assert sav_timeline(10, 30) == [0, 1, 2, 4, 5, 6, 7, 9]
+    assert annotation_grid(60, 30) == [0, 5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 55]
+    assert annotation_times(60, 30)[:3] == pytest.approx([0.0, 1 / 6, 1 / 3])
+
+
+def test_variable_frame_rate_follows_the_presentation_timestamps():
+    # 1 s at 30 fps, then 1 s at 10 fps, starting at pts 5.0 s (the first frame is time 0)
+    pts = [5.0 + i / 30 for i in range(30)] + [6.0 + i / 10 for i in range(10)]
+    tl = sav_timeline(len(pts), 30.0, pts)
+    assert len(tl) == 48
+    for j, i in enumerate(tl):
+        t = 5.0 + j / 24
+        assert abs(pts[i] - t) == pytest.approx(min(abs(p - t) for p in pts))
+    # the second second: 10 fps, each source frame held for ~2.4 timeline frames
+    assert tl[24:] == [30, 30, 31, 31, 32, 32, 32, 33, 33, 34, 34, 35, 35, 35, 36, 36, 37, 37, 37, 38,
+                       38, 39, 39, 39]   # ties (0.25 s between 6.2 and 6.3) go to the earlier frame
+    assert annotation_times(len(pts), 30.0, pts_s=pts)[6:8] == pytest.approx([1.0, 1.2])
+
+
+def test_empty_and_single_frame():
+    assert sav_timeline(0, 24) == [] and annotation_grid(0, 30) == []
+    assert sav_timeline(1, 30) == [0] and annotation_grid(1, 30) == [0]
