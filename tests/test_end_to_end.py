@@ -21,6 +21,9 @@ resources:
       image_size: 256
       device: cpu
 ops:
+  video_quality:
+    config:
+      min_short_side: 720     # the stricter HD profile: bedroom (540p) fails quality
   masklets:
     config:
       points_per_side: 4

@@ -24,6 +24,8 @@ from sav_assets.lib.video.probe import probe_file
 QUALITY_COLUMNS = {f.name for f in tables.VIDEO_QUALITY} - {"batch_id", "evaluated_at"}
 # small generated videos: relax only the header checks, keep every frame-metric default
 SMALL = dict(min_short_side=100, min_duration_s=1.0)
+# the stricter HD profile documented in the README (the default accepts SA-V's 480 px videos)
+HD = dict(min_short_side=720)
 
 
 _PROBED: dict = {}
@@ -75,7 +77,9 @@ def test_phash_and_hamming():
 
 def test_real_videos(shared_data):
     v = shared_data / "videos"
-    rows = assess({"dog": v / "01_dog.mp4", "blocks": v / "03_blocks.mp4", "bedroom": v / "bedroom.mp4"})
+    items = {"dog": v / "01_dog.mp4", "blocks": v / "03_blocks.mp4", "bedroom": v / "bedroom.mp4"}
+    assert all(r["passed"] for r in assess(items).values())   # the defaults accept 960x540
+    rows = assess(items, **HD)
     assert rows["dog"]["passed"] and rows["blocks"]["passed"], rows
     assert rows["bedroom"]["reasons"] == ["low_resolution"]  # 960x540
     assert rows["bedroom"]["short_side"] == 540 and rows["dog"]["short_side"] == 720
@@ -218,7 +222,7 @@ def _prior(rows: dict, batch_id: str) -> list[dict]:
 
 def test_low_resolution_copy_sorting_first_does_not_reject_the_original(hd_pair):
     orig, copy = hd_pair
-    rows = assess({"a_copy480": copy, "b_orig720": orig}, min_duration_s=1.0)   # min_short_side: 720
+    rows = assess({"a_copy480": copy, "b_orig720": orig}, min_duration_s=1.0, **HD)
     assert rows["a_copy480"]["short_side"] == 480 and rows["b_orig720"]["short_side"] == 720
     assert rows["b_orig720"]["passed"], rows["b_orig720"]
     assert rows["b_orig720"]["duplicate_of"] is None
@@ -236,7 +240,7 @@ def test_canonical_is_the_higher_resolution_member(hd_pair):
 
 def test_a_group_where_every_member_fails_keeps_no_one_and_blames_no_one(hd_pair):
     orig, copy = hd_pair
-    rows = assess({"a_copy480": copy, "b_orig720": orig}, min_duration_s=30.0)   # both too_short
+    rows = assess({"a_copy480": copy, "b_orig720": orig}, min_duration_s=30.0, **HD)   # both too_short
     for r in rows.values():
         assert r["reasons"] == (["low_resolution", "too_short"] if r["video_id"] == "a_copy480"
                                 else ["too_short"]), r
@@ -245,9 +249,9 @@ def test_a_group_where_every_member_fails_keeps_no_one_and_blames_no_one(hd_pair
 
 def test_across_batches_a_later_better_copy_of_a_rejected_video_is_kept(hd_pair):
     orig, copy = hd_pair
-    first = assess({"a_copy480": copy}, min_duration_s=1.0)
+    first = assess({"a_copy480": copy}, min_duration_s=1.0, **HD)
     assert first["a_copy480"]["reasons"] == ["low_resolution"]
-    later = assess({"b_orig720": orig}, prior=_prior(first, "20250101-aaaa"), min_duration_s=1.0)
+    later = assess({"b_orig720": orig}, prior=_prior(first, "20250101-aaaa"), min_duration_s=1.0, **HD)
     assert later["b_orig720"]["passed"] and later["b_orig720"]["duplicate_of"] is None
 
 
@@ -287,3 +291,35 @@ def test_real_videos_never_match_each_other(shared_data):
         prior = [{**r, "batch_id": "20250101-prior"} for k, r in rows.items() if k != vid]
         again = assess({vid: path}, prior=prior, min_short_side=100)[vid]
         assert again["duplicate_of"] is None and "near_duplicate" not in again["reasons"]
+
+
+def test_sav_sample_video_passes_the_default_quality_and_its_annotations_import(make_video, shared_data, tmp_path):
+    """A stand-in of SA-V's own sample video, built from its JSON header (480x848, 24 fps, 483 frames):
+    the default thresholds must accept it (SA-V's videos are as small as 480 px on the short side), and its
+    manual masklets must then import, as the masklets asset does for the videos that passed quality."""
+    import json
+
+    from sav_assets.lib.label.batch import label_batch
+    from sav_assets.lib.label.config import LabelerConfig
+    from sav_assets.lib.store.lake import Lake
+    from sav_assets.lib.store.tables import MASKLETS
+
+    ann = shared_data / "sav_example" / "sav_000001_manual.json"
+    header = json.loads(ann.read_text())
+    w, h, n = int(header["video_width"]), int(header["video_height"]), int(header["video_frame_count"])
+    fps = n / header["video_duration"]
+    assert (w, h, fps) == (480, 848, 24.0)
+    path = make_video(tmp_path / "sav_000001.mp4", seconds=n / fps, fps=fps, width=w, height=h, seed=11)
+    row = assess({"sav_000001": path})["sav_000001"]                 # every default
+    assert (row["short_side"], row["reasons"], row["passed"]) == (480, [], True)
+    # the stricter 720 px profile (README: "Video quality") still rejects it, for its resolution only
+    assert assess({"sav_000001": path}, **HD)["sav_000001"]["reasons"] == ["low_resolution"]
+
+    video = {**video_row("sav_000001", path), "source_uri": str(path), "content_sha256": "0" * 64}
+    lake = Lake(tmp_path / "lake")
+    summary = label_batch(lake, "b1", [video] if row["passed"] else [], {"sav_000001": {"manual": str(ann)}},
+                          lambda: None, LabelerConfig(), run_sam2=False, log=lambda s: None)
+    assert summary.imported == {"sav_000001": ["manual"]} and summary.failed == {}
+    got = lake.read_table("masklets", schema=MASKLETS).to_pylist()
+    assert sorted(r["masklet_id"] for r in got) == header["masklet_id"]
+    assert {r["masklet_type"] for r in got} == {"manual"}
