@@ -131,8 +131,7 @@ def masklets(context: dg.AssetExecutionContext, config: LabelingConfig, lake: La
     if summary.random_weights:
         context.log.warning("SAM 2 ran with RANDOM WEIGHTS (no SAV_SAM2_CHECKPOINT): masks are meaningless, "
                             "every masklet is tagged random_weights=true — do not train on them.")
-    if summary.overlay_png:
-        lk.put_bytes(f"previews/{batch_id}/{summary.overlay_video}.png", summary.overlay_png, "image/png")
+    strips = write_batch_filmstrips(lk, batch_id, todo, opener)
     tbl = lk.read_table("masklets", batches=[batch_id], schema=MASKLETS)
     return dg.MaterializeResult(metadata={
         **table_metadata("masklets", tbl, lk.uri(f"tables/masklets/{batch_id}"),
@@ -141,7 +140,31 @@ def masklets(context: dg.AssetExecutionContext, config: LabelingConfig, lake: La
         "batch_id": batch_id,
         "videos_to_label": len(todo),
         **_summary_metadata(summary),
+        **filmstrip_metadata(lk, batch_id, strips),
     })
+
+
+def write_batch_filmstrips(lk, batch_id: str, videos: list[dict], opener, qc_rows: list[dict] | None = None):
+    """The batch's filmstrips (exports/previews/<batch>/, and exports/review/<batch>/ with QC rows)."""
+    from sav_assets.lib.label.filmstrip import write_filmstrips
+    from sav_assets.lib.store.tables import MASKLET_FRAMES
+
+    cols = ["video_id", "masklet_id", "masklet_type", "frame_idx", "size", "counts", "visible"]
+    frames = lk.read_table("masklet_frames", batches=[batch_id], schema=MASKLET_FRAMES).select(cols).to_pylist()
+    return write_filmstrips(lk, batch_id, videos, frames, qc_rows, opener)
+
+
+def filmstrip_metadata(lk, batch_id: str, strips) -> dict:
+    """The first strips as images (Markdown with embedded PNGs), where all of them are, and what failed."""
+    from sav_assets.lib.label.filmstrip import metadata_markdown
+
+    md = {"filmstrips_written": len(strips.previews),
+          "filmstrips_folder": dg.MetadataValue.path(lk.uri(f"exports/previews/{batch_id}"))}
+    if strips.pngs:
+        md["filmstrips"] = dg.MetadataValue.md(metadata_markdown(strips.pngs))
+    if strips.failed:
+        md["filmstrips_failed"] = dg.MetadataValue.md("\n".join(f"- `{k}`: {v}" for k, v in strips.failed.items()))
+    return md
 
 
 def _summary_metadata(summary) -> dict:

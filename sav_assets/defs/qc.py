@@ -10,11 +10,12 @@ from collections import Counter
 
 import dagster as dg
 
+from sav_assets.defs.label import filmstrip_metadata, write_batch_filmstrips
 from sav_assets.defs.metadata import counts_md, refresh_views, table_metadata
 from sav_assets.defs.partitions import batches
 from sav_assets.defs.tunables import lib_field, to_lib
 from sav_assets.lib.qc.masklet_qc import QCThresholds
-from sav_assets.resources import LakeResource
+from sav_assets.resources import LakeResource, SourceResource
 
 Q = QCThresholds
 
@@ -56,11 +57,14 @@ class QCConfig(dg.Config):
     description="Per masklet: visible frames, area, temporal IoU, area jumps / flicker, fragmentation, "
                 "stability and predicted IoU, duplicates within the video, J/F agreement with a manual "
                 "masklet of the same object, cycle consistency; passed + reasons. Failing masklets are "
-                "kept and exported for review (exports/review/<batch>/failing_masklets.jsonl).",
+                "kept and exported for review (exports/review/<batch>/failing_masklets.jsonl, and a "
+                "filmstrip PNG each there); the previews (exports/previews/<batch>/) get the verdicts.",
 )
-def masklet_qc(context: dg.AssetExecutionContext, config: QCConfig, lake: LakeResource) -> dg.MaterializeResult:
+def masklet_qc(context: dg.AssetExecutionContext, config: QCConfig, lake: LakeResource,
+               source: SourceResource) -> dg.MaterializeResult:
     from sav_assets.lib.qc.masklet_qc import masklet_qc_rows
-    from sav_assets.lib.store.tables import MASKLET_FRAMES, MASKLET_QC, MASKLETS, to_table
+    from sav_assets.lib.store.source import SourceOpener
+    from sav_assets.lib.store.tables import MASKLET_FRAMES, MASKLET_QC, MASKLETS, VIDEOS, to_table
 
     batch_id = context.partition_key
     lk = lake.lake()
@@ -77,6 +81,8 @@ def masklet_qc(context: dg.AssetExecutionContext, config: QCConfig, lake: LakeRe
     lk.put_bytes(review_rel, "".join(json.dumps({k: r.get(k) for k in ("video_id", "masklet_type", "masklet_id",
                                                                       "reasons")}, default=str) + "\n"
                                      for r in failing).encode())
+    videos = lk.read_table("videos", batches=[batch_id], schema=VIDEOS).to_pylist()
+    strips = write_batch_filmstrips(lk, batch_id, videos, SourceOpener(source.source), rows)
     refresh_views(context, lk)
     return dg.MaterializeResult(metadata={
         **table_metadata("masklet_qc", tbl, uri, ["video_id", "masklet_type", "masklet_id", "passed", "reasons"]),
@@ -87,4 +93,6 @@ def masklet_qc(context: dg.AssetExecutionContext, config: QCConfig, lake: LakeRe
         "pass_rate": round((len(rows) - len(failing)) / len(rows), 4) if rows else "no masklets",
         "failures_by_reason": counts_md(dict(Counter(c for r in failing for c in r["reasons"])), "reason", "masklets"),
         "review_export": dg.MetadataValue.path(lk.uri(review_rel)),
+        "review_strips": len(strips.review),
+        **filmstrip_metadata(lk, batch_id, strips),
     })
