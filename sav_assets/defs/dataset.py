@@ -1,11 +1,14 @@
 """splits (sticky, leak-free), the SA-V evaluation layout, and WebDataset training shards.
 
-``SplitsConfig`` and ``ShardsConfig`` take their defaults from ``SplitConfig`` (lib/dataset/splits.py),
-``ShardConfig`` (lib/dataset/shards.py) and ``train_inputs`` (lib/dataset/selection.py).
+``SplitsConfig``, ``EvalLayoutConfig`` and ``ShardsConfig`` take their defaults from ``SplitConfig``
+(lib/dataset/splits.py), ``eval_ground_truth`` and ``train_inputs`` (lib/dataset/selection.py) and
+``ShardConfig`` (lib/dataset/shards.py).
 
 ``eval_layout`` is partitioned like the rest but describes the whole lake: a batch's new val videos
 change the layout of every val video so far (``sav_val.txt`` lists them all), so each run rewrites
-the layout from every batch's splits; materializing any batch gives the same, current layout.
+the layout from every batch's splits; materializing any batch gives the same, current layout. Every
+masklet left out of the layout's ground truth (by the QC rule, or not scorable) is listed in its metadata
+with the reason.
 """
 
 import datetime
@@ -73,17 +76,27 @@ def splits(context: dg.AssetExecutionContext, config: SplitsConfig, lake: LakeRe
     })
 
 
+class EvalLayoutConfig(dg.Config):
+    """Which masklets are the evaluation ground truth."""
+
+    exclude_failed_manual: bool = lib_field(eval_ground_truth, "exclude_failed_manual",
+                                            "leave manual masklets that fail masklet QC out of the ground truth "
+                                            "(off: human masks are the ground truth; QC only reports on them)")
+
+
 @dg.asset(
     partitions_def=batches,
     group_name="dataset",
     kinds={"jpeg", "png"},
     deps=["splits"],
     description="SA-V val/test layout (sav_val.txt, JPEGImages_24fps/, Annotations_6fps/) of every val/test "
-                "video so far, so Meta's sav_evaluator.py runs on it unchanged; manual masklets are the "
-                "ground truth where present, else accepted masklets. Whole lake, not per batch: any batch's "
-                "run rewrites the layout from all batches (the file list names every val video).",
+                "video so far, so Meta's sav_evaluator.py runs on it unchanged; every manual masklet is the "
+                "ground truth where a video has any (QC does not remove them unless exclude_failed_manual), "
+                "else accepted masklets; what is left out is listed with the reason. Whole lake, not per "
+                "batch: any batch's run rewrites the layout from all batches (the file list names every val video).",
 )
-def eval_layout(context: dg.AssetExecutionContext, lake: LakeResource, source: SourceResource) -> dg.MaterializeResult:
+def eval_layout(context: dg.AssetExecutionContext, config: EvalLayoutConfig, lake: LakeResource,
+                source: SourceResource) -> dg.MaterializeResult:
     from sav_assets.lib.sav.eval_layout import write_eval_layout
     from sav_assets.lib.store.source import SourceOpener
     from sav_assets.lib.store.tables import MASKLET_FRAMES, SPLITS
@@ -98,22 +111,25 @@ def eval_layout(context: dg.AssetExecutionContext, lake: LakeResource, source: S
         vids = sorted(r["video_id"] for r in split_rows if r["split"] == split and r["video_id"] in by_id)
         if not vids:
             continue
-        fb = eval_ground_truth(frames, vids, acc.keys)
+        fb, gt_left_out = eval_ground_truth(frames, vids, acc, config.exclude_failed_manual)
         # videos open through the source's store; the layout is written in place (uploaded from S3 lakes)
         with SourceOpener(source.source).local_videos([by_id[v] for v in vids]) as paths, \
                 lk.store.write_tree(f"exports/sav_{split}") as out:
             summary = write_eval_layout(out, split, [by_id[v] for v in vids], fb, paths)
-        md.update(_layout_metadata(context, lk, split, vids, summary))
+        md.update(_layout_metadata(context, lk, split, vids, summary, fb, gt_left_out))
     return dg.MaterializeResult(metadata=md or {"note": "no val/test videos yet"})
 
 
-def _layout_metadata(context, lk, split: str, vids: list[str], summary: dict) -> dict:
+def _layout_metadata(context, lk, split: str, vids: list[str], summary: dict, fb: dict[str, list[dict]],
+                     gt_left_out: list[dict]) -> dict:
+    gt = {(f["video_id"], f["masklet_type"], f["masklet_id"]) for rows in fb.values() for f in rows}
     md = {f"{split}_videos": summary.get("videos", len(vids)), f"{split}_objects": summary.get("objects", 0),
+          f"{split}_ground_truth_masklets": len(gt),
           f"{split}_layout": dg.MetadataValue.path(lk.uri(f"exports/sav_{split}"))}
-    left_out = summary.get("skipped", []) + summary.get("skipped_objects", [])
+    left_out = gt_left_out + summary.get("skipped", []) + summary.get("skipped_objects", [])
+    md[f"{split}_left_out"] = dg.MetadataValue.json(left_out)
     if left_out:
-        md[f"{split}_left_out"] = dg.MetadataValue.json(left_out)
-        context.log.warning(f"{split} layout: {len(left_out)} video(s)/object(s) left out (see metadata)")
+        context.log.warning(f"{split} layout: {len(left_out)} video(s)/masklet(s) left out (see {split}_left_out)")
     return md
 
 

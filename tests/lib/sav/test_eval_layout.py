@@ -195,3 +195,36 @@ def test_colliding_masklet_ids_need_a_type_filter(tmp_path):
     rows = frame_rows("a", {0: {0: m}}) + frame_rows("a", {0: {0: m}}, mtype="auto")
     with pytest.raises(ValueError, match="masklet_types"):
         write_eval_layout(tmp_path, "val", [{"video_id": "a"}], {"a": rows}, {"a": "unused.mp4"})
+
+
+# ---------------------------------------------------------------- ground truth selection
+
+
+def _acc(qc: dict[tuple[str, str, int], list[str]]):
+    """An ``Accepted`` whose masklet_qc verdicts are ``qc`` (key -> reasons; [] passed)."""
+    from sav_assets.lib.dataset.selection import Accepted
+
+    return Accepted(videos=[], masklets=[], keys={k for k, r in qc.items() if not r}, quality={},
+                    failed={k: r for k, r in qc.items() if r})
+
+
+def test_manual_masklets_failing_qc_stay_ground_truth_unless_a_rule_says_so():
+    from sav_assets.lib.dataset.selection import eval_ground_truth
+
+    m = np.zeros((8, 8), np.uint8)
+    m[2:5, 2:5] = 1
+    frames = (frame_rows("a", {0: {0: m, 4: m}, 1: {0: m, 4: m}}) + frame_rows("a", {3: {0: m}}, mtype="auto")
+              + frame_rows("b", {0: {0: m}, 1: {0: m}}, mtype="auto"))
+    acc = _acc({("a", "manual", 0): [], ("a", "manual", 1): ["flicker", "too_small"], ("a", "auto", 3): [],
+                ("b", "auto", 0): [], ("b", "auto", 1): ["duplicate"]})
+    gt, left_out = eval_ground_truth(frames, ["a", "b"], acc)
+    # human masks are the ground truth whatever pseudo-label QC says; QC-failing pseudo-labels are not
+    assert sorted({(f["masklet_type"], f["masklet_id"]) for f in gt["a"]}) == [("manual", 0), ("manual", 1)]
+    assert len(gt["a"]) == 4 and {f["masklet_id"] for f in gt["b"]} == {0}
+    assert left_out == [{"video_id": "b", "masklet_type": "auto", "masklet_id": 1,
+                         "reason": "failed masklet QC: duplicate"}]
+    gt, left_out = eval_ground_truth(frames, ["a", "b"], acc, exclude_failed_manual=True)
+    assert {f["masklet_id"] for f in gt["a"]} == {0}
+    assert left_out[0] == {"video_id": "a", "masklet_type": "manual", "masklet_id": 1,
+                           "reason": "failed masklet QC: flicker, too_small (exclude_failed_manual is set)"}
+    assert len(left_out) == 2
