@@ -9,13 +9,13 @@ stable JPEG encoding, no timestamps in the manifest, so a re-run writes byte-ide
 
 :func:`write_shards` is the whole path (rows -> samples -> shards -> ``shards`` table rows);
 :func:`write_samples` publishes samples built elsewhere (the benchmark); :func:`export_sav_train`
-writes the SA-V train layout (videos plus SA-V JSON).
+writes what SAM 2's trainer reads (the 24 fps JPEG frames of SA-V's time base, ``<video>_manual.json``
+and the file list; see its docstring).
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from datetime import datetime, timezone
@@ -80,43 +80,87 @@ def write_shards(lake: Lake, out_prefix: str, train_videos: list[dict],
 
 # ---- SA-V train export ------------------------------------------------------------------------
 
+TRAIN_FRAMES = "JPEGImages_24fps"     # SAM 2's img_folder: <video>/%05d.jpg, the 24 fps timeline
+TRAIN_JSON = "annotations"            # SAM 2's gt_folder: <video>_manual.json
+TRAIN_LIST = "sav_train.txt"          # SAM 2's file_list_txt: one video name per line
+
+
 def export_sav_train(lake: Lake, out_prefix: str, videos: list[dict], video_paths: dict[str, str],
                      json_docs: dict[str, dict[str, dict]],
-                     json_for: Callable[[str], dict[str, dict]] | None = None) -> dict:
-    """SA-V train layout: ``<out_prefix>/<video_id>.mp4`` + ``<video_id>_manual.json`` / ``_auto.json``.
+                     json_for: Callable[[str], dict[str, dict]] | None = None,
+                     masklet_type: str = "manual", jpeg_quality: int = 95) -> dict:
+    """What SAM 2's trainer reads (``JSONRawDataset`` + ``VOSDataset``, SA-V's ``ann_every: 4``)::
 
-    ``json_docs``: video id -> {"manual": doc, "auto": doc} (SA-V JSON dicts, e.g. from the SA-V
-    writer); ``json_for`` is an alternative callable producing that dict per video. Also writes
-    ``sav_train.txt`` (the exported ids) last. Returns counts and the written keys.
+        <out_prefix>/JPEGImages_24fps/<video_id>/00000.jpg ...   the video on SA-V's 24 fps timeline
+        <out_prefix>/annotations/<video_id>_manual.json          the chosen masklets, SA-V JSON
+        <out_prefix>/sav_train.txt                              the exported ids (written last)
+
+    JPEG ``j`` is the source frame :func:`sav_assets.lib.sav.fields.sav_timeline` puts at ``j / 24``
+    s (by presentation timestamp), so mask ``k`` of the JSON lies on JPEG ``4k`` at any frame rate.
+    SAM 2's loader opens only ``<video>_manual.json``: ``masklet_type`` (manual | auto | prompted)
+    chooses which document is written under that name; a video without one is skipped.
+    ``json_docs``: video id -> {masklet_type: SA-V doc}; ``json_for`` produces that dict per video
+    instead. ``videos`` rows give ``video_frame_count`` / ``video_fps`` (the labeling grid's).
+    Returns counts, the written keys and the skipped videos with reasons (an undecodable video is
+    skipped, not fatal).
     """
+    from sav_assets.lib.video.errors import VideoError
+
     prefix = safe_relpath(out_prefix)
     written: list[str] = []
     exported: list[str] = []
     skipped: list[dict] = []
     nbytes = 0
-    for vid in sorted({v["video_id"] for v in videos}):
+    rows = {v["video_id"]: v for v in videos}
+    for vid in sorted(rows):
         safe_relpath(vid)
         docs = json_docs.get(vid) if json_docs else None
         if docs is None and json_for is not None:
             docs = json_for(vid)
+        doc = (docs or {}).get(masklet_type)
         if vid not in video_paths:
             skipped.append({"video_id": vid, "reason": "no video file"})
             continue
-        if not docs:
-            skipped.append({"video_id": vid, "reason": "no annotations"})
+        if not doc:
+            skipped.append({"video_id": vid, "reason": f"no {masklet_type} annotations"})
             continue
-        rel = f"{prefix}/{vid}.mp4"
-        lake.put_file(rel, video_paths[vid])
-        nbytes += os.path.getsize(video_paths[vid])
-        written.append(rel)
-        for kind in sorted(docs):
-            if kind not in ("manual", "auto"):
-                raise ValueError(f"unknown SA-V annotation kind {kind!r} (manual | auto)")
-            data = json.dumps(docs[kind]).encode()
-            rel = f"{prefix}/{vid}_{kind}.json"
-            lake.put_bytes(rel, data, content_type="application/json")
-            nbytes += len(data)
-            written.append(rel)
+        try:
+            frames, fbytes = _write_timeline_jpegs(lake, f"{prefix}/{TRAIN_FRAMES}/{vid}", video_paths[vid],
+                                                   rows[vid], jpeg_quality)
+        except VideoError as e:
+            skipped.append({"video_id": vid, "reason": f"{e.error_class}: {e.message}"})
+            continue
+        data = json.dumps(doc).encode()
+        rel = f"{prefix}/{TRAIN_JSON}/{vid}_manual.json"
+        lake.put_bytes(rel, data, content_type="application/json")
+        written += frames + [rel]
+        nbytes += fbytes + len(data)
         exported.append(vid)
-    lake.put_bytes(f"{prefix}/sav_train.txt", "".join(f"{v}\n" for v in exported).encode())
-    return {"videos": len(exported), "files": written, "bytes": nbytes, "skipped": skipped}
+    lake.put_bytes(f"{prefix}/{TRAIN_LIST}", "".join(f"{v}\n" for v in exported).encode())
+    return {"videos": len(exported), "files": written, "bytes": nbytes, "skipped": skipped,
+            "masklet_type": masklet_type}
+
+
+def _write_timeline_jpegs(lake: Lake, folder: str, path: str, video: dict, quality: int) -> tuple[list[str], int]:
+    """``folder/%05d.jpg`` for every 24 fps instant: each source frame decoded and encoded once."""
+    from sav_assets.lib.sav.fields import sav_timeline
+    from sav_assets.lib.video.decode import iter_frame_chunks, presentation_times
+    from sav_assets.lib.video.images import encode_jpeg
+
+    pts = presentation_times(path, isolate=True)
+    n = int(video.get("video_frame_count") or 0) or len(pts)
+    n = min(n, len(pts)) if pts else n
+    timeline = sav_timeline(n, float(video.get("video_fps") or 0.0), pts)
+    positions: dict[int, list[int]] = {}
+    for j, i in enumerate(timeline):
+        positions.setdefault(i, []).append(j)
+    written, nbytes = [], 0
+    for chunk in iter_frame_chunks(path, sorted(positions), 16, isolate=True):
+        for i, img in zip(chunk.indices, chunk.frames):
+            data = encode_jpeg(img, quality)
+            for j in positions[i]:
+                rel = f"{folder}/{j:05d}.jpg"
+                lake.put_bytes(rel, data, content_type="image/jpeg")
+                written.append(rel)
+                nbytes += len(data)
+    return written, nbytes

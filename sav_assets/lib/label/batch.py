@@ -29,11 +29,11 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from sav_assets.lib.sav.fields import annotation_grid
+from sav_assets.lib.sav.fields import annotation_grid, annotation_times
 from sav_assets.lib.store.lake import Lake
 from sav_assets.lib.store.source import SourceOpener
 from sav_assets.lib.store.tables import LABEL_RUNS, MASKLET_FRAMES, MASKLETS, SAV_ANNOTATIONS, to_table
-from sav_assets.lib.video.errors import BAD_ANNOTATION, UNREADABLE
+from sav_assets.lib.video.errors import BAD_ANNOTATION, UNREADABLE, VideoError
 
 
 @dataclass
@@ -98,10 +98,30 @@ def _read_annotation(uri: str, video: dict, opener: SourceOpener, cfg) -> tuple[
     with opener.local_path(uri) as path, open(path, "rb") as fh:
         doc = json.loads(fh.read())
     n_ann = len(doc["masklet"]) if isinstance(doc, dict) and isinstance(doc.get("masklet"), list) else -1
-    grid = annotation_grid(int(video.get("video_frame_count") or 0), float(video.get("video_fps") or 0))
-    kw = {"frame_indices": grid} if len(grid) == n_ann else {"frame_step": 4}
+    n, fps = int(video.get("video_frame_count") or 0), float(video.get("video_fps") or 0)
+    pts = _presentation_times(video, opener)
+    grid, times = annotation_grid(n, fps, pts_s=pts), annotation_times(n, fps, pts_s=pts)
+    # annotated frame k is 24 fps frame 4k of the video's timeline; more frames than the video has:
+    # today's frame_step 4, which the frame-count check refuses past the video's end
+    kw = ({"frame_indices": grid[:n_ann], "frame_times": times[:n_ann]} if 0 <= n_ann <= len(grid)
+          else {"frame_step": 4})
     return import_sav(doc, source_uri=uri, video=video, max_masklets=cfg.import_max_masklets,
                       max_frames=cfg.import_max_frames, **kw)
+
+
+def _presentation_times(video: dict, opener: SourceOpener) -> list[float] | None:
+    """The video's frame timestamps for the time base, or None (then ``i / video_fps``) when it
+    cannot be read now: the import does not depend on the video's bytes, its labeling reports them."""
+    from sav_assets.lib.label.config import LabelingFailed
+    from sav_assets.lib.video.decode import presentation_times
+
+    if not video.get("source_uri"):
+        return None
+    try:
+        with _local_video(opener, video["source_uri"]) as path:
+            return presentation_times(path, isolate=True)
+    except (VideoError, LabelingFailed):
+        return None
 
 
 def import_annotations(lake: Lake, batch_id: str, video: dict, annotation_uris: dict[str, str],

@@ -13,8 +13,9 @@ is the driver loop; each concern lives in its own module of :mod:`sav_assets.lib
 
 How it works
 
-* Only the annotated frames are decoded (``annotation_grid(frame_count, fps, cfg.target_fps)``:
-  every 4th frame at 24 fps, as SA-V), as uint8, ``cfg.chunk_frames`` at a time
+* Only the annotated frames are decoded (``annotation_grid(frame_count, fps, cfg.target_fps, pts_s)``:
+  every 4th frame of SA-V's 24 fps timeline, mapped by the container's presentation timestamps
+  (``decode.presentation_times``), see :mod:`sav_assets.lib.sav.fields`), as uint8, ``cfg.chunk_frames`` at a time
   (:mod:`sav_assets.lib.video.decode`, optionally in an isolated subprocess). Each frame is resized and
   normalised on the compute device when it is processed; no float copy of the video ever exists.
   The tracker sees the annotated frames as consecutive frames, which is how SAM 2 was trained on SA-V.
@@ -66,7 +67,7 @@ from sav_assets.lib.label.tracker import Tracker, to_video_res
 from sav_assets.lib.sav import fields as masklet_fields
 from sav_assets.lib.sav import rle
 from sav_assets.lib.util import sha256_file
-from sav_assets.lib.video.decode import iter_frame_chunks
+from sav_assets.lib.video.decode import iter_frame_chunks, presentation_times
 from sav_assets.lib.video.errors import DECODE_ERROR, EMPTY_VIDEO, OOM, VideoError
 
 log = logging.getLogger(__name__)
@@ -128,6 +129,7 @@ class _Job:
 
     video_id: str
     grid: list[int]
+    times: list[float]           # timestamp_s of each grid frame (seconds from the first frame)
     row_hw: tuple[int, int]      # (height, width) the video row says; prompts are in these pixels
     use_auto: bool
     plan: PromptPlan
@@ -140,14 +142,16 @@ class _Job:
         n_frames = int(video["video_frame_count"] or 0)
         fps = float(video.get("video_fps") or 0.0)
         H0, W0 = int(video["video_height"]), int(video["video_width"])
-        grid = masklet_fields.annotation_grid(n_frames, fps, cfg.target_fps)
+        pts = presentation_times(video_path, isolate=cfg.isolate_decode) if n_frames > 0 else None
+        grid = masklet_fields.annotation_grid(n_frames, fps, cfg.target_fps, pts)
+        times = masklet_fields.annotation_times(n_frames, fps, cfg.target_fps, pts)
         if not grid:
             raise LabelingFailed(EMPTY_VIDEO, f"{video_id}: no frames to annotate (frame_count={n_frames})")
         use_prompts = [] if mode == "auto" else list(prompts)
         plan = plan_prompts(use_prompts, video_id, grid, n_frames, H0, W0)
         content_sha = video.get("content_sha256") or sha256_file(video_path)
         key = label_key(content_sha, loaded, cfg, prompts=use_prompts, mode=mode)
-        return cls(video_id, grid, (H0, W0), mode in ("auto", "auto+prompted"), plan, key)
+        return cls(video_id, grid, times, (H0, W0), mode in ("auto", "auto+prompted"), plan, key)
 
 
 class _Meter:
@@ -300,7 +304,8 @@ def _label(loaded, video_path: str, video: dict, cfg: LabelerConfig, prompts: li
                            fwd.last_masks, meter.tick)
         meter.finish()
 
-    masklets, frame_rows = rows(job.video_id, job.grid, fwd.recs, fwd.hw, loaded, job.key, cycle)
+    masklets, frame_rows = rows(job.video_id, job.grid, fwd.recs, fwd.hw, loaded, job.key, cycle,
+                                times=job.times)
     overlay_png = _overlay(fwd, cfg)
     elapsed = time.perf_counter() - t_start
     meter.sample()

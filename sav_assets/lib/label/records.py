@@ -79,8 +79,11 @@ class MaskletRecords:
 
 
 def rows(video_id: str, grid: list[int], recs: MaskletRecords, hw: tuple[int, int], loaded, key: str,
-         cycle: dict[int, float | None]) -> tuple[list[dict], list[dict]]:
-    """``masklets`` and ``masklet_frames`` rows, masklets by id, every annotated frame per masklet."""
+         cycle: dict[int, float | None], times: list[float] | None = None) -> tuple[list[dict], list[dict]]:
+    """``masklets`` and ``masklet_frames`` rows, masklets by id, every annotated frame per masklet.
+
+    ``grid[a]`` is annotated frame ``a``'s source frame index and ``times[a]`` its ``timestamp_s``
+    (:func:`sav_assets.lib.sav.fields.annotation_grid` / ``annotation_times``)."""
     H, W = hw
     empty = FrameRecord(rle.empty(H, W)["counts"], 0, [0.0, 0.0, 0.0, 0.0], None, None)
     masklets, frames = [], []
@@ -108,7 +111,8 @@ def rows(video_id: str, grid: list[int], recs: MaskletRecords, hw: tuple[int, in
         for a, r in enumerate(rs):
             frames.append({
                 "video_id": video_id, "masklet_id": int(mid), "masklet_type": kind, "ann_idx": a,
-                "frame_idx": int(grid[a]), "size": [H, W], "counts": r.counts, "area": int(r.area),
+                "frame_idx": int(grid[a]), "timestamp_s": None if times is None else float(times[a]),
+                "size": [H, W], "counts": r.counts, "area": int(r.area),
                 "bbox": list(r.bbox), "visible": r.visible, "predicted_iou": r.predicted_iou,
                 "stability_score": r.stability_score,
             })

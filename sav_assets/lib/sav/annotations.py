@@ -22,8 +22,12 @@ Both directions are named steps. Import: the document checks of :mod:`sav_assets
 then frame numbering, derived fields and rows. Export: header -> masklet grid (frame rows per
 masklet) -> per-masklet fields -> serialised document.
 
-Frame numbering: SA-V annotates 24 fps videos at 6 fps, every 4th frame, so annotated frame ``k`` is
-video frame ``4 * k`` unless the caller passes ``frame_indices`` (explicit) or ``frame_step``.
+Frame numbering: annotated frame ``k`` is frame ``4k`` of SA-V's 24 fps timeline
+(:mod:`sav_assets.lib.sav.fields`); the labeling batch passes ``frame_indices`` (the video's
+``annotation_grid``, by presentation timestamp) and ``frame_times`` (their ``timestamp_s``), so a
+file for a 25 / 29.97 / 30 fps or variable-frame-rate video lands on the frames SA-V's loader pairs
+it with. Without them annotated frame ``k`` is video frame ``k * frame_step`` (default 4: a 24 fps
+video) and its ``timestamp_s`` that over the video row's ``video_fps`` (null without one).
 
 Bad documents raise :class:`SavFormatError` (a ``ValueError``) with a message naming the key, frame
 and object, before anything is decoded (see :mod:`sav_assets.lib.sav.validate`).
@@ -70,6 +74,15 @@ def _frame_indices(nf: int, frame_step: int | None, frame_indices: list[int] | N
     if step <= 0:
         raise ValueError(f"frame_step must be positive, got {frame_step}")
     return [k * step for k in range(nf)]
+
+
+def _frame_times(fidx: list[int], frame_times: list[float] | None, video: dict | None) -> list[float | None]:
+    if frame_times is not None:
+        if len(frame_times) != len(fidx):
+            raise ValueError(f"frame_times has {len(frame_times)} entries for {len(fidx)} annotated frames")
+        return [float(t) for t in frame_times]
+    fps = float((video or {}).get("video_fps") or 0.0)
+    return [i / fps if fps > 0 else None for i in fidx]
 
 
 def _split_top_level(doc: dict) -> tuple[dict, list[str]]:
@@ -135,7 +148,8 @@ def _masklet_row(video_id: str, mid: int, mtype: str, fields: dict, typed: dict,
 
 
 def _frame_rows(video_id: str, mid: int, mtype: str, column: list[dict], fidx: list[int],
-                areas: np.ndarray, bboxes: np.ndarray, stab_vals: list | None) -> list[dict]:
+                areas: np.ndarray, bboxes: np.ndarray, stab_vals: list | None,
+                times: list[float | None]) -> list[dict]:
     """``masklet_frames`` rows of one masklet (its column of the ``[frame][object]`` grid)."""
     return [{
         "video_id": video_id,
@@ -143,6 +157,7 @@ def _frame_rows(video_id: str, mid: int, mtype: str, column: list[dict], fidx: l
         "masklet_type": mtype,
         "ann_idx": k,
         "frame_idx": fidx[k],
+        "timestamp_s": times[k],
         "size": list(r["size"]),
         "counts": r["counts"],
         "area": int(areas[k]),
@@ -163,12 +178,14 @@ def import_sav(
     video: dict | None = None,
     max_masklets: int | None = None,
     max_frames: int | None = None,
+    frame_times: list[float] | None = None,
 ) -> tuple[dict, list[dict], list[dict]]:
     """One SA-V annotation document to (``sav_annotations`` row, ``masklets`` rows, ``masklet_frames`` rows).
 
     Rows carry the table columns except ``batch_id`` and the timestamps (the caller adds those).
     ``frame_idx`` of annotated frame ``k`` is ``frame_indices[k]``, else ``k * frame_step``, else
-    ``k * 4`` (SA-V: 24 fps videos annotated at 6 fps). ``masklet_type`` is only a fallback for
+    ``k * 4`` (SA-V: 24 fps videos annotated at 6 fps); its ``timestamp_s`` is ``frame_times[k]``,
+    else ``frame_idx / video_fps`` when ``video`` has a frame rate, else null. ``masklet_type`` is only a fallback for
     the file kind when the document has no masklets to take it from. ``video`` (a probed ``videos``
     row) makes the frame size and frame count checked against the video; ``max_masklets`` /
     ``max_frames`` cap what one file may add. Both are checked before any RLE is parsed.
@@ -184,6 +201,7 @@ def import_sav(
     fidx = _frame_indices(nf, frame_step, frame_indices)
     if video is not None:
         validate.frames_within_video(fidx, video, frame_step or SAV_FRAME_STEP)
+    times = _frame_times(fidx, frame_times, video)
     header, per_keys = _split_top_level(doc)
     validate.per_masklet_lists(doc, per_keys, n)
     stab_by_frame = validate.stability_by_frame(doc, per_keys, n, nf)
@@ -204,7 +222,7 @@ def import_sav(
         stab = _stability_stats(stab_vals, areas[:, j] > 0)
         masklet_rows.append(_masklet_row(video_id, mid, mtype, fields, typed, stab))
         frame_rows += _frame_rows(video_id, mid, mtype, [fr[j] for fr in frames], fidx, areas[:, j],
-                                  bboxes[:, j], stab_vals)
+                                  bboxes[:, j], stab_vals, times)
     return header_row, masklet_rows, frame_rows
 
 

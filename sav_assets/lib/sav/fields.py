@@ -10,7 +10,8 @@ One time base (:func:`sav_timeline`, :func:`annotation_grid`). SA-V's layout is 
 sequence (``JPEGImages_24fps``) with masks on every 4th frame (``Annotations_6fps``): annotated frame
 ``k`` of a masklet is 24 fps frame ``4k``, at ``4k / 24`` s. A video at any frame rate is resampled to
 that 24 fps timeline by presentation timestamp: 24 fps frame ``j`` is the source frame whose timestamp
-(seconds from the first frame's) is nearest to ``j / 24`` (ties go to the earlier frame), for every
+(seconds from the first frame's) is nearest to ``j / 24`` (ties, within 0.1 ms, go to the earlier
+frame: container timestamps are often float32 or rounded to the time base), for every
 ``j`` with ``j / 24`` before the end of the last source frame (its timestamp plus one frame
 duration). ``pts_s`` are the container's presentation timestamps (variable frame rate works); without
 them frame ``i`` is at ``i / fps``. At exactly 24 fps the timeline is the identity (``0 .. n-1``), so
@@ -30,6 +31,7 @@ SMALL = 32 ** 2
 LARGE = 96 ** 2
 SAV_FPS = 24.0          # SA-V's frame sequence (JPEGImages_24fps)
 SAV_ANN_EVERY = 4       # masks on every 4th frame of it (Annotations_6fps; SAM 2's ann_every: 4)
+_TIE_S = 1e-4           # timestamps this close count as equal (float32 pts, time-base rounding)
 
 
 def size_bucket(size_abs: float) -> str:
@@ -85,12 +87,11 @@ def sav_timeline(n_frames: int, fps: float, pts_s: Sequence[float] | None = None
     else:
         last_dur = 1.0 / float(fps) if fps and fps > 0 else 1.0 / SAV_FPS
     end = float(t[-1]) + max(last_dur, 0.0)
-    n_out = max(1, int(np.ceil(end * SAV_FPS - 1e-6)))
+    n_out = max(1, int(np.ceil(end * SAV_FPS - _TIE_S * SAV_FPS)))
     inst = np.arange(n_out, dtype=np.float64) / SAV_FPS
     hi = np.clip(np.searchsorted(t, inst, side="left"), 0, n_frames - 1)
     lo = np.clip(hi - 1, 0, n_frames - 1)
-    # nearest; ties (within a microsecond) to the earlier frame
-    pick = np.where(np.abs(t[lo] - inst) <= np.abs(t[hi] - inst) + 1e-6, lo, hi)
+    pick = np.where(np.abs(t[lo] - inst) <= np.abs(t[hi] - inst) + _TIE_S, lo, hi)  # ties: the earlier
     return [int(i) for i in pick]
 
 

@@ -99,7 +99,8 @@ MASKLET_FRAMES = pa.schema([
     ("masklet_id", pa.int32()),
     ("masklet_type", pa.string()),
     ("ann_idx", pa.int32()),          # index into the annotated-frame list (SA-V's outer list)
-    ("frame_idx", pa.int64()),        # frame number in the video's own numbering
+    ("frame_idx", pa.int64()),        # source frame index: the frame number in the video's own numbering
+    ("timestamp_s", pa.float64()),    # its presentation time, seconds from the first frame (null: not known)
     ("size", pa.list_(pa.int32())),   # COCO RLE [h, w]
     ("counts", pa.string()),          # COCO RLE counts, exactly as pycocotools writes them
     ("area", pa.int64()),

@@ -20,6 +20,12 @@ with ``error_class`` one of ``decode_error`` (the decoder reported an error / wr
 
 ``prefetch=True`` decodes the next chunk in a background thread while the caller works on the
 current one (one extra chunk in memory).
+
+``presentation_times(path)`` returns each frame's presentation timestamp in seconds (decord's
+``get_frame_timestamp``: the container's pts in stream time base, frames in presentation order, the
+same numbering as the decoded indices; no frame is decoded). It is what maps a video, variable
+frame rate included, onto SA-V's 24 fps timeline (:func:`sav_assets.lib.sav.fields.sav_timeline`).
+With ``isolate=True`` it runs in the sandbox like probing, with the same error classes.
 """
 
 from __future__ import annotations
@@ -217,6 +223,35 @@ def iter_frame_chunks(
     else:
         it = _iter_inprocess(path, chunks, size)
     return _prefetched(it) if prefetch else it
+
+
+def _timestamps(path: str) -> list[float]:
+    vr = _open(path, None)
+    n = len(vr)
+    if n == 0:
+        return []
+    try:
+        ts = np.asarray(vr.get_frame_timestamp(list(range(n))), dtype=np.float64)
+    except Exception as e:
+        raise VideoError(DECODE_ERROR, f"{path}: reading frame timestamps failed: {_describe(e)}") from e
+    if ts.ndim != 2 or ts.shape[0] != n:
+        raise VideoError(DECODE_ERROR, f"{path}: decoder returned timestamps of shape {ts.shape} for {n} frames")
+    return [float(t) for t in ts[:, 0]]
+
+
+def presentation_times(path: str, *, isolate: bool = False, timeout_s: float = 120.0,
+                       memory_mb: int | None = DECODE_MEMORY_MB) -> list[float]:
+    """Presentation timestamp (seconds) of every frame, in decode-index order; see the module docstring."""
+    if not isolate:
+        return _timestamps(str(path))
+    from sav_assets.lib.video.sandbox import run_isolated
+
+    res = run_isolated("sav_assets.lib.video.decode:_timestamps", {"path": str(path)},
+                       timeout_s=timeout_s, memory_mb=memory_mb)
+    if res.status != "ok":
+        err = res.error(memory_mb=memory_mb, unexpected=DECODE_ERROR)
+        raise err if res.error_class else VideoError(err.error_class, f"{path}: {err.message}")
+    return [float(t) for t in res.value]
 
 
 def read_frames(path: str, indices: Sequence[int], *, size: tuple[int, int] | None = None,

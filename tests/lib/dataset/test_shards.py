@@ -285,9 +285,11 @@ def test_export_sav_train(tmp_path, corpus):
     lake = Lake(tmp_path / "lake")
     out = export_sav_train(lake, "exports/sav_train", videos[:2], paths,
                            {"vid_a": {"manual": doc, "auto": {"masklet": []}}})
-    assert out["videos"] == 1 and out["skipped"] == [{"video_id": "vid.b", "reason": "no annotations"}]
-    assert lake.get_bytes("exports/sav_train/vid_a.mp4") == Path(paths["vid_a"]).read_bytes()
-    assert json.loads(lake.get_bytes("exports/sav_train/vid_a_manual.json")) == doc
+    assert out["videos"] == 1 and out["skipped"] == [{"video_id": "vid.b", "reason": "no manual annotations"}]
+    # SAM 2's layout: the 24 fps frames (vid_a: 33 frames at 24 fps), <video>_manual.json, the file list
+    assert [Path(k).name for k in out["files"]] == [f"{j:05d}.jpg" for j in range(33)] + ["vid_a_manual.json"]
+    assert lake.get_bytes("exports/sav_train/JPEGImages_24fps/vid_a/00032.jpg")[:2] == b"\xff\xd8"
+    assert json.loads(lake.get_bytes("exports/sav_train/annotations/vid_a_manual.json")) == doc
     assert lake.get_bytes("exports/sav_train/sav_train.txt") == b"vid_a\n"
 
 

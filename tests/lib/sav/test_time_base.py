@@ -47,3 +47,36 @@ def test_variable_frame_rate_follows_the_presentation_timestamps():
 def test_empty_and_single_frame():
     assert sav_timeline(0, 24) == [] and annotation_grid(0, 30) == []
     assert sav_timeline(1, 30) == [0] and annotation_grid(1, 30) == [0]
+
+
+@pytest.mark.parametrize("fps,n_ann", [(30, 12), (30, 7), (25, 9), (24, 12)])
+def test_imported_sav_file_is_read_on_the_timeline(tmp_path, make_video, fps, n_ann):
+    """A SA-V file for a 25 / 30 fps video: annotated frame k is the source frame at k / 6 s (the
+    labeling grid), whether the file covers the whole video or not; ``timestamp_s`` kept per row."""
+    import json
+
+    import numpy as np
+
+    from sav_assets.lib.ingest.demo import sav_annotation
+    from sav_assets.lib.label.batch import label_batch
+    from sav_assets.lib.sav import rle
+    from sav_assets.lib.store.lake import Lake
+    from sav_assets.lib.store.tables import MASKLET_FRAMES
+    from sav_assets.lib.video.probe import probe_file
+
+    path = make_video(tmp_path / "v.mp4", seconds=2.0, fps=fps, width=64, height=48)
+    video = {**probe_file(str(path)).as_row(), "video_id": "v", "source_uri": str(path), "content_sha256": "0" * 64}
+    n = int(video["video_frame_count"])
+    assert n == 2 * fps
+    col = [[rle.encode(np.pad(np.ones((2, 2), np.uint8), ((k, 46 - k), (0, 62))))] for k in range(n_ann)]
+    ann = tmp_path / "v_manual.json"
+    ann.write_text(json.dumps(sav_annotation("v", col, n, 24.0, 64, 48)))
+    lake = Lake(tmp_path / "lake")
+    summary = label_batch(lake, "b1", [video], {"v": {"manual": str(ann)}}, lambda: None, None,
+                          run_sam2=False, log=lambda m: None)
+    assert summary.failed == {}
+    rows = sorted(lake.read_table("masklet_frames", schema=MASKLET_FRAMES).to_pylist(), key=lambda r: r["ann_idx"])
+    expect = [int(np.floor(k * fps / 6 + 0.5 - 1e-9)) for k in range(n_ann)]   # nearest frame to k / 6 s
+    assert [r["frame_idx"] for r in rows] == expect
+    assert [r["timestamp_s"] for r in rows] == pytest.approx([i / fps for i in expect], abs=1e-4)
+    assert expect == annotation_grid(n, fps)[:n_ann]

@@ -1,0 +1,191 @@
+"""Acceptance (issue 9, 3a): SAM 2's training loader pairs every exported mask with its frame.
+
+The check opens ``sav-assets export-sav --train``'s output the way SAM 2's trainer does, with the
+real classes of the installed ``sam2`` 1.1.0 package (``training/dataset/vos_raw_dataset.py``
+``JSONRawDataset`` with SA-V's ``ann_every: 4`` / ``frames_fps: 24``, its ``JSONSegmentLoader``
+from ``vos_segment_loader.py`` and ``vos_sampler.py``'s ``RandomUniformSampler``). ``VOSDataset``
+(``vos_dataset.py``) does not import here (it needs ``tensordict``), so :func:`_construct` mirrors
+its ``construct`` / ``load_images``: each sampled ``VOSFrame`` is ``PIL.Image.open(image_path)`` and
+``segment_loader.load(frame.frame_idx, obj_ids=...)``, i.e. JPEG ``k`` of ``JPEGImages_24fps`` with
+mask ``k / 4``.
+
+The video is synthetic (PyAV, the pts of every frame set explicitly): a bright square whose x
+position is a linear function of the frame's presentation time, at 24, 25, 29.97 and 30 fps and
+with a variable frame rate. A "perfect labeler" writes the mask of each annotated source frame where
+the square really is (rows built by ``records.rows`` over the labeler's own grid); the check is that
+in what the loader returns, every mask lies on the square of its JPEG, and every JPEG shows the
+video at its 24 fps instant. Before the time base the export had no 24 fps frames (the mp4 was
+copied and the trainer's frame extraction numbers source frames), so mask ``k`` met source frame
+``4k``: at 29.97 / 30 fps up to several frames away.
+"""
+
+from __future__ import annotations
+
+import fractions
+import json
+import random
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from sav_assets.lib.dataset.shards import TRAIN_FRAMES, TRAIN_JSON, TRAIN_LIST, export_sav_train
+from sav_assets.lib.label.records import FrameRecord, MaskletRecords, rows
+from sav_assets.lib.sav import rle
+from sav_assets.lib.sav.annotations import export_sav
+from sav_assets.lib.sav.fields import annotation_grid, annotation_times, sav_timeline
+from sav_assets.lib.store.lake import Lake
+from sav_assets.lib.video.decode import presentation_times
+
+pytest.importorskip("training.dataset.vos_raw_dataset")
+
+H, W, SQ = 64, 320, 16
+SPEED = 90.0                 # px per second: 3 px between frames at 30 fps, 3.75 at 24
+SECONDS = 3.0
+
+
+def _x(t: float) -> float:
+    """Left edge of the square at time t (seconds from the first frame)."""
+    return 8.0 + SPEED * t
+
+
+def _write_video(path: Path, pts_s: list[float], rate) -> None:
+    import av
+
+    tb = fractions.Fraction(1, 90000)
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=rate)
+        s.width, s.height, s.pix_fmt = W, H, "yuv420p"
+        s.time_base = tb
+        s.codec_context.time_base = tb
+        s.options = {"crf": "4", "g": "12"}
+        for t in pts_s:
+            img = np.full((H, W, 3), 16, np.uint8)
+            x = int(round(_x(t - pts_s[0])))    # time from the first frame
+            img[24:24 + SQ, x:x + SQ] = 235
+            f = av.VideoFrame.from_ndarray(img, format="rgb24")
+            f.pts, f.time_base = int(round(t * 90000)), tb
+            for p in s.encode(f):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+
+
+def _square_mask(t: float) -> np.ndarray:
+    m = np.zeros((H, W), np.uint8)
+    x = int(round(_x(t)))
+    m[24:24 + SQ, x:x + SQ] = 1
+    return m
+
+
+def _x_in_image(img: np.ndarray) -> float:
+    """Left edge of the bright square found in an image (column profile centroid minus half a side)."""
+    prof = img.astype(np.float64).mean(axis=0)
+    prof = np.clip(prof - np.median(prof), 0, None)
+    prof[prof < 0.3 * prof.max()] = 0
+    return float((prof * np.arange(len(prof))).sum() / prof.sum()) - (SQ - 1) / 2
+
+
+def _label_perfectly(video_path: Path, video: dict) -> tuple[list[dict], list[dict], list[float]]:
+    """What the labeler records for a perfect model: its grid (by pts) and the square's mask there."""
+    pts = presentation_times(str(video_path))
+    n, fps = int(video["video_frame_count"]), float(video["video_fps"])
+    grid = annotation_grid(n, fps, pts_s=pts)
+    times = annotation_times(n, fps, pts_s=pts)
+    recs = MaskletRecords(len(grid))
+    recs.new(0, "auto", 0)
+    for a, i in enumerate(grid):
+        r = rle.encode(_square_mask(pts[i] - pts[0]))
+        enc = (r, rle.area(r), rle.bbox(r))
+        recs.rec[0][a] = FrameRecord.from_encoding(enc, 0.9, 0.95)
+    loaded = SimpleNamespace(model_name="perfect", checkpoint_sha256=None, config_sha256=None,
+                             random_weights=False)
+    masklets, frames = rows(video["video_id"], grid, recs, (H, W), loaded, "key", {}, times=times)
+    return masklets, frames, [p - pts[0] for p in pts]
+
+
+def _construct(video, segment_loader, sampled) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """Mirror of sam2 1.1.0 VOSDataset.construct + load_images: (frame_idx, RGB image, mask)."""
+    from PIL import Image
+
+    out = []
+    for frame in sampled.frames:
+        with open(frame.image_path, "rb") as fh:
+            img = np.asarray(Image.open(fh).convert("RGB"))
+        segments = segment_loader.load(frame.frame_idx, obj_ids=sampled.object_ids)
+        out.append((frame.frame_idx, img, segments[sampled.object_ids[0]].numpy()))
+    return out
+
+
+CASES = {
+    "24fps": (24, [i / 24 for i in range(int(24 * SECONDS))]),
+    "25fps": (25, [i / 25 for i in range(int(25 * SECONDS))]),
+    "29.97fps": (fractions.Fraction(30000, 1001), [i * 1001 / 30000 for i in range(int(29.97 * SECONDS))]),
+    "30fps": (30, [i / 30 for i in range(int(30 * SECONDS))]),
+    # 1 s at 30 fps, 1 s at 15 fps, 1 s at 25 fps, starting at pts 0.5 s
+    "vfr": (30, [0.5 + i / 30 for i in range(30)] + [1.5 + i / 15 for i in range(15)]
+            + [2.5 + i / 25 for i in range(25)]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_sam2_loader_pairs_every_mask_with_its_frame(tmp_path, case):
+    from training.dataset.vos_raw_dataset import JSONRawDataset
+    from training.dataset.vos_sampler import RandomUniformSampler
+
+    rate, pts = CASES[case]
+    path = tmp_path / f"{case}.mp4"
+    _write_video(path, pts, rate)
+    span = pts[-1] - pts[0]
+    video = {"video_id": f"syn_{case.replace('.', '_')}", "video_frame_count": len(pts),
+             "video_fps": (len(pts) - 1) / span if case == "vfr" else float(rate),
+             "video_height": H, "video_width": W, "video_duration": span, "video_split": "train",
+             "video_environment": "Indoor"}
+    masklets, frames, rel_t = _label_perfectly(path, video)
+    vid = video["video_id"]
+
+    # masklet_frames keeps the source frame index and its timestamp
+    assert [f["ann_idx"] for f in frames] == list(range(len(frames)))
+    max_gap = max(b - a for a, b in zip(pts, pts[1:]))
+    for f in frames:   # annotated frame k: the source frame nearest to k / 6 s
+        assert f["timestamp_s"] == pytest.approx(rel_t[f["frame_idx"]], abs=1e-6)
+        assert abs(f["timestamp_s"] - f["ann_idx"] / 6) <= max_gap / 2 + 1e-3
+
+    doc = export_sav(None, masklets, frames, video=video, masklet_type="auto")
+    lake = Lake(tmp_path / "out")
+    res = export_sav_train(lake, "train", [video], {vid: str(path)}, {vid: {"auto": doc}}, masklet_type="auto")
+    assert res["videos"] == 1 and res["skipped"] == []
+    root = tmp_path / "out" / "train"
+    n24 = len(sav_timeline(len(pts), video["video_fps"], presentation_times(str(path))))
+    jpegs = sorted((root / TRAIN_FRAMES / vid).iterdir())
+    assert [p.name for p in jpegs] == [f"{j:05d}.jpg" for j in range(n24)]
+    assert n24 == pytest.approx(24 * (span + (pts[-1] - pts[-2])), abs=1)
+    assert (root / TRAIN_LIST).read_text() == f"{vid}\n"
+    assert json.loads((root / TRAIN_JSON / f"{vid}_manual.json").read_text()) == doc
+
+    # every JPEG shows the video at its 24 fps instant (the nearest source frame's position)
+    from PIL import Image
+
+    for j in range(0, n24, 5):
+        x = _x_in_image(np.asarray(Image.open(jpegs[j]).convert("L")))
+        nearest = min(rel_t, key=lambda t: (round(abs(t - j / 24), 4), t))   # ties: the earlier frame
+        assert x == pytest.approx(_x(nearest), abs=1.0), f"JPEG {j}"
+
+    ds = JSONRawDataset(str(root / TRAIN_FRAMES), str(root / TRAIN_JSON), file_list_txt=str(root / TRAIN_LIST),
+                        ann_every=4, frames_fps=24)
+    assert ds.video_names == [vid]
+    vos_video, loader = ds.get_video(0)
+    # rm_unannotated: the loader keeps exactly the JPEGs 0, 4, 8, ... that have a mask
+    assert [f.frame_idx for f in vos_video.frames] == list(range(0, 4 * len(doc["masklet"]), 4))[:len(vos_video)]
+    assert len(vos_video.frames) >= len(doc["masklet"]) - 1
+    random.seed(0)
+    sampler = RandomUniformSampler(num_frames=len(vos_video.frames), max_num_objects=3)
+    checked = 0
+    for frame_idx, img, mask in _construct(vos_video, loader, sampler.sample(vos_video, loader)):
+        assert mask.shape == img.shape[:2]
+        cols = np.nonzero(mask.any(axis=0))[0]
+        x_img = _x_in_image(img.mean(axis=2))
+        assert cols[0] == pytest.approx(x_img, abs=1.0), f"{case}: mask {frame_idx // 4} vs JPEG {frame_idx}"
+        checked += 1
+    assert checked == len(vos_video.frames) >= 12
