@@ -14,12 +14,15 @@ with the first frame's masks). Each object folder (``int()``-parsable, ``{maskle
 binary palette PNG (values 0/1) per annotated frame, empty where the object is not visible; the
 evaluator scans these folders, drops the first and last frame, and reads ``png > 0``.
 
-Pass ``--gt_root <out_dir>/Annotations_6fps`` to ``sav_evaluator.py``.
+Pass ``--gt_root <out_dir>/Annotations_6fps`` to ``sav_evaluator.py``. :func:`check_layout` checks a
+written layout against what those tools read (names, formats, the evaluator's asserts) and returns
+the problems it finds.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections import defaultdict
 from pathlib import Path
@@ -158,3 +161,103 @@ def write_eval_layout(out_dir: str | os.PathLike, split_name: str, videos: list[
     _remove_stale(out, set(written), summary)
     summary["video_ids"] = written
     return summary
+
+
+_JPG = re.compile(r"^\d{5}\.jpg$")
+_PNG = re.compile(r"^\d{5}\.png$")
+_OBJ = re.compile(r"^\d{3,}$")
+
+
+def _check_png(p: Path, size: tuple[int, int] | None) -> tuple[bool, str | None]:
+    """(visible, problem) of one mask PNG: a palette ("P") PNG holding 0/1 at the frames' size."""
+    from PIL import Image
+
+    with Image.open(p) as im:
+        if im.format != "PNG" or im.mode != "P":
+            return False, f"{p}: {im.format} mode {im.mode}, expected a palette (P) PNG"
+        if size is not None and im.size != size:
+            return False, f"{p}: {im.size[0]}x{im.size[1]}, the frames are {size[0]}x{size[1]}"
+        a = np.asarray(im)
+    values = set(np.unique(a).tolist())
+    if not values <= {0, 1}:
+        return False, f"{p}: values {sorted(values)}, expected 0/1 (one object per PNG)"
+    return 1 in values, None
+
+
+def _jpeg_size(d: Path, names: list[str]) -> tuple[tuple[int, int] | None, list[str]]:
+    from PIL import Image
+
+    bad = [f"{d / n}: not named %05d.jpg" for n in names if not _JPG.match(n)]
+    if not names:
+        return None, [f"{d}: no frames"]
+    with Image.open(d / names[0]) as im:
+        if im.format != "JPEG" or im.mode != "RGB":
+            bad.append(f"{d / names[0]}: {im.format} {im.mode}, expected an RGB JPEG")
+        return im.size, bad
+
+
+def _check_object(d: Path, jpegs: set[str], size) -> tuple[list[str], list[str]]:
+    """(frame names, problems) of one object folder."""
+    names = sorted(os.listdir(d))
+    problems = [f"{d / n}: not named %05d.png" for n in names if not _PNG.match(n)]
+    problems += [f"{d / n}: no {n[:-4]}.jpg in JPEGImages_24fps" for n in names if n[:-4] + ".jpg" not in jpegs]
+    seen = False
+    for i, n in enumerate(names):
+        visible, problem = _check_png(d / n, size)
+        problems += [problem] if problem else []
+        seen = seen or (visible and 0 < i < len(names) - 1)
+    if not seen:
+        problems.append(f"{d}: not visible between the first and last frames (the evaluator asserts)")
+    return names, problems
+
+
+def _check_video(out: Path, vid: str) -> list[str]:
+    jdir, adir = out / JPEG_DIR / vid, out / ANN_DIR / vid
+    if not jdir.is_dir() or not adir.is_dir():
+        return [f"{vid}: listed but {jdir if not jdir.is_dir() else adir} is missing"]
+    jnames = sorted(os.listdir(jdir))
+    size, problems = _jpeg_size(jdir, jnames)
+    objects = sorted(os.listdir(adir))
+    if not objects:
+        problems.append(f"{adir}: no object folders")
+    frame_lists = set()
+    for obj in objects:
+        if not _OBJ.match(obj) or not (adir / obj).is_dir():
+            problems.append(f"{adir / obj}: not an object folder named %03d")
+            continue
+        names, obj_problems = _check_object(adir / obj, set(jnames), size)
+        problems += obj_problems
+        frame_lists.add(tuple(names))
+    if len(frame_lists) > 1:
+        problems.append(f"{adir}: object folders hold different frames")
+    first = min((f[0] for f in frame_lists if f), default=None)
+    if first is not None and jnames and jnames[0] != first[:-4] + ".jpg":
+        problems.append(f"{jdir}: first JPEG {jnames[0]} is not the first annotated frame {first[:-4]}.jpg")
+    return problems
+
+
+def check_layout(out_dir: str | os.PathLike, split_name: str) -> list[str]:
+    """Problems (empty: none) of an evaluation layout as Meta's tools read it.
+
+    Mirrors what ``sav_dataset/sav_evaluator.py`` + ``utils/sav_benchmark.py`` (facebookresearch/sam2,
+    sav_benchmark.py at commit 7e1596c) and ``tools/vos_inference.py`` open: ``sav_<split>.txt`` names
+    exactly the video folders of ``Annotations_6fps`` and ``JPEGImages_24fps``; frames are ``%05d.jpg``
+    (RGB JPEG); each video folder holds only object folders (``%03d``, so the evaluator takes the SA-V
+    branch and ``int()`` parses them) with the same ``%05d.png`` frames, each a palette PNG of 0/1 at
+    the frames' size with a JPEG of the same number, the first of them the video's first JPEG (the
+    inference prompt); every object is visible between its first and last frame (else the evaluator's
+    ``consolidate`` asserts).
+    """
+    out = Path(out_dir)
+    lst = out / f"sav_{safe_relpath(split_name)}.txt"
+    if not lst.is_file():
+        return [f"{lst}: missing"]
+    vids = lst.read_text().split()
+    problems = [f"{lst}: {v!r} listed twice" for v in sorted({v for v in vids if vids.count(v) > 1})]
+    for d in (ANN_DIR, JPEG_DIR):
+        found = sorted(c.name for c in (out / d).iterdir() if c.is_dir()) if (out / d).is_dir() else []
+        if found != sorted(set(vids)):
+            problems.append(f"{out / d}: video folders {found} are not the list file's {sorted(set(vids))}")
+    for vid in sorted(set(vids)):
+        problems += _check_video(out, vid)
+    return problems

@@ -228,3 +228,102 @@ def test_manual_masklets_failing_qc_stay_ground_truth_unless_a_rule_says_so():
     assert left_out[0] == {"video_id": "a", "masklet_type": "manual", "masklet_id": 1,
                            "reason": "failed masklet QC: flicker, too_small (exclude_failed_manual is set)"}
     assert len(left_out) == 2
+
+
+# ---------------------------------------------------------------- SA-V's on-disk layout, Meta's evaluator
+
+
+def test_sav_layout_exact_names_and_formats(tmp_path):
+    """The names and formats of SA-V's val/test release (sav_dataset/README.md) and what
+    sav_evaluator.py / vos_inference.py open, spelled out literally."""
+    from sav_assets.lib.sav.eval_layout import check_layout
+
+    video = tmp_path / "v.mp4"
+    make_video(video, 9, 32, 48)
+    m = np.zeros((32, 48), np.uint8)
+    m[2:6, 2:6] = 1
+    rows = frame_rows("sav_000042", {0: {0: m, 4: m, 8: m}, 12: {0: m, 4: m, 8: 0 * m}})
+    out = tmp_path / "sav_val"
+    write_eval_layout(out, "val", [{"video_id": "sav_000042"}], {"sav_000042": rows}, {"sav_000042": str(video)})
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert files == ["Annotations_6fps/sav_000042/000/00000.png", "Annotations_6fps/sav_000042/000/00004.png",
+                     "Annotations_6fps/sav_000042/000/00008.png", "Annotations_6fps/sav_000042/012/00000.png",
+                     "Annotations_6fps/sav_000042/012/00004.png", "Annotations_6fps/sav_000042/012/00008.png",
+                     *[f"JPEGImages_24fps/sav_000042/{k:05d}.jpg" for k in range(9)], "sav_val.txt"]
+    assert (out / "sav_val.txt").read_bytes() == b"sav_000042\n"
+    with Image.open(out / "Annotations_6fps/sav_000042/012/00004.png") as im:
+        assert (im.format, im.mode, im.size) == ("PNG", "P", (48, 32))
+        assert im.getpalette()[:6] == [0, 0, 0, 128, 0, 0]
+        assert np.array_equal(np.asarray(im), m)              # indices 0/1, not 0/255
+    with Image.open(out / "JPEGImages_24fps/sav_000042/00000.jpg") as im:
+        assert (im.format, im.mode, im.size) == ("JPEG", "RGB", (48, 32))
+    assert check_layout(out, "val") == []
+
+
+def test_check_layout_reports_what_the_evaluator_would_trip_on(tmp_path):
+    from sav_assets.lib.sav.eval_layout import check_layout
+
+    video = tmp_path / "v.mp4"
+    make_video(video, 9, 32, 48)
+    m = np.zeros((32, 48), np.uint8)
+    m[2:6, 2:6] = 1
+    rows = frame_rows("a", {0: {0: m, 4: m, 8: m}, 1: {0: m, 4: m, 8: m}})
+    out = tmp_path / "sav_val"
+    write_eval_layout(out, "val", [{"video_id": "a"}], {"a": rows}, {"a": str(video)})
+    assert check_layout(out, "val") == []
+    ann = out / "Annotations_6fps" / "a"
+    Image.fromarray(m * 255).save(ann / "001" / "00004.png")                 # 0/255 greyscale
+    (out / "JPEGImages_24fps" / "a" / "00008.jpg").unlink()
+    (ann / "000").rename(ann / "obj")
+    (out / "Annotations_6fps" / "b").mkdir()
+    problems = "\n".join(check_layout(out, "val"))
+    assert "001/00004.png: PNG mode L, expected a palette (P) PNG" in problems
+    assert "no 00008.jpg in JPEGImages_24fps" in problems
+    assert "a/obj: not an object folder named %03d" in problems
+    assert "video folders ['a', 'b'] are not the list file's ['a']" in problems
+    (out / "sav_val.txt").unlink()
+    assert check_layout(out, "val") == [f"{out / 'sav_val.txt'}: missing"]
+
+
+@needs_shared
+def test_meta_evaluator_on_the_layout_equals_our_jf_on_real_sav_masks(tmp_path):
+    """Acceptance: the layout of SA-V's own manual masks, scored by a re-implementation of Meta's
+    sav_evaluator.py (tests/lib/sav/sav_evaluator_ref.py), gives our J&F to 1e-12 per object and overall."""
+    import sav_evaluator_ref
+
+    from sav_assets.lib.sav.annotations import import_sav
+    from sav_assets.lib.sav.eval_layout import check_layout
+    from sav_assets.lib.sav.jf import evaluate_layout
+    from sav_assets.lib.util import atomic_write_bytes
+    from sav_assets.lib.video.images import encode_mask_png
+
+    doc = json.loads(SAV_MANUAL.read_text())
+    _, _, frames = import_sav(doc, source_uri=str(SAV_MANUAL))
+    frames = [f for f in frames if f["frame_idx"] <= 36]                 # 10 annotated frames
+    h, w = int(doc["video_height"]), int(doc["video_width"])
+    video = tmp_path / "sav_000001.mp4"
+    make_video(video, 37, h, w)
+    out = tmp_path / "sav_val"
+    s = write_eval_layout(out, "val", [{"video_id": "sav_000001"}], {"sav_000001": frames},
+                          {"sav_000001": str(video)})
+    assert s["objects"] >= 2 and check_layout(out, "val") == []
+    gt = out / "Annotations_6fps"
+    # a prediction that lags one annotated frame behind and misses object 1's 6th frame
+    pred = tmp_path / "pred"
+    for obj in sorted(os.listdir(gt / "sav_000001")):
+        names = sorted(os.listdir(gt / "sav_000001" / obj))
+        for i, n in enumerate(names):
+            mask = np.array(Image.open(gt / "sav_000001" / obj / names[max(i - 1, 0)]))
+            if obj == "001" and i == 5:
+                mask = 0 * mask
+            atomic_write_bytes(pred / "sav_000001" / obj / n, encode_mask_png(mask))
+    g_jf, g_j, g_f, per_video = sav_evaluator_ref.benchmark(str(gt), str(pred))
+    ours = evaluate_layout(out, pred)
+    ious, fs = per_video["sav_000001"]
+    objects = ours["videos"]["sav_000001"]["objects"]
+    assert sorted(objects) == sorted(ious)
+    for obj in ious:
+        assert abs(ious[obj] / 100 - objects[obj]["J"]) < 1e-12 and abs(fs[obj] / 100 - objects[obj]["F"]) < 1e-12
+    assert abs(g_j / 100 - ours["J"]) < 1e-12 and abs(g_f / 100 - ours["F"]) < 1e-12
+    assert abs(g_jf / 100 - ours["J&F"]) < 1e-12
+    assert 0.1 < ours["J"] < 0.9 and 0.1 < ours["F"] < 0.9                # a real, imperfect score
