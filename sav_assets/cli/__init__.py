@@ -6,6 +6,7 @@
   sav-assets batches [--root URI]                 claimed batches: finished / unfinished / running
   sav-assets sql [--root URI] ["SELECT ..."]      read-only SQL over the table views (no query: a shell)
   sav-assets export-sav [--root URI] --dest DIR   write SA-V JSON for every labeled video
+  sav-assets export-sav --train [--masklet-type auto]   SAM 2's training layout (24 fps JPEGs + JSON + list)
   sav-assets compact [--root URI]                 rewrite the big tables into a few sorted files
   sav-assets init-home                            write $DAGSTER_HOME/dagster.yaml (gpu pool limit) if missing
 
@@ -72,6 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--root", default=None)
     e.add_argument("--dest", default=None, help="local folder or s3:// prefix (default <root>/exports/sav)")
     e.add_argument("--video-id", action="append")
+    e.add_argument("--train", action="store_true",
+                   help="SAM 2's training layout: JPEGImages_24fps/<video>/%%05d.jpg on SA-V's 24 fps timeline, "
+                        "annotations/<video>_manual.json, sav_train.txt (default dest <root>/exports/sav_train)")
+    e.add_argument("--masklet-type", choices=["manual", "auto", "prompted"], default="manual",
+                   help="with --train: the masklets written as <video>_manual.json (the only name SAM 2 opens)")
     e.set_defaults(fn=cmd_export_sav)
 
     c = sub.add_parser("compact", help="rewrite the big tables into a few sorted files behind the DuckDB views "

@@ -24,8 +24,22 @@ def cmd_export_sav(args) -> int:
     from sav_assets.lib.sav.exports import export_sav_all
 
     lk = _lake(args.root)
+    if getattr(args, "train", False):
+        return _export_train(lk, args)
     written = export_sav_all(lk, args.dest, video_ids=args.video_id or None)
     print(f"wrote {len(written)} SA-V JSON file(s) to {args.dest or lk.uri('exports/sav')}")
+    return 0
+
+
+def _export_train(lk, args) -> int:
+    from sav_assets.lib.dataset.shards import export_sav_train_lake
+
+    res = export_sav_train_lake(lk, args.dest, video_ids=args.video_id or None,
+                                masklet_type=args.masklet_type)
+    print(f"wrote {res['videos']} video(s) for SAM 2 training to {res['uri']} "
+          f"({args.masklet_type} masklets as <video>_manual.json, frames on the 24 fps timeline)")
+    for s in res["skipped"]:
+        print(f"  skipped {s['video_id']}: {s['reason']}")
     return 0
 
 

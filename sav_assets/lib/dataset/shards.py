@@ -15,8 +15,10 @@ and the file list; see its docstring).
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import asdict
 from datetime import datetime, timezone
 
@@ -24,7 +26,8 @@ from sav_assets.lib.dataset.publisher import ShardPublisher, read_manifest, veri
 from sav_assets.lib.dataset.shard_samples import ShardConfig, build_samples, sample_key
 from sav_assets.lib.store.lake import Lake, safe_relpath
 
-__all__ = ["ShardConfig", "ShardPublisher", "build_samples", "export_sav_train", "read_manifest",
+__all__ = ["ShardConfig", "ShardPublisher", "build_samples", "export_sav_train", "export_sav_train_lake",
+           "read_manifest",
            "sample_key", "verify_manifest", "write_samples", "write_shards"]
 
 
@@ -88,7 +91,8 @@ TRAIN_LIST = "sav_train.txt"          # SAM 2's file_list_txt: one video name pe
 def export_sav_train(lake: Lake, out_prefix: str, videos: list[dict], video_paths: dict[str, str],
                      json_docs: dict[str, dict[str, dict]],
                      json_for: Callable[[str], dict[str, dict]] | None = None,
-                     masklet_type: str = "manual", jpeg_quality: int = 95) -> dict:
+                     masklet_type: str = "manual", jpeg_quality: int = 95,
+                     open_video: Callable[[str], AbstractContextManager[str]] | None = None) -> dict:
     """What SAM 2's trainer reads (``JSONRawDataset`` + ``VOSDataset``, SA-V's ``ann_every: 4``)::
 
         <out_prefix>/JPEGImages_24fps/<video_id>/00000.jpg ...   the video on SA-V's 24 fps timeline
@@ -100,7 +104,9 @@ def export_sav_train(lake: Lake, out_prefix: str, videos: list[dict], video_path
     SAM 2's loader opens only ``<video>_manual.json``: ``masklet_type`` (manual | auto | prompted)
     chooses which document is written under that name; a video without one is skipped.
     ``json_docs``: video id -> {masklet_type: SA-V doc}; ``json_for`` produces that dict per video
-    instead. ``videos`` rows give ``video_frame_count`` / ``video_fps`` (the labeling grid's).
+    instead. ``videos`` rows give ``video_frame_count`` / ``video_fps`` (the labeling grid's). A video
+    not in ``video_paths`` is opened with ``open_video(video_id)`` (a context manager giving a local
+    path, e.g. a download from S3 for the time of that video). ``out_prefix`` ``""`` is the root.
     Returns counts, the written keys and the skipped videos with reasons (an undecodable video is
     skipped, not fatal).
     """
@@ -118,27 +124,60 @@ def export_sav_train(lake: Lake, out_prefix: str, videos: list[dict], video_path
         if docs is None and json_for is not None:
             docs = json_for(vid)
         doc = (docs or {}).get(masklet_type)
-        if vid not in video_paths:
+        if vid not in video_paths and open_video is None:
             skipped.append({"video_id": vid, "reason": "no video file"})
             continue
         if not doc:
             skipped.append({"video_id": vid, "reason": f"no {masklet_type} annotations"})
             continue
         try:
-            frames, fbytes = _write_timeline_jpegs(lake, f"{prefix}/{TRAIN_FRAMES}/{vid}", video_paths[vid],
-                                                   rows[vid], jpeg_quality)
-        except VideoError as e:
-            skipped.append({"video_id": vid, "reason": f"{e.error_class}: {e.message}"})
+            with (contextlib.nullcontext(video_paths[vid]) if vid in video_paths else open_video(vid)) as path:
+                frames, fbytes = _write_timeline_jpegs(lake, _join(prefix, f"{TRAIN_FRAMES}/{vid}"), path,
+                                                       rows[vid], jpeg_quality)
+        except (VideoError, OSError) as e:   # the video's own failure: recorded, the export goes on
+            reason = f"{e.error_class}: {e.message}" if isinstance(e, VideoError) else f"{type(e).__name__}: {e}"
+            skipped.append({"video_id": vid, "reason": reason})
             continue
         data = json.dumps(doc).encode()
-        rel = f"{prefix}/{TRAIN_JSON}/{vid}_manual.json"
+        rel = _join(prefix, f"{TRAIN_JSON}/{vid}_manual.json")
         lake.put_bytes(rel, data, content_type="application/json")
         written += frames + [rel]
         nbytes += fbytes + len(data)
         exported.append(vid)
-    lake.put_bytes(f"{prefix}/{TRAIN_LIST}", "".join(f"{v}\n" for v in exported).encode())
+    lake.put_bytes(_join(prefix, TRAIN_LIST), "".join(f"{v}\n" for v in exported).encode())
     return {"videos": len(exported), "files": written, "bytes": nbytes, "skipped": skipped,
             "masklet_type": masklet_type}
+
+
+def _join(prefix: str, rel: str) -> str:
+    return f"{prefix}/{rel}" if prefix else rel
+
+
+def export_sav_train_lake(lake: Lake, dest: str | None = None, video_ids: list[str] | None = None,
+                          masklet_type: str = "manual", opener=None) -> dict:
+    """:func:`export_sav_train` of the lake's labeled videos (``sav-assets export-sav --train``).
+
+    Writes to ``dest`` (a local folder or ``s3://`` prefix, reached with the lake's S3 settings) or
+    ``<root>/exports/sav_train``; documents from :func:`sav_assets.lib.sav.exports.build_sav_docs`
+    (current headers), videos opened from their ``source_uri`` one at a time through ``opener``
+    (:class:`~sav_assets.lib.store.source.SourceOpener`). Returns export_sav_train's dict plus ``uri``.
+    """
+    from sav_assets.lib.sav.exports import build_sav_docs
+    from sav_assets.lib.store.source import SourceOpener
+    from sav_assets.lib.store.tables import VIDEOS
+
+    opener = opener or SourceOpener()
+    docs: dict[str, dict[str, dict]] = {}
+    for (vid, kind), doc in build_sav_docs(lake, video_ids).items():
+        docs.setdefault(vid, {})[kind] = doc
+    rows = {v["video_id"]: v for v in lake.read_table("videos", schema=VIDEOS).to_pylist()
+            if v["video_id"] in docs and v.get("status") in (None, "ok")}
+    out, prefix = (Lake(dest, s3=getattr(lake.store, "settings", None)), "") if dest else (lake, "exports/sav_train")
+    res = export_sav_train(out, prefix, list(rows.values()), {}, docs, masklet_type=masklet_type,
+                           open_video=lambda vid: opener.local_path(rows[vid]["source_uri"]))
+    res["skipped"] += [{"video_id": v, "reason": "not an ingested video"} for v in sorted(set(docs) - set(rows))]
+    res["uri"] = out.uri(prefix) if prefix else out.uri("")
+    return res
 
 
 def _write_timeline_jpegs(lake: Lake, folder: str, path: str, video: dict, quality: int) -> tuple[list[str], int]:

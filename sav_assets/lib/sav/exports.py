@@ -1,12 +1,25 @@
 """SA-V JSON export of the masklet tables: ``<video_id>_auto.json`` / ``_manual.json`` (and
-``_prompted.json`` for prompted masklets, same schema) for every labeled video."""
+``_prompted.json`` for prompted masklets, same schema) for every labeled video.
+
+Headers are current: ``video_split`` is the video's latest assignment in the ``splits`` table and
+``video_environment`` its sidecar's (``video_quality``); an imported file's own values stay only
+where the tables have none (so SA-V's sample, imported and exported, comes back byte for byte).
+Masks are on SA-V's time base: annotated frame ``k`` is 24 fps frame ``4k``
+(:mod:`sav_assets.lib.sav.fields`)."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 
 from sav_assets.lib.store.lake import Lake
-from sav_assets.lib.store.tables import MASKLET_FRAMES, MASKLETS, SAV_ANNOTATIONS, VIDEOS
+from sav_assets.lib.store.tables import (
+    MASKLET_FRAMES,
+    MASKLETS,
+    SAV_ANNOTATIONS,
+    SPLITS,
+    VIDEO_QUALITY,
+    VIDEOS,
+)
 
 FILE_KIND = {"auto": "auto", "manual": "manual", "prompted": "prompted"}
 
@@ -18,6 +31,27 @@ def _filter(tbl, video_ids):
     import pyarrow.compute as pc
 
     return tbl.filter(pc.is_in(tbl["video_id"], value_set=pa.array(list(video_ids))))
+
+
+def current_header_values(lake: Lake) -> dict[str, dict]:
+    """video id -> {"video_split", "video_environment"} from the tables (only the values they have)."""
+    out: dict[str, dict] = {}
+    for q in lake.read_table("video_quality", columns=["video_id", "video_environment"],
+                             schema=VIDEO_QUALITY).to_pylist():
+        if q["video_environment"] is not None:
+            out.setdefault(q["video_id"], {})["video_environment"] = q["video_environment"]
+    splits = lake.read_table("splits", columns=["video_id", "split", "assigned_at"], schema=SPLITS).to_pylist()
+    for r in sorted(splits, key=lambda r: (r["assigned_at"] is not None, r["assigned_at"] or 0)):
+        if r["split"] is not None:
+            out.setdefault(r["video_id"], {})["video_split"] = r["split"]
+    return out
+
+
+def _refresh_header(doc: dict, current: dict) -> dict:
+    for key, value in current.items():
+        if key in doc:
+            doc[key] = value      # in place: key order unchanged
+    return doc
 
 
 def build_sav_docs(lake: Lake, video_ids: list[str] | None = None,
@@ -36,10 +70,12 @@ def build_sav_docs(lake: Lake, video_ids: list[str] | None = None,
     for f in frames:
         f_by[(f["video_id"], f["masklet_type"])].append(f)
     h_by = {(h["video_id"], h["masklet_type"]): h for h in headers}
+    current = current_header_values(lake)
     docs = {}
     for (vid, kind), ms in sorted(m_by.items()):
         header = h_by.get((vid, kind)) if all(m.get("source") == "sav_import" for m in ms) else None
-        docs[(vid, kind)] = export_sav(header, ms, f_by[(vid, kind)], video=videos.get(vid), masklet_type=kind)
+        doc = export_sav(header, ms, f_by[(vid, kind)], video=videos.get(vid), masklet_type=kind)
+        docs[(vid, kind)] = _refresh_header(doc, current.get(vid, {}))
     return docs
 
 

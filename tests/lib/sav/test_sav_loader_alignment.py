@@ -189,3 +189,62 @@ def test_sam2_loader_pairs_every_mask_with_its_frame(tmp_path, case):
         assert cols[0] == pytest.approx(x_img, abs=1.0), f"{case}: mask {frame_idx // 4} vs JPEG {frame_idx}"
         checked += 1
     assert checked == len(vos_video.frames) >= 12
+
+
+@pytest.mark.parametrize("case", ["29.97fps", "vfr"])
+def test_export_sav_train_cli_imported_file_on_the_timeline(tmp_path, case, capsys):
+    """``sav-assets export-sav --train`` over a lake: a SA-V ``_manual.json`` written for the video's
+    24 fps timeline (mask k: the square at k / 6 s) is imported through ``label_batch`` and exported
+    for SAM 2; the loader pairs each mask with the JPEG showing the square there. Headers current."""
+    import datetime as dt
+
+    from training.dataset.vos_raw_dataset import JSONRawDataset
+
+    from sav_assets.cli import main
+    from sav_assets.lib.ingest.demo import sav_annotation
+    from sav_assets.lib.label.batch import label_batch
+    from sav_assets.lib.store.tables import SPLITS, VIDEOS, to_table
+    from sav_assets.lib.video.probe import probe_file
+
+    rate, pts = CASES[case]
+    path = tmp_path / "v.mp4"
+    _write_video(path, pts, rate)
+    video = {**probe_file(str(path)).as_row(), "video_id": "v", "source_uri": str(path),
+             "content_sha256": "0" * 64, "status": "ok", "batch_id": "b1"}
+    n_ann = len(annotation_grid(int(video["video_frame_count"]), float(video["video_fps"]),
+                                pts_s=presentation_times(str(path))))
+    col = [[rle.encode(_square_mask(k / 6))] for k in range(n_ann)]
+    (tmp_path / "v_manual.json").write_text(json.dumps(sav_annotation("v", col, len(pts), 24.0, W, H)))
+    lake = Lake(tmp_path / "lake")
+    lake.replace_batch("videos", "b1", to_table([video], VIDEOS))
+    lake.replace_batch("splits", "s1", to_table([{"video_id": "v", "batch_id": "s1", "split": "val",
+                                                  "assigned_at": dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)}],
+                                                SPLITS))
+    summary = label_batch(lake, "b1", [video], {"v": {"manual": str(tmp_path / "v_manual.json")}}, lambda: None,
+                          None, run_sam2=False, log=lambda m: None)
+    assert summary.failed == {} and summary.imported == {"v": ["manual"]}
+
+    assert main(["export-sav", "--train", "--root", str(tmp_path / "lake"), "--dest", str(tmp_path / "out")]) == 0
+    assert "wrote 1 video(s) for SAM 2 training" in capsys.readouterr().out
+    root = tmp_path / "out"
+    doc = json.loads((root / TRAIN_JSON / "v_manual.json").read_text())
+    assert doc["video_split"] == "val" and len(doc["masklet"]) == n_ann
+    ds = JSONRawDataset(str(root / TRAIN_FRAMES), str(root / TRAIN_JSON), file_list_txt=str(root / TRAIN_LIST),
+                        ann_every=4, frames_fps=24)
+    vos_video, loader = ds.get_video(0)
+    assert len(vos_video.frames) >= n_ann - 1 >= 12
+    from PIL import Image
+
+    for frame in vos_video.frames:
+        img = np.asarray(Image.open(frame.image_path).convert("L"))
+        mask = loader.load(frame.frame_idx)[0].numpy()
+        # the JPEG shows the nearest source frame to frame_idx / 24 s: within half a source frame
+        # (plus rounding) of the square drawn for that instant
+        max_gap = max(b - a for a, b in zip(pts, pts[1:]))
+        assert np.nonzero(mask.any(axis=0))[0][0] == pytest.approx(_x_in_image(img), abs=SPEED * max_gap / 2 + 1.0)
+
+    # and --masklet-type auto with no auto masklets: nothing exported, said so
+    assert main(["export-sav", "--train", "--root", str(tmp_path / "lake"), "--dest", str(tmp_path / "out2"),
+                 "--masklet-type", "auto"]) == 0
+    assert "skipped v: no auto annotations" in capsys.readouterr().out
+    assert (tmp_path / "out2" / TRAIN_LIST).read_text() == ""
