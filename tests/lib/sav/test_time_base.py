@@ -80,3 +80,40 @@ def test_imported_sav_file_is_read_on_the_timeline(tmp_path, make_video, fps, n_
     assert [r["frame_idx"] for r in rows] == expect
     assert [r["timestamp_s"] for r in rows] == pytest.approx([i / fps for i in expect], abs=1e-4)
     assert expect == annotation_grid(n, fps)[:n_ann]
+
+
+def test_labeler_grid_follows_presentation_timestamps_of_a_vfr_video(tmp_path):
+    """The labeler's grid (``_Job``) is read from the container's pts, not from the average rate:
+    1 s at 30 fps then 2 s at 10 fps, average 13.3 fps."""
+    import fractions
+    from types import SimpleNamespace
+
+    import av
+    import numpy as np
+
+    from sav_assets.lib.label.config import LabelerConfig
+    from sav_assets.lib.label.labeler import _Job
+
+    pts = [i / 30 for i in range(30)] + [1 + i / 10 for i in range(20)]
+    path = tmp_path / "vfr.mp4"
+    tb = fractions.Fraction(1, 90000)
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=30)
+        s.width, s.height, s.pix_fmt, s.time_base = 64, 48, "yuv420p", tb
+        s.codec_context.time_base = tb
+        for t in pts:
+            f = av.VideoFrame.from_ndarray(np.zeros((48, 64, 3), np.uint8), format="rgb24")
+            f.pts, f.time_base = int(round(t * 90000)), tb
+            for p in s.encode(f):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    video = {"video_id": "vfr", "video_frame_count": 50, "video_fps": 50 / 3.0, "video_height": 48,
+             "video_width": 64, "content_sha256": "0" * 64}
+    loaded = SimpleNamespace(model_name="m", checkpoint_sha256=None, config_sha256=None, random_weights=True)
+    job = _Job.create(loaded, str(path), video, LabelerConfig(isolate_decode=False), [], "auto")
+    # k / 6 s: 30 fps for the first second (frames 0, 5, ... 25), then 10 fps (frame 30 + round(10 t'))
+    expect = [0, 5, 10, 15, 20, 25] + [30 + int(np.floor(10 * k / 6 + 0.5 - 1e-9)) for k in range(12)]
+    assert job.grid == expect
+    assert job.times == pytest.approx([pts[i] for i in expect], abs=1e-4)
+    assert job.grid != annotation_grid(50, 50 / 3.0)      # the average rate would put them elsewhere
