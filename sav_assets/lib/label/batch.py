@@ -15,7 +15,10 @@ before it keep their committed parts; a re-run skips them.
 
 Imported SA-V files are checked against the probed video (frame size, frame count) and bounded
 (``import_max_masklets`` / ``import_max_frames``) before any mask is parsed; a refused file is a
-``bad_annotation`` row of ``label_runs`` (:func:`import_annotations`).
+``bad_annotation`` row of ``label_runs`` (:func:`import_annotations`). An imported file is read on
+SA-V's 24 fps timeline (annotated frame ``k`` -> the video's ``annotation_grid`` entry ``k``, by the
+video's presentation timestamps), so a file for a 25 / 29.97 / 30 fps or variable-rate video lands
+on the frames it was drawn on; ``masklet_frames`` keeps each frame's ``timestamp_s``.
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ from sav_assets.lib.store.tables import MASKLET_FRAMES, MASKLETS, SAV_ANNOTATION
 SAMPLE = SHARED_DATA / "sav_example" / "sav_000001_manual.json"
 
 
-@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
-def test_export_sav_all_gives_back_the_imported_file(tmp_path):
+def _lake_with_sample(tmp_path) -> tuple[Lake, str]:
+    """A lake holding SA-V's sample manual file, imported; and the file's text."""
     if not SAMPLE.is_file():
         pytest.skip(f"shared sample missing: {SAMPLE}")
     text = SAMPLE.read_text()
@@ -26,6 +26,12 @@ def test_export_sav_all_gives_back_the_imported_file(tmp_path):
     for name, rows, schema in (("sav_annotations", [header], SAV_ANNOTATIONS), ("masklets", masklets, MASKLETS),
                                ("masklet_frames", frames, MASKLET_FRAMES)):
         lake.replace_batch(name, "b1", to_table([{**r, "batch_id": "b1"} for r in rows], schema))
+    return lake, text
+
+
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+def test_export_sav_all_gives_back_the_imported_file(tmp_path):
+    lake, text = _lake_with_sample(tmp_path)
     written = export_sav_all(lake)
     assert len(written) == 1 and lake.get_bytes("exports/sav/sav_000001_manual.json").decode() == text
     other = export_sav_all(lake, dest=str(tmp_path / "out"), video_ids=["sav_000001"])
@@ -41,14 +47,7 @@ def test_exported_header_is_current_not_the_imported_files(tmp_path):
 
     from sav_assets.lib.store.tables import SPLITS, VIDEO_QUALITY
 
-    if not SAMPLE.is_file():
-        pytest.skip(f"shared sample missing: {SAMPLE}")
-    text = SAMPLE.read_text()
-    header, masklets, frames = import_sav(json.loads(text), source_uri=str(SAMPLE))
-    lake = Lake(tmp_path / "lake")
-    for name, rows, schema in (("sav_annotations", [header], SAV_ANNOTATIONS), ("masklets", masklets, MASKLETS),
-                               ("masklet_frames", frames, MASKLET_FRAMES)):
-        lake.replace_batch(name, "b1", to_table([{**r, "batch_id": "b1"} for r in rows], schema))
+    lake, text = _lake_with_sample(tmp_path)
     t0 = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
     lake.replace_batch("splits", "s1", to_table([
         {"video_id": "sav_000001", "batch_id": "s1", "split": "test", "assigned_at": t0},
