@@ -97,7 +97,7 @@ class EvalLayoutConfig(dg.Config):
 )
 def eval_layout(context: dg.AssetExecutionContext, config: EvalLayoutConfig, lake: LakeResource,
                 source: SourceResource) -> dg.MaterializeResult:
-    from sav_assets.lib.sav.eval_layout import write_eval_layout
+    from sav_assets.lib.sav.eval_layout import check_layout, write_eval_layout
     from sav_assets.lib.store.source import SourceOpener
     from sav_assets.lib.store.tables import MASKLET_FRAMES, SPLITS
 
@@ -116,6 +116,7 @@ def eval_layout(context: dg.AssetExecutionContext, config: EvalLayoutConfig, lak
         with SourceOpener(source.source).local_videos([by_id[v] for v in vids]) as paths, \
                 lk.store.write_tree(f"exports/sav_{split}") as out:
             summary = write_eval_layout(out, split, [by_id[v] for v in vids], fb, paths)
+            summary["problems"] = check_layout(out, split)      # what Meta's evaluator would trip on
         md.update(_layout_metadata(context, lk, split, vids, summary, fb, gt_left_out))
     return dg.MaterializeResult(metadata=md or {"note": "no val/test videos yet"})
 
@@ -125,7 +126,11 @@ def _layout_metadata(context, lk, split: str, vids: list[str], summary: dict, fb
     gt = {(f["video_id"], f["masklet_type"], f["masklet_id"]) for rows in fb.values() for f in rows}
     md = {f"{split}_videos": summary.get("videos", len(vids)), f"{split}_objects": summary.get("objects", 0),
           f"{split}_ground_truth_masklets": len(gt),
-          f"{split}_layout": dg.MetadataValue.path(lk.uri(f"exports/sav_{split}"))}
+          f"{split}_layout": dg.MetadataValue.path(lk.uri(f"exports/sav_{split}")),
+          f"{split}_layout_problems": dg.MetadataValue.json(summary.get("problems", []))}
+    if summary.get("problems"):
+        context.log.warning(f"{split} layout: {len(summary['problems'])} problem(s) for Meta's evaluator "
+                            f"(see {split}_layout_problems)")
     left_out = gt_left_out + summary.get("skipped", []) + summary.get("skipped_objects", [])
     md[f"{split}_left_out"] = dg.MetadataValue.json(left_out)
     if left_out:

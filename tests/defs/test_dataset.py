@@ -50,3 +50,8 @@ def test_eval_layout_lists_every_manual_masklet_it_leaves_out(tiny_lake):
     assert failed <= written            # failing QC does not remove a manual masklet
     assert m["val_objects"] == len(written)
     assert all(r for r in left_out.values())
+
+
+def test_eval_layout_passes_the_evaluator_layout_check(tiny_lake):
+    m = tiny_lake.md("eval_layout")
+    assert m["val_layout_problems"] == []
