@@ -43,6 +43,21 @@ def get_iou(intersection, pixel_sum):
     return intersection / (pixel_sum - intersection)
 
 
+def f_measure(mask_b: np.ndarray, gt_b: np.ndarray, mask_dil: np.ndarray, gt_dil: np.ndarray) -> float:
+    """The boundary F of davis2017 / ``Evaluator.feed_frame`` from the two boundary maps and their dilations."""
+    n_fg, n_gt = np.sum(mask_b), np.sum(gt_b)
+    if n_fg == 0 and n_gt > 0:
+        precision, recall = 1, 0
+    elif n_fg > 0 and n_gt == 0:
+        precision, recall = 0, 1
+    elif n_fg == 0 and n_gt == 0:
+        precision, recall = 1, 1
+    else:
+        precision = np.sum(mask_b & gt_dil) / float(n_fg)
+        recall = np.sum(gt_b & mask_dil) / float(n_gt)
+    return 0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+
+
 class Evaluator:
     def __init__(self, boundary=0.008):
         self.boundary = boundary
@@ -59,19 +74,8 @@ class Evaluator:
             obj_mask, obj_gt = mask == obj, gt == obj
             self.object_iou[obj].append(get_iou((obj_mask * obj_gt).sum(), obj_mask.sum() + obj_gt.sum()))
             mb, gb = seg2bmap(obj_mask), seg2bmap(obj_gt)
-            m_dil, g_dil = dilate_disk(mb, bound_pix), dilate_disk(gb, bound_pix)
-            n_fg, n_gt = np.sum(mb), np.sum(gb)
-            if n_fg == 0 and n_gt > 0:
-                precision, recall = 1, 0
-            elif n_fg > 0 and n_gt == 0:
-                precision, recall = 0, 1
-            elif n_fg == 0 and n_gt == 0:
-                precision, recall = 1, 1
-            else:
-                precision = np.sum(mb & g_dil) / float(n_fg)
-                recall = np.sum(gb & m_dil) / float(n_gt)
-            f = 0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
-            self.boundary_f[obj].append(f)
+            self.boundary_f[obj].append(
+                f_measure(mb, gb, dilate_disk(mb, bound_pix), dilate_disk(gb, bound_pix)))
 
     def conclude(self):
         return ({o: np.mean(self.object_iou[o]) * 100 for o in self.objects_in_gt},

@@ -173,12 +173,17 @@ def test_objects_not_visible_between_first_and_last_frame_are_left_out(tmp_path)
     assert (out / "sav_val.txt").read_text() == "a\n"
 
 
-def test_rerun_replaces_and_prunes(tmp_path):
+def two_objects(tmp_path):
+    """A 9-frame 48x32 video, a 4x4 square, and frame rows of objects 0 and 1 of video "a" on frames 0, 4, 8."""
     video = tmp_path / "v.mp4"
     make_video(video, 9, 32, 48)
     m = np.zeros((32, 48), np.uint8)
     m[2:6, 2:6] = 1
-    rows = frame_rows("a", {0: {0: m, 4: m, 8: m}, 1: {0: m, 4: m, 8: m}})
+    return video, m, frame_rows("a", {0: {0: m, 4: m, 8: m}, 1: {0: m, 4: m, 8: m}})
+
+
+def test_rerun_replaces_and_prunes(tmp_path):
+    video, _, rows = two_objects(tmp_path)
     out = tmp_path / "out"
     write_eval_layout(out, "val", [{"video_id": "a"}, {"video_id": "b"}],
                       {"a": rows, "b": [dict(r, video_id="b") for r in rows]}, {"a": str(video), "b": str(video)})
@@ -263,11 +268,7 @@ def test_sav_layout_exact_names_and_formats(tmp_path):
 def test_check_layout_reports_what_the_evaluator_would_trip_on(tmp_path):
     from sav_assets.lib.sav.eval_layout import check_layout
 
-    video = tmp_path / "v.mp4"
-    make_video(video, 9, 32, 48)
-    m = np.zeros((32, 48), np.uint8)
-    m[2:6, 2:6] = 1
-    rows = frame_rows("a", {0: {0: m, 4: m, 8: m}, 1: {0: m, 4: m, 8: m}})
+    video, m, rows = two_objects(tmp_path)
     out = tmp_path / "sav_val"
     write_eval_layout(out, "val", [{"video_id": "a"}], {"a": rows}, {"a": str(video)})
     assert check_layout(out, "val") == []

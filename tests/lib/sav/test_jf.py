@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from sav_evaluator_ref import dilate_disk, f_measure
 
 from sav_assets.lib.sav.jf import (
     bound_pix,
@@ -61,17 +62,7 @@ def ref_dilate(b, r):
 def ref_boundary_f(gt, pred, bound_th=0.008):
     r = bound_th if bound_th >= 1 else np.ceil(bound_th * np.linalg.norm(gt.shape))
     fg_b, gt_b = ref_seg2bmap(pred), ref_seg2bmap(gt)
-    fg_dil, gt_dil = ref_dilate(fg_b, r), ref_dilate(gt_b, r)
-    n_fg, n_gt = fg_b.sum(), gt_b.sum()
-    if n_fg == 0 and n_gt > 0:
-        p, rc = 1, 0
-    elif n_fg > 0 and n_gt == 0:
-        p, rc = 0, 1
-    elif n_fg == 0 and n_gt == 0:
-        p, rc = 1, 1
-    else:
-        p, rc = (fg_b & gt_dil).sum() / n_fg, (gt_b & fg_dil).sum() / n_gt
-    return 0.0 if p + rc == 0 else 2 * p * rc / (p + rc)
+    return f_measure(fg_b, gt_b, ref_dilate(fg_b, r), ref_dilate(gt_b, r))
 
 
 def square(h, w, y, x, s):
@@ -169,6 +160,16 @@ def test_boundary_matches_straightforward_davis_implementation(case):
     ref = np.argwhere(ref_seg2bmap(gt))
     assert sorted(map(tuple, pts.tolist())) == sorted(map(tuple, ref.tolist()))
     assert db_eval_boundary(gt, pred, bound_th=th) == pytest.approx(ref_boundary_f(gt, pred, th), abs=1e-12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(shapes())
+def test_evaluator_reference_dilation_is_the_disk_dilation(case):
+    """sav_evaluator_ref's distance-transform dilation = cv2.dilate with skimage's disk (ref_dilate)."""
+    gt, _, _ = case
+    b = ref_seg2bmap(gt)
+    for r in [r for r in (1, 2, 3, 8) if r < min(b.shape)]:   # ref_dilate's shifts need r < size
+        assert (dilate_disk(b, r) == ref_dilate(b, r)).all()
 
 
 def test_full_frame_mask_has_no_boundary_like_davis():
