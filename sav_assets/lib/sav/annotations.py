@@ -29,6 +29,8 @@ file for a 25 / 29.97 / 30 fps or variable-frame-rate video lands on the frames 
 it with. Without them annotated frame ``k`` is video frame ``k * frame_step`` (default 4: a 24 fps
 video) and its ``timestamp_s`` that over the video row's ``video_fps`` (null without one).
 
+Both directions share one module (over 400 lines) so the round-trip rules stay in one place.
+
 Bad documents raise :class:`SavFormatError` (a ``ValueError``) with a message naming the key, frame
 and object, before anything is decoded (see :mod:`sav_assets.lib.sav.validate`).
 """
