@@ -248,3 +248,29 @@ def test_export_sav_train_cli_imported_file_on_the_timeline(tmp_path, case, caps
                  "--masklet-type", "auto"]) == 0
     assert "skipped v: no auto annotations" in capsys.readouterr().out
     assert (tmp_path / "out2" / TRAIN_LIST).read_text() == ""
+
+
+@pytest.mark.parametrize("name", ["01_dog.mp4", "bedroom.mp4"])
+def test_real_29_97_and_30fps_video_jpeg_4k_is_the_annotated_frame(tmp_path, shared_data, name):
+    """On the shared real videos: JPEG ``4k`` of the training export is the source frame the labeler
+    annotated as frame ``k`` (``masklet_frames.frame_idx``), not source frame ``4k``."""
+    from PIL import Image
+
+    from sav_assets.lib.video.decode import read_frames
+    from sav_assets.lib.video.probe import probe_file
+
+    path = str(shared_data / "videos" / name)
+    row = probe_file(path).as_row()
+    n, fps = int(row["video_frame_count"]), float(row["video_fps"])
+    grid = annotation_grid(n, fps, pts_s=presentation_times(path))
+    h, w = int(row["video_height"]), int(row["video_width"])
+    doc = {"video_id": "real", "masklet": [[rle.empty(h, w)] for _ in grid], "masklet_id": [0], "masklet_num": 1}
+    lake = Lake(tmp_path / "out")
+    res = export_sav_train(lake, "", [{**row, "video_id": "real"}], {"real": path}, {"real": {"manual": doc}})
+    assert res["videos"] == 1
+    ks = [1, len(grid) // 2, len(grid) - 1]
+    src = read_frames(path, [grid[k] for k in ks] + [4 * k for k in ks]).astype(np.float64)
+    for j, k in enumerate(ks):
+        jpeg = np.asarray(Image.open(tmp_path / "out" / TRAIN_FRAMES / "real" / f"{4 * k:05d}.jpg").convert("RGB"))
+        mine, naive = np.abs(jpeg - src[j]).mean(), np.abs(jpeg - src[len(ks) + j]).mean()
+        assert mine < 3.0 and naive > mine + 1.0, (k, grid[k], mine, naive)
