@@ -7,10 +7,13 @@
       JPEGImages_24fps/<video_id>/<frame:05d>.jpg
       Annotations_6fps/<video_id>/<obj:03d>/<frame:05d>.png
 
-Frame numbers are the video's own frame indices (annotated every 4th frame at 24 fps gives
-00000, 00004, ...). JPEGs cover every frame from the first to the last annotated frame, so the
-first JPEG of a video is annotated for every object, as ``vos_inference.py`` expects (it prompts
-with the first frame's masks). Each object folder (``int()``-parsable, ``{masklet_id:03d}``) has one
+Frame numbers are positions on SA-V's 24 fps timeline (:func:`sav_assets.lib.sav.fields.sav_timeline`):
+annotated frame ``k`` (``ann_idx``) is ``{4k:05d}``, and JPEG ``j`` is the source frame nearest to the
+instant ``j / 24`` by presentation timestamp, so a 25, 29.97, 30 fps or variable-rate video gives the
+same layout as SA-V's own 24 fps videos (at exactly 24 fps the names are the video's own frame
+indices, 00000, 00004, ..., as before). JPEGs cover every 24 fps frame from the first to the last
+annotated one, so the first JPEG of a video is annotated for every object, as ``vos_inference.py``
+expects (it prompts with the first frame's masks). Each object folder (``int()``-parsable, ``{masklet_id:03d}``) has one
 binary palette PNG (values 0/1) per annotated frame, empty where the object is not visible; the
 evaluator scans these folders, drops the first and last frame, and reads ``png > 0``.
 
@@ -30,9 +33,11 @@ from pathlib import Path
 import numpy as np
 
 from sav_assets.lib.sav import rle as rle_lib
+from sav_assets.lib.sav.fields import SAV_ANN_EVERY, SAV_FPS, sav_timeline
 from sav_assets.lib.store.lake import safe_relpath
 from sav_assets.lib.util import atomic_write_bytes
-from sav_assets.lib.video.images import encode_jpeg, encode_mask_png, iter_frames
+from sav_assets.lib.video.decode import presentation_times
+from sav_assets.lib.video.images import MissingFramesError, encode_jpeg, encode_mask_png, iter_frames
 
 JPEG_DIR = "JPEGImages_24fps"
 ANN_DIR = "Annotations_6fps"
@@ -52,8 +57,20 @@ def _by_object(vid: str, rows: list[dict]) -> dict[int, dict[int, dict]]:
         if type_of.setdefault(mid, r.get("masklet_type")) != r.get("masklet_type"):
             raise ValueError(f"{vid}: masklet_id {mid} is both {type_of[mid]} and {r.get('masklet_type')}; "
                              "pass masklet_types= to choose one kind (object folders are masklet ids)")
-        by_obj[mid][int(r["frame_idx"])] = r
+        by_obj[mid][_position(r)] = r
     return by_obj
+
+
+def _position(row: dict) -> int:
+    """A row's frame on the 24 fps timeline: ``4 * ann_idx`` (rows without ``ann_idx``: ``frame_idx``)."""
+    a = row.get("ann_idx")
+    return SAV_ANN_EVERY * int(a) if a is not None else int(row["frame_idx"])
+
+
+def _timeline(video: dict, path: str) -> list[int]:
+    """Source frame of every 24 fps position of the video (presentation timestamps, read in the sandbox)."""
+    pts = presentation_times(path, isolate=True)
+    return sav_timeline(len(pts), float(video.get("video_fps") or SAV_FPS), pts)
 
 
 def _write_masks(out: Path, vid: str, by_obj: dict[int, dict[int, dict]], ann_frames: list[int],
@@ -80,20 +97,30 @@ def _write_masks(out: Path, vid: str, by_obj: dict[int, dict[int, dict]], ann_fr
     return n_objects
 
 
-def _write_jpegs(out: Path, vid: str, path: str, frames: range, mask_hw: tuple, jpeg_quality: int,
-                 summary: dict) -> int:
-    """Every frame from the first to the last annotated one; notes a frame size unlike the masks'."""
+def _write_jpegs(out: Path, vid: str, path: str, positions: range, timeline: list[int], mask_hw: tuple,
+                 jpeg_quality: int, summary: dict) -> int:
+    """Every 24 fps frame from the first to the last annotated one (each source frame decoded once);
+    notes a frame size unlike the masks'."""
+    if positions and positions[-1] >= len(timeline):
+        raise MissingFramesError(f"annotated 24 fps frame {positions[-1]} is past the video's end "
+                         f"({len(timeline)} frames on the 24 fps timeline)")
+    by_source: dict[int, list[int]] = defaultdict(list)
+    for j in positions:
+        by_source[timeline[j]].append(j)
     n_jpegs = 0
-    for idx, img in iter_frames(path, frames):
+    for idx, img in iter_frames(path, by_source):
         if img.shape[:2] != mask_hw and vid not in summary["size_mismatch"]:
             summary["size_mismatch"].append(vid)
-        _write(out / JPEG_DIR / vid / f"{idx:05d}.jpg", encode_jpeg(img, jpeg_quality))
-        n_jpegs += 1
+        data = encode_jpeg(img, jpeg_quality)
+        for j in by_source[idx]:
+            _write(out / JPEG_DIR / vid / f"{j:05d}.jpg", data)
+            n_jpegs += 1
     return n_jpegs
 
 
-def _write_video(out: Path, vid: str, rows: list[dict], path: str, jpeg_quality: int, summary: dict) -> bool:
+def _write_video(out: Path, video: dict, rows: list[dict], path: str, jpeg_quality: int, summary: dict) -> bool:
     """Masks first (no decoding, fail fast on bad RLE), then the JPEGs; whether the video was written."""
+    vid = video["video_id"]
     by_obj = _by_object(vid, rows)
     ann_frames = sorted({f for o in by_obj.values() for f in o})
     for d in (JPEG_DIR, ANN_DIR):                 # a re-run replaces the video's folders whole
@@ -107,8 +134,8 @@ def _write_video(out: Path, vid: str, rows: list[dict], path: str, jpeg_quality:
         return False
     mask_hw = tuple(int(x) for x in rows[0]["size"])
     try:
-        n_jpegs = _write_jpegs(out, vid, path, range(ann_frames[0], ann_frames[-1] + 1), mask_hw, jpeg_quality,
-                               summary)
+        n_jpegs = _write_jpegs(out, vid, path, range(ann_frames[0], ann_frames[-1] + 1), _timeline(video, path),
+                               mask_hw, jpeg_quality, summary)
     except Exception as e:  # undecodable or too short: leave the video out entirely, go on
         shutil.rmtree(out / JPEG_DIR / vid, ignore_errors=True)
         shutil.rmtree(out / ANN_DIR / vid, ignore_errors=True)
@@ -146,7 +173,8 @@ def write_eval_layout(out_dir: str | os.PathLike, split_name: str, videos: list[
                "skipped": [], "skipped_objects": [], "size_mismatch": [], "gt_root": str(out / ANN_DIR),
                "jpeg_root": str(out / JPEG_DIR), "list_file": str(out / f"sav_{split}.txt")}
     written: list[str] = []
-    for vid in sorted({v["video_id"] for v in videos}):
+    by_id = {v["video_id"]: v for v in videos}
+    for vid in sorted(by_id):
         safe_relpath(vid)
         rows = [r for r in frames_by_video.get(vid, [])
                 if masklet_types is None or r.get("masklet_type") in masklet_types]
@@ -154,7 +182,7 @@ def write_eval_layout(out_dir: str | os.PathLike, split_name: str, videos: list[
             summary["skipped"].append({"video_id": vid, "reason": "no annotated frames"})
         elif vid not in video_paths:
             summary["skipped"].append({"video_id": vid, "reason": "no video file"})
-        elif _write_video(out, vid, rows, video_paths[vid], jpeg_quality, summary):
+        elif _write_video(out, by_id[vid], rows, video_paths[vid], jpeg_quality, summary):
             written.append(vid)
             summary["videos"] += 1
     _write(out / f"sav_{split}.txt", "".join(f"{v}\n" for v in written).encode())
