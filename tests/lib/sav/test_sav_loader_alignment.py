@@ -250,7 +250,7 @@ def test_export_sav_train_cli_imported_file_on_the_timeline(tmp_path, case, caps
     assert (tmp_path / "out2" / TRAIN_LIST).read_text() == ""
 
 
-@pytest.mark.parametrize("name", ["01_dog.mp4", "bedroom.mp4"])
+@pytest.mark.parametrize("name", ["01_dog.mp4", "03_blocks.mp4", "bedroom.mp4"])
 def test_real_29_97_and_30fps_video_jpeg_4k_is_the_annotated_frame(tmp_path, shared_data, name):
     """On the shared real videos: JPEG ``4k`` of the training export is the source frame the labeler
     annotated as frame ``k`` (``masklet_frames.frame_idx``), not source frame ``4k``."""
