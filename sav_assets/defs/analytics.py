@@ -17,6 +17,7 @@ from sav_assets.defs.partitions import batches
 from sav_assets.defs.tunables import lib_default, lib_field
 from sav_assets.lib.store.compaction import DEFAULT_TABLES, compact_table
 from sav_assets.lib.store.tables import SCHEMAS
+from sav_assets.lib.util import markdown_table
 from sav_assets.resources import LakeResource
 
 
@@ -50,7 +51,7 @@ def compacted_tables(context: dg.AssetExecutionContext, config: CompactionConfig
     if unknown:
         raise dg.Failure(f"compacted_tables: unknown table(s) {unknown}; tables: {', '.join(SCHEMAS)}")
     lk = lake.lake()
-    lines = ["| table | result | rows | files | MB | seconds |", "| --- | --- | ---: | ---: | ---: | ---: |"]
+    rows: list[dict] = []
     md: dict = {}
     failed = []
     for table in config.tables:
@@ -61,15 +62,16 @@ def compacted_tables(context: dg.AssetExecutionContext, config: CompactionConfig
             # the views keep reading the previous generation and the parts: slower, never wrong
             context.log.warning(str(e))
             failed.append(table)
-            lines.append(f"| {table} | FAILED: {str(e)[:200]} | | | | |")
+            rows.append({"table": table, "result": f"FAILED: {str(e)[:200]}"})
             continue
-        lines.append(f"| {table} | {res.reason} | {res.rows:,} | {res.files} | {res.bytes / 1e6:.1f} | "
-                     f"{res.seconds:.1f} |")
+        rows.append({"table": table, "result": res.reason, "rows": f"{res.rows:,}", "files": res.files,
+                     "MB": f"{res.bytes / 1e6:.1f}", "seconds": f"{res.seconds:.1f}"})
         if res.compacted:
             md[f"{table}/rows"] = res.rows
             md[f"{table}/generation"] = res.generation
     refresh_views(context, lk)
-    md["compaction"] = dg.MetadataValue.md("\n".join(lines))
+    md["compaction"] = dg.MetadataValue.md(
+        markdown_table(rows, ["table", "result", "rows", "files", "MB", "seconds"], max_rows=max(1, len(rows))))
     md["failed_tables"] = dg.MetadataValue.json(failed)
     md["compacted_root"] = dg.MetadataValue.path(lk.uri("compacted"))
     return dg.MaterializeResult(metadata=md)

@@ -37,8 +37,8 @@ def counts_md(counts: dict, key: str, value: str) -> dg.MetadataValue:
 
 
 def refresh_views(context, lake: Lake) -> None:
-    """Keep ``sav.duckdb`` views current; a lock held by a user's session is a warning, not a failure."""
+    """Keep ``sav.duckdb`` views current; a lake folder this run cannot write to is a warning, not a failure."""
     try:
         refresh_catalog(lake)
-    except Exception as e:  # e.g. another process holds the DuckDB file open for writing
+    except Exception as e:  # e.g. a read-only or full lake folder: the tables are written, only the views lag
         context.log.warning(f"could not refresh DuckDB views in {lake.root}: {e}")

@@ -66,8 +66,9 @@ def _create_temp_beside(path: Path) -> str:
 
 
 @contextlib.contextmanager
-def _replacing(path: str | os.PathLike) -> Iterator[str]:
-    """A temporary path beside ``path``; renamed over it when the block succeeds, removed otherwise."""
+def replacing(path: str | os.PathLike) -> Iterator[str]:
+    """A temporary path beside ``path``; renamed over it when the block succeeds, removed otherwise
+    (the one temp-file-then-rename mechanism: the writes below and any writer that needs a path)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _create_temp_beside(path)
@@ -83,7 +84,7 @@ def _replacing(path: str | os.PathLike) -> Iterator[str]:
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, fsync: bool = True) -> Path:
     """Write ``data`` to ``path`` so that a reader sees the old file or the new one, never half of one:
     a temporary file in the same folder, flushed, then renamed over the target."""
-    with _replacing(path) as tmp, open(tmp, "wb") as fh:
+    with replacing(path) as tmp, open(tmp, "wb") as fh:
         fh.write(data)
         if fsync:
             fh.flush()
@@ -93,7 +94,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, fsync: bool = Tr
 
 def atomic_copy(src: str | os.PathLike, dest: str | os.PathLike) -> Path:
     """Copy a file to ``dest`` atomically (temporary file in the destination folder, then rename)."""
-    with _replacing(dest) as tmp:
+    with replacing(dest) as tmp:
         shutil.copyfile(src, tmp)
     return Path(dest)
 

@@ -25,12 +25,11 @@ import logging
 import os
 import pickle
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sav_assets.lib.util import sha256_bytes, sha256_file, sha256_text
+from sav_assets.lib.util import replacing, sha256_bytes, sha256_file, sha256_text
 
 log = logging.getLogger(__name__)
 
@@ -198,16 +197,11 @@ def fetch_checkpoint(uri: str, cache_dir: str | None = None, expected_sha256: st
     if dest.is_file() and (expected_sha256 is None or sha256_file(dest) == expected_sha256.lower()):
         log.info("using cached checkpoint %s for %s", dest, uri)
         return str(dest)
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix=".part-")
-    os.close(fd)
+    log.info("downloading checkpoint %s -> %s", uri, dest)
     try:
-        log.info("downloading checkpoint %s -> %s", uri, dest)
-        store.get_file(key, tmp)
-        os.replace(tmp, dest)
+        with replacing(dest) as tmp:
+            store.get_file(key, tmp)
     except Exception as e:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
         raise CheckpointRefused(f"cannot download S3 checkpoint {uri}: {e}") from e
     return str(dest)
 
@@ -266,19 +260,10 @@ def save_checkpoint(model, path: str | os.PathLike) -> str:
     """Write ``{"model": state_dict}`` (the official SAM 2 layout) atomically; returns its SHA-256."""
     import torch
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     m = getattr(model, "model", model)  # accept a LoadedModel too
     sd = {k: v.detach().to("cpu") for k, v in m.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
+    with replacing(path) as tmp:
         torch.save({"model": sd}, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
     return sha256_file(path)
 
 

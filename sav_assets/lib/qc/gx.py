@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from sav_assets.lib.store.sqlfiles import shipped_dir
+from sav_assets.lib.util import markdown_table
 
 EXPECTATIONS_DIR = shipped_dir("expectations")
 
@@ -40,12 +41,11 @@ class SuiteResult:
         return [o for o in self.outcomes if not o.success]
 
     def markdown(self) -> str:
-        lines = ["| expectation | column | ok | unexpected | sample |", "| --- | --- | --- | --- | --- |"]
-        for o in self.outcomes:
-            sample = ", ".join(str(s) for s in o.sample[:3]).replace("|", "\\|")
-            lines.append(f"| {o.expectation} | {o.column or ''} | {'yes' if o.success else '**NO**'} | "
-                         f"{'' if o.unexpected_count is None else o.unexpected_count} | {sample} |")
-        return "\n".join(lines)
+        rows = [{"expectation": o.expectation, "column": o.column, "ok": "yes" if o.success else "**NO**",
+                 "unexpected": o.unexpected_count, "sample": ", ".join(str(s) for s in o.sample[:3])}
+                for o in self.outcomes]
+        return markdown_table(rows, ["expectation", "column", "ok", "unexpected", "sample"],
+                              max_rows=max(1, len(rows)))
 
 
 def load_suite(name: str) -> dict:
