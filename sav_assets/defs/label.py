@@ -19,6 +19,7 @@ from sav_assets.defs.tunables import lib_field, to_lib
 from sav_assets.lib.label.batch import label_batch
 from sav_assets.lib.label.config import LABELER_VERSION, LabelerConfig
 from sav_assets.lib.label.model import ModelSpec
+from sav_assets.lib.label.runners import LabelJob, run_labeling
 from sav_assets.lib.util import sha256_json
 from sav_assets.resources import LakeResource, SAM2Resource, SourceResource
 
@@ -58,6 +59,8 @@ class LabelingConfig(dg.Config):
                                              "under this source prefix")
     max_videos: int | None = Field(default=None, description="label at most this many videos of the batch "
                                       "(smoke runs); unset: all")
+    unit_frames: int = lib_field(run_labeling, "unit_frames", "on Ray (SAV_RAY_ADDRESS): annotated frames per "
+                                 "unit of whole videos, one task each (at least one unit per worker)")
 
     def labeler_config(self) -> LabelerConfig:
         return to_lib(LabelerConfig, self)
@@ -117,16 +120,27 @@ def masklets(context: dg.AssetExecutionContext, config: LabelingConfig, lake: La
     prompts = None
     prompts_uri = config.prompts_uri or source.default_prompts_uri
     if prompts_uri:
-        from sav_assets.lib.label.prompts import load_prompts
+        from sav_assets.lib.label.prompts import load_prompts, resolve_batch_prompts
 
         with opener.local_path(prompts_uri) as p, open(p, "rb") as fh:
             prompts = load_prompts(fh.read())
+        # keys may be file names, URIs or SHA-256s: to video_id; unknown/ambiguous ones are label_runs rows
+        resolution = resolve_batch_prompts(lk, batch_id, prompts, todo)
+        prompts = resolution.by_video
+        for problem in resolution.problems:
+            context.log.warning(f"prompts: {problem['error_class']}: {problem['message']}")
 
     def progress(i, n, vid):
         context.log.info(f"labeling {i}/{n}: {vid}")
 
-    summary = label_batch(lk, batch_id, todo, annotations, sam2.load, config.labeler_config(), prompts,
-                          run_sam2=config.run_sam2, log=context.log.info, progress=progress, opener=opener)
+    runner = connect_runner(lk, source)     # in-process unless SAV_RAY_ADDRESS is set
+    job = LabelJob(lake.lake_factory(), source.source_factory(), batch_id, {v["video_id"]: v for v in todo},
+                   annotations, sam2.spec(), config.labeler_config(), prompts, config.run_sam2)
+    try:
+        summary, report = run_labeling(runner, job, lk, opener, sam2.load, unit_frames=config.unit_frames,
+                                       log=context.log.info, progress=progress)
+    finally:
+        runner.close()
     refresh_views(context, lk)
     if summary.random_weights:
         context.log.warning("SAM 2 ran with RANDOM WEIGHTS (no SAV_SAM2_CHECKPOINT): masks are meaningless, "
@@ -140,8 +154,30 @@ def masklets(context: dg.AssetExecutionContext, config: LabelingConfig, lake: La
         "batch_id": batch_id,
         "videos_to_label": len(todo),
         **_summary_metadata(summary),
+        **runner_metadata(report),
         **filmstrip_metadata(lk, batch_id, strips),
     })
+
+
+def connect_runner(lk, source: SourceResource):
+    """The step's runner (``SAV_RAY_ADDRESS``); a remote cluster with a local lake or source root is
+    refused here unless ``SAV_SHARED_FS=1``."""
+    from sav_assets.lib.cluster.runner import connect, require_shared
+    from sav_assets.resources import cluster_settings
+
+    settings = cluster_settings()
+    if settings.remote:
+        local = {"lake": lk.store.local_root, "source": source.source().store.local_root}
+        require_shared(settings, {k: (str(v) if v is not None else None) for k, v in local.items()})
+    return connect(settings)
+
+
+def runner_metadata(report) -> dict:
+    """Units, retries, losses and per-node throughput of a labeling run."""
+    from sav_assets.lib.label.runners import node_table
+
+    return {"units": report.units, "units_retried": report.units_retried, "units_lost": report.units_lost,
+            "throughput_by_node": dg.MetadataValue.md(node_table(report))}
 
 
 def write_batch_filmstrips(lk, batch_id: str, videos: list[dict], opener, qc_rows: list[dict] | None = None):

@@ -33,8 +33,16 @@ optional box columns ``x0,y0,x1,y1``::
     v1,0,1,300,100,0
 
 ``labels`` may be omitted, meaning all points are positive. Invalid prompts raise ``ValueError``
-naming the line (JSON Lines, CSV) or item (JSON list) at fault. The result maps ``video_id`` to that
-video's prompts, ordered by ``(frame_idx, obj_id)``.
+naming the line (JSON Lines, CSV) or item (JSON list) at fault. The result maps the video key as
+written to that video's prompts, ordered by ``(frame_idx, obj_id)``.
+
+Naming the video: instead of ``video_id`` (the pipeline's id, which for a non-SA-V file name is
+``<slug>_<hash>`` and only known after ingestion) a prompt may name it by ``file_name``,
+``source_uri`` or ``content_sha256`` (or ``video``: any of these, or the id). :func:`resolve_prompts`
+maps the keys to ``video_id`` at labeling time against the batch's videos (:func:`resolve_video`: the
+id first, then the SHA-256, the URI / source key, the file name); a key that matches no video of the
+lake, or more than one video of the batch, becomes a problem row (``unresolved_video``) and the other
+videos go on. A key that matches a video of another batch is left for that batch's run.
 """
 
 from __future__ import annotations
@@ -44,9 +52,16 @@ import io
 import json
 import math
 import os
+import posixpath
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
+
+from sav_assets.lib.util import sha256_text
+from sav_assets.lib.video.errors import BAD_PROMPT, UNRESOLVED_VIDEO
+
+# the fields that may name a prompt's (or a review verdict's) video; exactly one per row
+VIDEO_KEY_FIELDS = ("video_id", "video", "file_name", "source_uri", "content_sha256")
 
 
 @dataclass
@@ -128,12 +143,10 @@ def validate_prompt(d: dict) -> Prompt:
     """A Prompt from a dict, or ValueError saying what is wrong."""
     if not isinstance(d, dict):
         raise ValueError(f"a prompt must be an object, got {type(d).__name__}")  # noqa: TRY004
-    unknown = set(d) - {"video_id", "frame_idx", "obj_id", "points", "labels", "box"}
+    unknown = set(d) - {*VIDEO_KEY_FIELDS, "frame_idx", "obj_id", "points", "labels", "box"}
     if unknown:
         raise ValueError(f"unknown prompt fields {sorted(unknown)}")
-    vid = d.get("video_id")
-    if not isinstance(vid, str) or not vid.strip():
-        raise ValueError("video_id must be a non-empty string")
+    vid = video_key_of(d)
     frame_idx = _int(d.get("frame_idx"), "frame_idx")
     obj_id = _int(d.get("obj_id"), "obj_id")
     if obj_id > 2**31 - 1:
@@ -184,9 +197,11 @@ def _parse_json(text: str) -> list[tuple[str, dict]]:
 def _parse_csv(text: str) -> list[tuple[str, dict]]:
     reader = csv.DictReader(io.StringIO(text))
     cols = set(reader.fieldnames or [])
-    need = {"video_id", "frame_idx", "obj_id"}
-    if not need <= cols:
-        raise ValueError(f"prompts CSV needs columns {sorted(need)}, got {sorted(cols)}")
+    need = {"frame_idx", "obj_id"}
+    key_col = next((k for k in VIDEO_KEY_FIELDS if k in cols), None)
+    if not need <= cols or key_col is None:
+        raise ValueError(f"prompts CSV needs columns {sorted(need)} and one of {list(VIDEO_KEY_FIELDS)}, "
+                         f"got {sorted(cols)}")
     per_point = "points" not in cols and ({"x", "y"} <= cols or {"x0", "y0", "x1", "y1"} <= cols)
     out: list[tuple[str, dict]] = []
     merged: dict[tuple, tuple[str, dict]] = {}
@@ -194,7 +209,7 @@ def _parse_csv(text: str) -> list[tuple[str, dict]]:
         n = reader.line_num
         where = f"line {n}"
         try:
-            base = {"video_id": (row.get("video_id") or "").strip(),
+            base = {key_col: (row.get(key_col) or "").strip(),
                     "frame_idx": _int(row.get("frame_idx") or "", "frame_idx"),
                     "obj_id": _int(row.get("obj_id") or "", "obj_id")}
             if not per_point:
@@ -205,7 +220,7 @@ def _parse_csv(text: str) -> list[tuple[str, dict]]:
                         d[k] = v
                 out.append((where, d))
                 continue
-            key = (base["video_id"], base["frame_idx"], base["obj_id"])
+            key = (base[key_col], base["frame_idx"], base["obj_id"])
             if key not in merged:
                 merged[key] = (where, dict(base))
                 out.append(merged[key])
@@ -282,3 +297,121 @@ def load_prompts(source: str | bytes | os.PathLike) -> dict[str, list[Prompt]]:
         else:
             items = _parse_csv(text)
     return parse_prompts(items)
+
+
+# ---- naming a video by file name, URI or content SHA-256 ----------------------------------------
+
+def video_key_of(d: dict) -> str:
+    """The one video key a prompt or verdict row gives (``video_id``, ``video``, ``file_name``,
+    ``source_uri`` or ``content_sha256``), or ValueError."""
+    given = [k for k in VIDEO_KEY_FIELDS if d.get(k) not in (None, "")]
+    if len(given) != 1:
+        raise ValueError(f"name the video by exactly one of {list(VIDEO_KEY_FIELDS)}, got {given or 'none'}")
+    key = d[given[0]]
+    if not isinstance(key, str) or not key.strip():
+        raise ValueError(f"{given[0]} must be a non-empty string")
+    return key.strip()
+
+
+def _match_levels(key: str) -> list:
+    """Predicates over a videos row, tried in order: the first one that matches anything decides."""
+    low = key.lower()
+    name = posixpath.basename(key.rstrip("/"))
+    return [
+        lambda v: v.get("video_id") == key,
+        lambda v: (v.get("content_sha256") or "").lower() == low,
+        lambda v: key in (v.get("source_uri"), v.get("source_key")),
+        lambda v: name and posixpath.basename(v.get("source_key") or v.get("source_uri") or "") == name,
+    ]
+
+
+def resolve_video(key: str, videos: list[dict]) -> tuple[str | None, list[str]]:
+    """``(video_id, candidates)``: the one video ``key`` names among ``videos`` rows (its ``video_id``,
+    content SHA-256, source URI / key, or file name, in that order of precedence), or ``(None, [])``
+    when none matches, ``(None, [ids...])`` when several do."""
+    for matches in _match_levels(key):
+        ids = sorted({v["video_id"] for v in videos if matches(v)})
+        if len(ids) == 1:
+            return ids[0], ids
+        if ids:
+            return None, ids
+    return None, []
+
+
+@dataclass
+class PromptResolution:
+    by_video: dict[str, list[Prompt]] = field(default_factory=dict)   # video_id -> prompts, video_id set
+    problems: list[dict] = field(default_factory=list)                # {key, error_class, message}
+    elsewhere: list[str] = field(default_factory=list)               # keys of videos of other batches
+
+
+def resolve_prompts(prompts: dict[str, list[Prompt]], batch_videos: list[dict],
+                    lake_videos: list[dict] | None = None) -> PromptResolution:
+    """Prompts keyed as written (``load_prompts``) keyed by the batch's ``video_id`` instead.
+
+    A key naming no video of the batch is left alone when it names one of ``lake_videos`` (another
+    batch's) and a problem (``unresolved_video``) when it names none; a key naming several videos of
+    the batch is a problem too, and none of them gets its prompts. Two keys of one video (say its file
+    name and its id) that prompt the same ``(frame_idx, obj_id)`` are a ``bad_prompt`` problem: the
+    first key's prompt is kept."""
+    out = PromptResolution()
+    seen: dict[tuple, str] = {}
+    for key in sorted(prompts):
+        vid, cands = resolve_video(key, batch_videos)
+        if vid is None and not cands:
+            if resolve_video(key, lake_videos or [])[1]:
+                out.elsewhere.append(key)
+                continue
+            out.problems.append({"key": key, "error_class": UNRESOLVED_VIDEO,
+                                 "message": f"prompts name video {key!r}: no ingested video has this id, "
+                                            "SHA-256, URI or file name"})
+            continue
+        if vid is None:
+            out.problems.append({"key": key, "error_class": UNRESOLVED_VIDEO,
+                                 "message": f"prompts name video {key!r}: ambiguous, {len(cands)} videos of the "
+                                            f"batch match ({', '.join(cands[:5])}); name it by video_id or "
+                                            "content_sha256"})
+            continue
+        for p in prompts[key]:
+            k = (vid, p.frame_idx, p.obj_id)
+            if k in seen:
+                out.problems.append({"key": key, "video_id": vid, "error_class": BAD_PROMPT,
+                                     "message": f"prompts {key!r} and {seen[k]!r} both prompt video {vid} frame "
+                                                f"{p.frame_idx} obj {p.obj_id}; the one of {seen[k]!r} is kept"})
+                continue
+            seen[k] = key
+            out.by_video.setdefault(vid, []).append(replace(p, video_id=vid))
+    for v in out.by_video.values():
+        v.sort(key=lambda p: (p.frame_idx, p.obj_id))
+    return out
+
+
+def problem_part(key: str) -> str:
+    """The ``label_runs`` part name of a prompts problem (one per key, so a re-run replaces it)."""
+    return f"_prompts.{sha256_text(key)[:16]}"
+
+
+def resolve_batch_prompts(lake, batch_id: str, prompts: dict[str, list[Prompt]],
+                          batch_videos: list[dict]) -> PromptResolution:
+    """:func:`resolve_prompts` against the batch's videos (and the lake's ``videos`` for keys of other
+    batches); each problem becomes a failed ``label_runs`` row (part ``_prompts.<digest of the key>``),
+    and problem rows of an earlier run of the batch that are solved now are removed."""
+    import datetime as dt
+
+    from sav_assets.lib.store.tables import LABEL_RUNS, VIDEOS, to_table
+
+    res = resolve_prompts(prompts, batch_videos, lake.read_table("videos", schema=VIDEOS).to_pylist())
+    now = dt.datetime.now(dt.timezone.utc)
+    parts = set()
+    for p in res.problems:
+        row = {"video_id": p.get("video_id"), "batch_id": batch_id, "status": "failed",
+               "error_class": p["error_class"], "error_message": p["message"][:2000], "masklets": 0,
+               "frames_labeled": 0, "finished_at": now}
+        parts.add(problem_part(p["key"]))
+        lake.write_part("label_runs", batch_id, problem_part(p["key"]), to_table([row], LABEL_RUNS))
+    folder = f"tables/label_runs/{batch_id}/"
+    for rel in lake.list(folder):
+        name = rel[len(folder):].removesuffix(".parquet")
+        if name.startswith("_prompts.") and name not in parts:
+            lake.delete(rel)
+    return res
