@@ -5,8 +5,11 @@
 ``ShardConfig`` (lib/dataset/shards.py).
 
 ``eval_layout`` is partitioned like the rest but describes the whole lake: a batch's new val videos
-change the layout of every val video so far (``sav_val.txt`` lists them all), so each run rewrites
-the layout from every batch's splits; materializing any batch gives the same, current layout. Every
+change the layout of every val video so far (``sav_val.txt`` lists them all), so each run brings the
+layout up to date from every batch's splits; materializing any batch gives the same, current layout.
+It is incremental: only new or changed videos are written (lib/sav/eval_layout.py keeps a signature
+per video), and ``masklet_frames`` is read from DuckDB one video at a time (memory bounded by the
+largest video, not the dataset). Every
 masklet left out of the layout's ground truth (by the QC rule, or not scorable) is listed in its metadata
 with the reason.
 """
@@ -93,37 +96,61 @@ class EvalLayoutConfig(dg.Config):
                 "video so far, so Meta's sav_evaluator.py runs on it unchanged; every manual masklet is the "
                 "ground truth where a video has any (QC does not remove them unless exclude_failed_manual), "
                 "else accepted masklets; what is left out is listed with the reason. Whole lake, not per "
-                "batch: any batch's run rewrites the layout from all batches (the file list names every val video).",
+                "batch: any batch's run brings the layout up to date from all batches (the file list names every "
+                "val video), writing only new or changed videos.",
 )
 def eval_layout(context: dg.AssetExecutionContext, config: EvalLayoutConfig, lake: LakeResource,
                 source: SourceResource) -> dg.MaterializeResult:
     from sav_assets.lib.sav.eval_layout import check_layout, write_eval_layout
+    from sav_assets.lib.store.catalog import connect
     from sav_assets.lib.store.source import SourceOpener
-    from sav_assets.lib.store.tables import MASKLET_FRAMES, SPLITS
+    from sav_assets.lib.store.tables import SPLITS
 
     lk = lake.lake()
     split_rows = lk.read_table("splits", schema=SPLITS).to_pylist()
     acc = accepted(lk)
     by_id = {v["video_id"]: v for v in acc.videos}
-    frames = lk.read_table("masklet_frames", schema=MASKLET_FRAMES).to_pylist()
+    opener = SourceOpener(source.source)
     md = {}
-    for split in ("val", "test"):
-        vids = sorted(r["video_id"] for r in split_rows if r["split"] == split and r["video_id"] in by_id)
-        if not vids:
-            continue
-        fb, gt_left_out = eval_ground_truth(frames, vids, acc, config.exclude_failed_manual)
-        # videos open through the source's store; the layout is written in place (uploaded from S3 lakes)
-        with SourceOpener(source.source).local_videos([by_id[v] for v in vids]) as paths, \
-                lk.store.write_tree(f"exports/sav_{split}") as out:
-            summary = write_eval_layout(out, split, [by_id[v] for v in vids], fb, paths)
-            summary["problems"] = check_layout(out, split)      # what Meta's evaluator would trip on
-        md.update(_layout_metadata(context, lk, split, vids, summary, fb, gt_left_out))
+    con = connect(lk, read_only=False)      # masklet_frames streamed per video, never loaded whole
+    try:
+        for split in ("val", "test"):
+            vids = sorted(r["video_id"] for r in split_rows if r["split"] == split and r["video_id"] in by_id)
+            if not vids:
+                continue
+            gt = _GroundTruth(con, acc, config.exclude_failed_manual)
+            # videos open through the source's store, only those rewritten; written in place (uploaded on S3)
+            with lk.store.write_tree(f"exports/sav_{split}") as out:
+                summary = write_eval_layout(out, split, [by_id[v] for v in vids], gt.rows,
+                                            lambda v: opener.local_path(by_id[v]["source_uri"]))
+                summary["problems"] = check_layout(out, split)      # what Meta's evaluator would trip on
+            md.update(_layout_metadata(context, lk, split, vids, summary, gt.keys, gt.left_out))
+    finally:
+        con.close()
     return dg.MaterializeResult(metadata=md or {"note": "no val/test videos yet"})
 
 
-def _layout_metadata(context, lk, split: str, vids: list[str], summary: dict, fb: dict[str, list[dict]],
+class _GroundTruth:
+    """Each video's ground-truth rows read from DuckDB when the layout asks for them; what was kept and
+    left out, gathered for the metadata."""
+
+    def __init__(self, con, acc, exclude_failed_manual: bool):
+        self.con, self.acc, self.exclude = con, acc, exclude_failed_manual
+        self.keys: set[tuple] = set()
+        self.left_out: list[dict] = []
+
+    def rows(self, vid: str) -> list[dict]:
+        from sav_assets.lib.store.catalog import run_sql_file
+
+        frames = run_sql_file(self.con, "masklet_frames_of_video.sql", [vid]).to_pylist()
+        fb, left_out = eval_ground_truth(frames, [vid], self.acc, self.exclude)
+        self.left_out += left_out
+        self.keys |= {(f["video_id"], f["masklet_type"], f["masklet_id"]) for f in fb[vid]}
+        return fb[vid]
+
+
+def _layout_metadata(context, lk, split: str, vids: list[str], summary: dict, gt: set[tuple],
                      gt_left_out: list[dict]) -> dict:
-    gt = {(f["video_id"], f["masklet_type"], f["masklet_id"]) for rows in fb.values() for f in rows}
     md = {f"{split}_videos": summary.get("videos", len(vids)), f"{split}_objects": summary.get("objects", 0),
           f"{split}_ground_truth_masklets": len(gt),
           f"{split}_layout": dg.MetadataValue.path(lk.uri(f"exports/sav_{split}")),

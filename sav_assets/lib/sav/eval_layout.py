@@ -24,10 +24,13 @@ the problems it finds.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import shutil
 from collections import defaultdict
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -35,16 +38,18 @@ import numpy as np
 from sav_assets.lib.sav import rle as rle_lib
 from sav_assets.lib.sav.fields import SAV_ANN_EVERY, SAV_FPS, sav_timeline
 from sav_assets.lib.store.lake import safe_relpath
-from sav_assets.lib.util import atomic_write_bytes
+from sav_assets.lib.util import atomic_write_bytes, sha256_json
 from sav_assets.lib.video.decode import presentation_times
 from sav_assets.lib.video.images import MissingFramesError, encode_jpeg, encode_mask_png, iter_frames
 
 JPEG_DIR = "JPEGImages_24fps"
 ANN_DIR = "Annotations_6fps"
+STATE_DIR = ".layout_state"     # <video_id>.json: signature of what was last written (not read by Meta's tools)
+LAYOUT_VERSION = 1              # bump when the written files change for the same inputs: every video is rewritten
 
 
 def _write(path: Path, data: bytes) -> None:
-    # a re-run rewrites whole folders anyway: atomic per file, no fsync per frame
+    # a rewritten video's folders are rewritten whole, its signature last: atomic per file, no fsync per frame
     atomic_write_bytes(path, data, fsync=False)
 
 
@@ -148,44 +153,149 @@ def _write_video(out: Path, video: dict, rows: list[dict], path: str, jpeg_quali
 
 
 def _remove_stale(out: Path, keep: set[str], summary: dict) -> None:
-    """Folders of videos no longer in the split would break the evaluator's strict gt/pred match."""
+    """Folders of videos no longer in the split would break the evaluator's strict gt/pred match; their
+    recorded signatures go too (a video that comes back is written again)."""
     for d in (JPEG_DIR, ANN_DIR):
         if (out / d).is_dir():
             for child in (out / d).iterdir():
                 if child.is_dir() and child.name not in keep:
                     shutil.rmtree(child)
                     summary.setdefault("removed", []).append(f"{d}/{child.name}")
+    state = out / STATE_DIR
+    if state.is_dir():
+        for f in state.rglob("*.json"):
+            if f.relative_to(state).as_posix()[:-5] not in keep:
+                f.unlink()
+
+
+def _rows_digest(rows: list[dict]) -> str:
+    """What the layout of a video's masks depends on, order-independent."""
+    key = sorted((int(r["masklet_id"]), str(r.get("masklet_type")), _position(r), [int(x) for x in r["size"]],
+                  str(r["counts"])) for r in rows)
+    return sha256_json(key)
+
+
+def _video_identity(video: dict) -> dict | None:
+    """The video file as the layout sees it (content hash, rate, length: its timeline); None without a hash."""
+    if not video.get("content_sha256"):
+        return None
+    return {k: video.get(k) for k in ("content_sha256", "video_fps", "video_frame_count")}
+
+
+def _file_identity(path: str | None) -> dict | None:
+    """Without a content hash, the file's size and modification time stand for it."""
+    try:
+        st = os.stat(path) if path is not None else None
+    except FileNotFoundError:       # written as if new: the decoder reports it as a skipped video
+        return None
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns} if st else None
+
+
+def _state_path(out: Path, vid: str) -> Path:
+    return out / STATE_DIR / f"{vid}.json"
+
+
+def _read_state(out: Path, vid: str) -> dict | None:
+    p = _state_path(out, vid)
+    try:
+        return json.loads(p.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):   # none yet, or a torn file from a crash: rewrite
+        return None
+
+
+def _new_part() -> dict:
+    return {"objects": 0, "jpegs": 0, "pngs": 0, "skipped": [], "skipped_objects": [], "size_mismatch": []}
+
+
+def _merge(summary: dict, part: dict) -> None:
+    for k, v in part.items():
+        summary[k] = summary[k] + v if k in summary else v
+
+
+def _as_opener(video_paths) -> Callable[[str], contextlib.AbstractContextManager[str | None]]:
+    if callable(video_paths):
+        return video_paths
+    return lambda vid: contextlib.nullcontext(video_paths.get(vid))
+
+
+def _up_to_date(out: Path, vid: str, state: dict | None, signature: str) -> bool:
+    if not state or state.get("signature") != signature:
+        return False
+    return not state["written"] or ((out / JPEG_DIR / vid).is_dir() and (out / ANN_DIR / vid).is_dir())
+
+
+def _layout_video(out: Path, split: str, video: dict, rows: list[dict], open_video, jpeg_quality: int,
+                  summary: dict) -> bool:
+    """One video, written only when its signature changed; whether it is in the layout."""
+    vid = video["video_id"]
+    with contextlib.ExitStack() as stack:
+        ident, path = _video_identity(video), None
+        if ident is None:
+            path = stack.enter_context(open_video(vid))
+            ident = _file_identity(path)
+        signature = sha256_json({"layout": LAYOUT_VERSION, "split": split, "jpeg_quality": jpeg_quality,
+                                 "video": ident, "rows": _rows_digest(rows)})
+        state = _read_state(out, vid)
+        if _up_to_date(out, vid, state, signature):
+            _merge(summary, state["part"])
+            summary["unchanged"].append(vid)
+            return state["written"]
+        _state_path(out, vid).unlink(missing_ok=True)       # first: a crash mid-write leaves no stale claim
+        if path is None:
+            path = stack.enter_context(open_video(vid))
+        if path is None:
+            summary["skipped"].append({"video_id": vid, "reason": "no video file"})
+            return False
+        part = _new_part()
+        written = _write_video(out, video, rows, path, jpeg_quality, part)
+    _merge(summary, part)
+    summary["rewritten"].append(vid)
+    _write(_state_path(out, vid), json.dumps({"signature": signature, "written": written, "part": part}).encode())
+    return written
 
 
 def write_eval_layout(out_dir: str | os.PathLike, split_name: str, videos: list[dict],
-                      frames_by_video: dict[str, list[dict]], video_paths: dict[str, str],
+                      frames_by_video: Mapping[str, list[dict]] | Callable[[str], list[dict]],
+                      video_paths: Mapping[str, str] | Callable[[str], contextlib.AbstractContextManager[str | None]],
                       jpeg_quality: int = 95, masklet_types: tuple[str, ...] | None = None) -> dict:
-    """Write the SA-V val/test layout for ``videos`` (dicts with ``video_id``) under ``out_dir``.
+    """Write the SA-V val/test layout for ``videos`` (dicts with ``video_id``; ``content_sha256``,
+    ``video_fps``, ``video_frame_count`` when known) under ``out_dir``, incrementally.
 
     ``frames_by_video``: masklet_frames rows (``masklet_id``, ``frame_idx``, ``size``, ``counts``,
-    optional ``masklet_type``) per video; ``masklet_types`` keeps only those types (SA-V val/test
-    hold manual masklets only). ``out_dir`` belongs to this split: a re-run rewrites each video's
-    folders and removes folders of videos no longer listed. Returns a summary dict (counts, paths).
+    optional ``masklet_type``) per video, as a mapping or a callable ``video_id -> rows`` called once
+    per video in turn (so a caller can stream them, one video in memory at a time);
+    ``masklet_types`` keeps only those types (SA-V val/test hold manual masklets only).
+    ``video_paths``: ``{video_id: local path}`` or a callable ``video_id -> context manager`` yielding
+    the path (None: no file), entered only for a video that is written.
+
+    A video is written only when its signature (its rows, its file: content hash, rate and length, or
+    size and mtime without a hash, the split, the JPEG quality, the layout version) differs from the one
+    recorded in ``<out_dir>/.layout_state/<video_id>.json`` at its last write, or its folders are gone;
+    a re-run with nothing new replaces no file. ``out_dir`` belongs to this split: folders of videos no
+    longer listed are removed. Returns a summary dict (counts and lists over all listed videos as if
+    all were written; ``rewritten`` / ``unchanged`` say which were).
     """
     out = Path(out_dir)
     split = safe_relpath(split_name)
-    summary = {"split": split, "videos": 0, "objects": 0, "jpegs": 0, "pngs": 0,
-               "skipped": [], "skipped_objects": [], "size_mismatch": [], "gt_root": str(out / ANN_DIR),
-               "jpeg_root": str(out / JPEG_DIR), "list_file": str(out / f"sav_{split}.txt")}
+    summary = {"split": split, "videos": 0, **_new_part(), "rewritten": [], "unchanged": [],
+               "gt_root": str(out / ANN_DIR), "jpeg_root": str(out / JPEG_DIR),
+               "list_file": str(out / f"sav_{split}.txt")}
+    rows_for = frames_by_video if callable(frames_by_video) else (lambda v: frames_by_video.get(v, []))
+    open_video = _as_opener(video_paths)
     written: list[str] = []
     by_id = {v["video_id"]: v for v in videos}
     for vid in sorted(by_id):
         safe_relpath(vid)
-        rows = [r for r in frames_by_video.get(vid, [])
-                if masklet_types is None or r.get("masklet_type") in masklet_types]
+        rows = [r for r in rows_for(vid) if masklet_types is None or r.get("masklet_type") in masklet_types]
         if not rows:
             summary["skipped"].append({"video_id": vid, "reason": "no annotated frames"})
-        elif vid not in video_paths:
-            summary["skipped"].append({"video_id": vid, "reason": "no video file"})
-        elif _write_video(out, by_id[vid], rows, video_paths[vid], jpeg_quality, summary):
+        elif _layout_video(out, split, by_id[vid], rows, open_video, jpeg_quality, summary):
             written.append(vid)
             summary["videos"] += 1
-    _write(out / f"sav_{split}.txt", "".join(f"{v}\n" for v in written).encode())
+    listing = "".join(f"{v}\n" for v in written).encode()
+    list_file = out / f"sav_{split}.txt"
+    if not list_file.is_file() or list_file.read_bytes() != listing:
+        _write(list_file, listing)
     _remove_stale(out, set(written), summary)
     summary["video_ids"] = written
     return summary

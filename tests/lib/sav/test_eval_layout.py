@@ -251,7 +251,8 @@ def test_sav_layout_exact_names_and_formats(tmp_path):
     out = tmp_path / "sav_val"
     write_eval_layout(out, "val", [{"video_id": "sav_000042"}], {"sav_000042": rows}, {"sav_000042": str(video)})
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
-    assert files == ["Annotations_6fps/sav_000042/000/00000.png", "Annotations_6fps/sav_000042/000/00004.png",
+    # plus the incremental writer's hidden record of what it wrote (no tool of Meta's reads it)
+    assert files == [".layout_state/sav_000042.json", "Annotations_6fps/sav_000042/000/00000.png", "Annotations_6fps/sav_000042/000/00004.png",
                      "Annotations_6fps/sav_000042/000/00008.png", "Annotations_6fps/sav_000042/012/00000.png",
                      "Annotations_6fps/sav_000042/012/00004.png", "Annotations_6fps/sav_000042/012/00008.png",
                      *[f"JPEGImages_24fps/sav_000042/{k:05d}.jpg" for k in range(9)], "sav_val.txt"]
