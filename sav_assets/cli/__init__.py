@@ -8,6 +8,7 @@
   sav-assets export-sav [--root URI] --dest DIR   write SA-V JSON for every labeled video
   sav-assets export-sav --train [--masklet-type auto]   SAM 2's training layout (24 fps JPEGs + JSON + list)
   sav-assets compact [--root URI]                 rewrite the big tables into a few sorted files
+  sav-assets review accept|reject VIDEO TYPE ID  a human verdict on a masklet (VIDEO: id, file name, URI, SHA-256)
   sav-assets init-home                            write $DAGSTER_HOME/dagster.yaml (gpu pool limit) if missing
 
 Defaults come from the same places as the assets': the lake and source from the resources (and so
@@ -21,6 +22,7 @@ import sys
 
 from sav_assets.cli.admin import cmd_compact, cmd_demo, cmd_export_sav
 from sav_assets.cli.common import INSTANCE_CONFIG, UsageError, _format, cmd_init_home, init_home
+from sav_assets.cli.review import add_review_parser
 from sav_assets.cli.run import cmd_batches, cmd_run, parse_selection
 from sav_assets.cli.sql import cmd_sql
 
@@ -94,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
 
     h = sub.add_parser("init-home", help="write $DAGSTER_HOME/dagster.yaml (the gpu pool's limit) if missing")
     h.set_defaults(fn=cmd_init_home)
+
+    add_review_parser(sub)
 
     args = p.parse_args(argv)
     try:

@@ -1,7 +1,11 @@
 """What reaches the dataset: accepted videos and masklets, the evaluation ground truth, the shards' input.
 
-A masklet is accepted when its ``masklet_qc`` row passed; a video when its quality passed and it has
-at least one accepted masklet. ``splits``, ``eval_layout`` and ``training_shards`` all select through
+A masklet is accepted when its ``masklet_qc`` row passed, unless a person said otherwise: the latest
+``masklet_reviews`` verdict of a masklet (:mod:`sav_assets.lib.qc.reviews`) overrides QC's, an
+``accept`` lets a failing masklet in and a ``reject`` keeps a passing one out (reason
+``rejected_by_reviewer``; a rejected manual masklet leaves the evaluation ground truth too). QC's own
+rows are not changed. A video is accepted when its quality passed and it has at least one accepted
+masklet. ``splits``, ``eval_layout`` and ``training_shards`` all select through
 here, so the three agree on what "accepted" means.
 
 The evaluation ground truth is the exception: manual masklets are human ground truth, so QC reports on
@@ -14,6 +18,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from sav_assets.lib.qc.reviews import read_latest_verdicts
 from sav_assets.lib.store.lake import Lake
 from sav_assets.lib.store.tables import MASKLET_QC, MASKLETS, VIDEO_QUALITY, VIDEOS
 
@@ -31,13 +36,17 @@ class Accepted:
     keys: set[Key]                  # keys of the masklets that passed QC
     quality: dict[str, dict]        # video_quality rows of every batch, by video_id
     failed: dict[Key, list[str]] = field(default_factory=dict)   # QC reason codes of failed masklets
+    verdicts: dict[Key, str] = field(default_factory=dict)       # latest human verdict: accept | reject
 
 
 def accepted(lake: Lake, batch_ids: list[str] | None = None) -> Accepted:
     """Accepted videos and masklets of ``batch_ids`` (all batches when None)."""
     qc = lake.read_table("masklet_qc", batches=batch_ids, schema=MASKLET_QC).to_pylist()
-    keys = {masklet_key(r) for r in qc if r["passed"]}
-    failed = {masklet_key(r): list(r["reasons"] or []) for r in qc if not r["passed"]}
+    verdicts = {k: r["verdict"] for k, r in read_latest_verdicts(lake, batch_ids).items()}
+    keys = {masklet_key(r) for r in qc if verdicts.get(masklet_key(r), "accept" if r["passed"] else "") == "accept"}
+    failed = {masklet_key(r): list(r["reasons"] or []) + (["rejected_by_reviewer"] if verdicts.get(masklet_key(r))
+                                                          == "reject" else [])
+              for r in qc if masklet_key(r) not in keys}
     quality = {r["video_id"]: r for r in lake.read_table("video_quality", schema=VIDEO_QUALITY).to_pylist()}
     videos = {v["video_id"]: v for v in lake.read_table("videos", batches=batch_ids, schema=VIDEOS).to_pylist()}
     masklets = [m for m in lake.read_table("masklets", batches=batch_ids, schema=MASKLETS).to_pylist()
@@ -45,7 +54,7 @@ def accepted(lake: Lake, batch_ids: list[str] | None = None) -> Accepted:
     ids = sorted({m["video_id"] for m in masklets})
     rows = [{**videos[v], "video_environment": quality[v].get("video_environment")}
             for v in ids if v in videos and (quality.get(v) or {}).get("passed")]
-    return Accepted(rows, masklets, keys, quality, failed)
+    return Accepted(rows, masklets, keys, quality, failed, verdicts)
 
 
 def eval_ground_truth(frames: list[dict], video_ids: list[str], acc: Accepted,
@@ -75,7 +84,7 @@ def eval_ground_truth(frames: list[dict], video_ids: list[str], acc: Accepted,
         drop = {masklet_key(f) for f in rows if f["masklet_type"] == kind and (
             masklet_key(f) in acc.failed if kind == "manual" else masklet_key(f) not in acc.keys)}
         if kind == "manual" and not exclude_failed_manual:
-            drop = set()
+            drop = {k for k in drop if acc.verdicts.get(k) == "reject"}    # a person's reject still counts
         for k in sorted(drop, key=lambda k: k[2]):
             left_out.append({"video_id": v, "masklet_type": k[1], "masklet_id": k[2], "reason": _left_out_reason(acc, k)})
         out[v] = [f for f in rows if f["masklet_type"] == kind and masklet_key(f) not in drop]

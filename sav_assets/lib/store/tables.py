@@ -165,6 +165,28 @@ MASKLET_QC = pa.schema([
     ("evaluated_at", TS),
 ])
 
+# Human verdicts on masklets (sav_assets.lib.qc.reviews), append-only: one row per verdict row of a
+# reviews file, in the batch folder of the masklet it judges; rows that could not be used are
+# status 'error' with an error class (bad_review | unresolved_video), in the folder of the run's batch.
+MASKLET_REVIEWS = pa.schema([
+    ("review_id", pa.string()),            # digest of (file, row): a row is recorded once
+    ("video_id", pa.string()),
+    ("batch_id", pa.string()),
+    ("masklet_type", pa.string()),
+    ("masklet_id", pa.int32()),
+    ("verdict", pa.string()),              # accept | reject
+    ("note", pa.string()),
+    ("reviewer", pa.string()),
+    ("reviewed_at", TS),                   # the row's time, else when it was first read
+    ("recorded_at", TS),
+    ("video_key", pa.string()),            # how the row named the video (id, file name, URI, SHA-256)
+    ("source_file", pa.string()),          # reviews/<file> it came from
+    ("source_line", pa.int32()),
+    ("status", pa.string()),               # ok | error
+    ("error_class", pa.string()),
+    ("error_message", pa.string()),
+])
+
 # --- split / shard schemas ---
 # One row per video, written once and never changed (sticky): a later run only appends rows for
 # videos that have no assignment yet. ``split`` is train | val | test, or ``excluded`` for a new
@@ -206,6 +228,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     "label_runs": LABEL_RUNS,
     "sav_annotations": SAV_ANNOTATIONS,
     "masklet_qc": MASKLET_QC,
+    "masklet_reviews": MASKLET_REVIEWS,
     "splits": SPLITS,
     "shards": SHARDS,
 }
