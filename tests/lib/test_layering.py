@@ -14,8 +14,8 @@ import subprocess
 import sys
 
 LIB = pathlib.Path(__file__).resolve().parents[2] / "sav_assets" / "lib"
-LEVELS = {"util": 0, "store": 1, "video": 2, "sav": 3, "ingest": 4, "label": 5, "qc": 6, "dataset": 7,
-          "train": 8}
+LEVELS = {"util": 0, "cluster": 1, "store": 2, "video": 3, "sav": 4, "ingest": 5, "label": 6, "qc": 7,
+          "dataset": 8, "train": 9}
 
 
 def _modules() -> dict[str, pathlib.Path]:
