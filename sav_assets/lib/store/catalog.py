@@ -19,6 +19,9 @@ Three ways in, one set of view templates (``sql/table_view*.sql``):
 * ``connect(lake, read_only=False)`` is for the pipeline's own SQL files (checks, statistics): views
   over the Parquet files through DuckDB's own reader (faster at scale), not sandboxed; S3 lakes use
   the pyarrow datasets there too. Both connections are built from the lake as it is when they open.
+
+After the table views, each of the three gets the views of ``sql/views/*.sql`` (views over views,
+such as the ``licence`` ledger).
 """
 
 from __future__ import annotations
@@ -82,6 +85,12 @@ def _create_file_views(con: duckdb.DuckDBPyConnection, lake: Lake, path: Callabl
             con.execute(_file_compacted_view_sql(name, layout, path))
         else:
             con.execute(render("table_view.sql", name=name, files=literal(path(Lake.table_dir(name)) + "/*/*.parquet")))
+
+
+def _create_derived_views(con: duckdb.DuckDBPyConnection) -> None:
+    """Views over the table views (``sql/views/*.sql``, e.g. the ``licence`` ledger), after the tables."""
+    for path in sorted((SQL_DIR / "views").glob("*.sql")):
+        con.execute(path.read_text())
 
 
 def _register_arrow_tables(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
@@ -149,6 +158,7 @@ def refresh_catalog(lake: Lake) -> str | None:
         try:
             con.execute(f"SET file_search_path = {literal(link)}")
             _create_file_views(con, lake, path=lambda rel: rel)
+            _create_derived_views(con)
         finally:
             con.close()
         atomic_copy(built, db)
@@ -166,9 +176,11 @@ def connect(lake: Lake, read_only: bool = True) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(":memory:")
     if read_only or lake.store.local_root is None:
         _register_arrow_tables(con, lake)
+        _create_derived_views(con)
     else:
         ensure_schemas(lake)
         _create_file_views(con, lake, path=lake.uri)
+        _create_derived_views(con)
         # Parquet footers are cached per connection (DuckDB re-reads a footer whose file changed).
         con.execute("SET parquet_metadata_cache = true")
     if read_only:

@@ -19,7 +19,7 @@ from sav_assets.lib.store.lake import Lake
 
 T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
 EXPECTED = {"videos_by_status", "rejection_reasons", "masklets_per_video", "size_bucket_mix", "occlusion_rate",
-            "reappearance_rate", "masklet_types", "qc_pass_rates", "split_sizes"}
+            "reappearance_rate", "masklet_types", "qc_pass_rates", "split_sizes", "review_agreement"}
 
 
 def rows_of(tbl):

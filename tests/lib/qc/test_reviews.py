@@ -25,7 +25,8 @@ def make_lake(root) -> Lake:
                "content_sha256": SHA2, "status": "ok"}]
     lk.write_part("videos", "b1", "part-0", to_table(videos, VIDEOS))
     lk.write_part("video_quality", "b1", "part-0", to_table(
-        [{"video_id": v["video_id"], "passed": True, "reasons": []} for v in videos], VIDEO_QUALITY))
+        [{"video_id": v["video_id"], "passed": True, "reasons": [], "licence": lic}
+         for v, lic in zip(videos, ["cc-by-4.0", None])], VIDEO_QUALITY))
     ms = [("street_cam_aa11", "auto", 1, True), ("street_cam_aa11", "auto", 2, False), ("sav_000002", "manual", 1, True)]
     lk.write_part("masklets", "b1", "part-0", to_table(
         [{"video_id": v, "masklet_type": t, "masklet_id": i, "batch_id": "b1"} for v, t, i, _ in ms], MASKLETS))
@@ -140,3 +141,27 @@ def test_review_agreement_statistic(tmp_path):
     assert rows["auto"] == {"masklet_type": "auto", "reviewed": 2, "rejected": 1, "qc_passed_human_rejected": 1,
                             "qc_failed_human_accepted": 1, "no_qc_verdict": 0, "agreement": pytest.approx(0.0)}
     assert rows["manual"]["agreement"] == pytest.approx(1.0) and rows["manual"]["qc_passed_human_rejected"] == 0
+
+
+def test_licence_view_answers_what_is_under_a_licence_in_one_query(tmp_path):
+    import duckdb
+
+    from sav_assets.lib.store.catalog import query, refresh_catalog
+    from sav_assets.lib.store.tables import SPLITS
+
+    lk = make_lake(tmp_path / "lake")
+    lk.write_part("splits", "b1", "part-0", to_table([{"video_id": "street_cam_aa11", "split": "train"},
+                                                      {"video_id": "sav_000002", "split": "val"}], SPLITS))
+    want = [{"licence": "(none)", "videos": 1, "videos_passed_quality": 1, "masklets": 1, "train_videos": 0,
+             "val_videos": 1, "test_videos": 0},
+            {"licence": "cc-by-4.0", "videos": 1, "videos_passed_quality": 1, "masklets": 2, "train_videos": 1,
+             "val_videos": 0, "test_videos": 0}]
+    assert query(lk, "SELECT * FROM licence ORDER BY licence").to_pylist() == want     # sav-assets sql
+    db = refresh_catalog(lk)                                                              # duckdb sav.duckdb
+    con = duckdb.connect(db, read_only=True)
+    try:
+        con.execute(f"SET file_search_path = '{lk.local_path('')}'")
+        assert con.execute("SELECT licence, masklets FROM licence WHERE licence = 'cc-by-4.0'").fetchall() == [
+            ("cc-by-4.0", 2)]
+    finally:
+        con.close()
