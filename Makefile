@@ -21,6 +21,12 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# the ray extra (lib/cluster, tests/scale): the tests need it, the demo does not
+RAY_STAMP := $(VENV)/.sav-ray-installed
+$(RAY_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[dev,ray]'
+	touch $(RAY_STAMP)
+
 # The Dagster instance config: $(DAGSTER_HOME)/dagster.yaml, written only when missing (yours to edit
 # afterwards), by `sav-assets init-home`: the `gpu` pool (the masklets step) runs one step at a time.
 instance: $(STAMP)
@@ -31,7 +37,7 @@ demo: $(STAMP) instance
 	$(BIN)/sav-assets run --source $(DEMO_SOURCE) --root $(SAV_DATA_ROOT) --config configs/demo.yaml
 	$(BIN)/sav-assets sql --root $(SAV_DATA_ROOT) "select status, count(*) as videos from videos group by 1 order by 1"
 
-test: $(STAMP) instance
+test: $(STAMP) $(RAY_STAMP) instance
 	$(BIN)/python -m pytest -q tests
 
 # SAVSCALE: fraction of SA-V's size for the SQL tables (docs/benchmarks.md uses 1.0: 5 GB, ~3 min to write)

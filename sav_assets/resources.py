@@ -12,6 +12,8 @@ a run: the schedule's cron (``ingest_cron``: ``SAV_INGEST_CRON``) and the SAM 2 
     SAV_SAM2_CONFIG, SAV_SAM2_CHECKPOINT, SAV_SAM2_CHECKPOINT_SHA256, SAV_DEVICE, SAV_SAM2_IMAGE_SIZE,
     SAV_CHECKPOINT_CACHE                SAM2Resource
     SAV_INGEST_CRON                     ingest_cron()
+    SAV_RAY_ADDRESS, SAV_SHARED_FS, SAV_RAY_MAX_RETRIES, RAY_AUTH_MODE
+                                        cluster_settings() (read by a step when it runs)
 """
 
 from __future__ import annotations
@@ -51,6 +53,26 @@ def _s3_settings(endpoint_url: str | None, region: str | None) -> S3Settings:
                       client_factory=S3Resource(endpoint_url=endpoint, region_name=region).get_client)
 
 
+def cluster_settings():
+    """Where fan-out steps run: ``$SAV_RAY_ADDRESS`` unset in-process, ``local`` an embedded Ray,
+    ``host:port`` a cluster; ``$SAV_SHARED_FS=1`` declares local roots shared by every node;
+    ``$RAY_AUTH_MODE`` (default ``disabled``) is passed to Ray explicitly."""
+    from sav_assets.lib.cluster.runner import ClusterSettings
+
+    retries = _env(None, "SAV_RAY_MAX_RETRIES")
+    return ClusterSettings(address=_env(None, "SAV_RAY_ADDRESS") or None,
+                           shared_fs=(_env(None, "SAV_SHARED_FS") or "").lower() in ("1", "true", "yes"),
+                           max_retries=int(retries) if retries else ClusterSettings.max_retries,
+                           auth_mode=_env(None, "RAY_AUTH_MODE", ClusterSettings.auth_mode))
+
+
+def _portable_s3(endpoint_url: str | None, region: str | None) -> S3Settings:
+    """The same endpoint and region without the orchestrator's client factory: picklable, for workers
+    on other machines (their boto3 chain supplies the credentials)."""
+    s = _s3_settings(endpoint_url, region)
+    return S3Settings(endpoint_url=s.endpoint_url, region_name=s.region_name)
+
+
 class LakeResource(dg.ConfigurableResource):
     """Where tables, exports and shards are written: a local path or ``s3://bucket/prefix``."""
 
@@ -69,6 +91,12 @@ class LakeResource(dg.ConfigurableResource):
         if self._lake is None:
             self._lake = Lake(self.root_uri, s3=_s3_settings(self.endpoint_url, self.region_name))
         return self._lake
+
+    def lake_factory(self):
+        """A picklable ``() -> Lake`` for Ray workers."""
+        import functools
+
+        return functools.partial(Lake, self.root_uri, s3=_portable_s3(self.endpoint_url, self.region_name))
 
 
 class SourceResource(dg.ConfigurableResource):
@@ -97,6 +125,14 @@ class SourceResource(dg.ConfigurableResource):
         from sav_assets.lib.store.source import Source
 
         return Source(uri or self.source_uri, s3=_s3_settings(self.endpoint_url, self.region_name))
+
+    def source_factory(self):
+        """A picklable ``folder URI -> Source`` for Ray workers."""
+        import functools
+
+        from sav_assets.lib.store.source import Source
+
+        return functools.partial(Source, s3=_portable_s3(self.endpoint_url, self.region_name))
 
 
 class SAM2Resource(dg.ConfigurableResource):
