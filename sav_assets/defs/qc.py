@@ -63,7 +63,8 @@ class QCConfig(dg.Config):
 def masklet_qc(context: dg.AssetExecutionContext, config: QCConfig, lake: LakeResource,
                source: SourceResource) -> dg.MaterializeResult:
     from sav_assets.lib.qc.masklet_qc import masklet_qc_rows
-    from sav_assets.lib.qc.reviews import record_reviews
+    from sav_assets.lib.qc.review_page import write_review_page
+    from sav_assets.lib.qc.reviews import read_latest_verdicts, record_reviews
     from sav_assets.lib.store.source import SourceOpener
     from sav_assets.lib.store.tables import MASKLET_FRAMES, MASKLET_QC, MASKLETS, VIDEOS, to_table
 
@@ -85,6 +86,8 @@ def masklet_qc(context: dg.AssetExecutionContext, config: QCConfig, lake: LakeRe
     videos = lk.read_table("videos", batches=[batch_id], schema=VIDEOS).to_pylist()
     strips = write_batch_filmstrips(lk, batch_id, videos, SourceOpener(source.source), rows)
     reviews = record_reviews(lk, batch_id)     # verdicts dropped in <root>/reviews/ since the last run
+    current = {k: r["verdict"] for k, r in read_latest_verdicts(lk, [batch_id]).items()}
+    page = write_review_page(lk, batch_id, rows, current)
     refresh_views(context, lk)
     return dg.MaterializeResult(metadata={
         **table_metadata("masklet_qc", tbl, uri, ["video_id", "masklet_type", "masklet_id", "passed", "reasons"]),
@@ -96,6 +99,7 @@ def masklet_qc(context: dg.AssetExecutionContext, config: QCConfig, lake: LakeRe
         "failures_by_reason": counts_md(dict(Counter(c for r in failing for c in r["reasons"])), "reason", "masklets"),
         "review_export": dg.MetadataValue.path(lk.uri(review_rel)),
         "review_strips": len(strips.review),
+        "review_page": dg.MetadataValue.path(lk.uri(page)),
         "reviews_recorded": reviews["new"],
         "review_errors": dg.MetadataValue.md("\n".join(f"- `{r['error_class']}`: {r['error_message']}"
                                                        for r in reviews["errors"]) or "none"),

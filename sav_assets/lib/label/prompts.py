@@ -43,6 +43,9 @@ maps the keys to ``video_id`` at labeling time against the batch's videos (:func
 id first, then the SHA-256, the URI / source key, the file name); a key that matches no video of the
 lake, or more than one video of the batch, becomes a problem row (``unresolved_video``) and the other
 videos go on. A key that matches a video of another batch is left for that batch's run.
+
+Past ~400 lines because parsing a prompts file and naming its videos are one contract (the
+verdicts files of :mod:`sav_assets.lib.qc.reviews` name videos with the same helpers).
 """
 
 from __future__ import annotations
