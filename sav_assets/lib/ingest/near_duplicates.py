@@ -68,12 +68,14 @@ class _HashIndex:
         self.counts = np.array([len(h) for h in hash_lists], dtype=np.int64)
         flat = [h for hs in hash_lists for h in hs]
         self.owner = np.repeat(np.arange(len(hash_lists)), self.counts)
-        self.words = _words(flat, 1 + max((len(h) - 1) // 16 for h in flat) if flat else 1)
+        self.words = _words(flat)
 
     def within(self, hashes: np.ndarray, max_hamming: int) -> np.ndarray:
         """``[i, j]``: hash ``i`` of ``hashes`` lies within ``max_hamming`` bits of indexed hash ``j``."""
         w = max(hashes.shape[1], self.words.shape[1])
         a, b = _pad(hashes, w), _pad(self.words, w)
+        if w == 1:                          # 64-bit hashes (what quality.phash writes): one pass
+            return np.bitwise_count(a[:, 0, None] ^ b[None, :, 0]) <= max_hamming
         dist = np.zeros((len(a), len(b)), dtype=np.int32)
         for k in range(w):
             dist += np.bitwise_count(a[:, k, None] ^ b[None, :, k])
@@ -84,7 +86,7 @@ class _HashIndex:
         n = len(self.counts)
         if not hashes or not len(self.owner):
             return np.zeros(0, dtype=np.int64)
-        near = self.within(_words(hashes, 1 + max((len(h) - 1) // 16 for h in hashes)), max_hamming)
+        near = self.within(_words(hashes), max_hamming)
         # ours in theirs: per video, how many of our hashes have one of its hashes within reach
         cols = np.flatnonzero(near.any(axis=0))
         ours = np.zeros((len(hashes), n), dtype=bool)
@@ -98,11 +100,13 @@ class _HashIndex:
         return np.flatnonzero(ok)
 
 
-def _words(hashes: list[str], width: int) -> np.ndarray:
-    """Hex hashes as ``(len(hashes), width)`` uint64 words, low word first (a hash is a number: shorter
-    ones are zero-padded on the left, as ``int(h, 16)`` reads them)."""
-    if width == 1 and all(len(h) == 16 for h in hashes):
+def _words(hashes: list[str]) -> np.ndarray:
+    """Hex hashes as ``(len(hashes), words)`` uint64, low word first (a hash is a number: shorter ones
+    are zero-padded on the left, as ``int(h, 16)`` reads them)."""
+    lengths = np.fromiter(map(len, hashes), dtype=np.int64, count=len(hashes))
+    if not len(hashes) or (lengths == 16).all():
         return np.frombuffer(bytes.fromhex("".join(hashes)), dtype=">u8").astype(np.uint64).reshape(-1, 1)
+    width = 1 + int(lengths.max() - 1) // 16
     mask = (1 << 64) - 1
     return np.array([[(int(h, 16) >> (64 * k)) & mask for k in range(width)] for h in hashes],
                     dtype=np.uint64).reshape(-1, width)
@@ -118,13 +122,12 @@ def _link(rows: list[dict], prior: list[dict], max_hamming: int) -> UnionFind:
     """Groups: earlier links from ``duplicate_of``, plus a link for every matching pair of a row of this
     batch with an earlier row or another row of this batch (matching is symmetric, so comparing each
     row with all others links the same pairs as comparing it with those before it)."""
-    groups = UnionFind()
+    groups = UnionFind()             # an earlier video without links stays out of it: a group of its own
     for p in prior:
-        groups.find(p["video_id"])
         if p.get("duplicate_of"):
             groups.union(p["video_id"], str(p["duplicate_of"]))
     pool = [*prior, *rows]
-    index = _HashIndex([list(o.get("phash") or []) for o in pool])
+    index = _HashIndex([o.get("phash") or [] for o in pool])
     for i, r in enumerate(rows):
         groups.find(r["video_id"])
         for j in index.matching(r["phash"], max_hamming):
@@ -156,9 +159,12 @@ def resolve_near_duplicates(rows: list[dict], prior: Iterable[dict], max_hamming
     if max_hamming < 0 or not measured:
         return
     groups = _link(measured, prior, max_hamming)
+    # only the groups of this batch's videos matter; an earlier video outside the union-find is alone
+    touched = {groups.find(r["video_id"]) for r in measured}
     members: dict[str, list[dict]] = {}
     for r in [*prior, *measured]:
-        members.setdefault(groups.find(r["video_id"]), []).append(r)
+        if r["video_id"] in groups.parent and (root := groups.find(r["video_id"])) in touched:
+            members.setdefault(root, []).append(r)
     prior_ids = {p["video_id"] for p in prior}
     canon = {root: _canonical(group, prior_ids) for root, group in members.items() if len(group) > 1}
     for r in measured:
