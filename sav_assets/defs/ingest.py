@@ -48,7 +48,7 @@ class IngestConfig(dg.Config):
 def raw_videos(context: dg.AssetExecutionContext, config: IngestConfig, lake: LakeResource,
                source: SourceResource) -> dg.MaterializeResult:
     from sav_assets.defs.automation import claim_run_batch
-    from sav_assets.lib.ingest.batches import claim_contents
+    from sav_assets.lib.ingest.batches import claim_contents, tombstones
     from sav_assets.lib.store.tables import SOURCE_OBJECTS, VIDEOS, to_table
 
     batch_id = context.partition_key
@@ -57,7 +57,7 @@ def raw_videos(context: dg.AssetExecutionContext, config: IngestConfig, lake: La
     src = source.source(manifest.get("source_uri"))
     prior = lk.read_table("videos", batches=other_batches(lk, "videos", batch_id), schema=VIDEOS).to_pylist()
     res = ingest_batch(src, manifest, batch_id, prior, config.probe_limits(), workers=config.workers,
-                       log=context.log.info)
+                       log=context.log.info, taken_down=tombstones(lk))   # taken-down content: refused rows
     res = claim_contents(lk, batch_id, res)     # content another batch claimed first: duplicate_content
     videos = to_table(res.videos, VIDEOS)
     uri = lk.replace_batch("videos", batch_id, videos)
@@ -75,6 +75,7 @@ def raw_videos(context: dg.AssetExecutionContext, config: IngestConfig, lake: La
         "videos_ok": res.counts["videos_ok"],
         "videos_quarantined": res.counts["videos_quarantined"],
         "duplicate_content": res.counts["duplicate_content"],
+        "taken_down_refused": res.counts["taken_down"],
         "non_video_skipped": res.counts["non_video"],
         "sidecars": res.counts["sidecar"],
         "annotations": res.counts["annotation"],

@@ -12,6 +12,10 @@ different bytes, that older manifest is withdrawn first, so no manifest ever poi
 not describe. After the manifest, shards of the split that it does not list (an older, longer run; a
 crashed run) are deleted. Tar members carry fixed metadata (mtime 0, fixed owner, mode 0444), so the
 same samples give byte-identical shards.
+
+:func:`rewrite_shards` removes samples from published shards (a takedown): only the shards that hold
+one are rewritten, under new names, and a new manifest replaces the old one atomically. It sits here,
+past ~400 lines, because it writes the same tar members and manifest as :class:`ShardPublisher`.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from sav_assets.lib.store.lake import Lake, safe_relpath
 from sav_assets.lib.util import sha256_bytes
@@ -132,6 +136,13 @@ def _TarWriter(*args, **kwargs):
 _TarWriter_cls = None
 
 
+def _shard_writer(fh):
+    """``(hashing sink, tar writer)`` over an open file: the fixed member metadata of every shard."""
+    hf = _HashingWriter(fh)
+    # mtime must be an int: a float mtime makes tarfile add a PAX header to every member
+    return hf, _TarWriter(hf, encoder=False, compress=False, mtime=0, user="sav", group="sav", mode=0o444)
+
+
 def publish_file(lake: Lake, rel: str, tmp: str) -> str:
     """Make a finished, fsync'd temp file the object ``rel``: a rename when the temp file already sits
     beside its target in a local lake, else ``Lake.put_file`` (copy + rename locally, one PUT on S3)."""
@@ -230,10 +241,7 @@ class ShardPublisher:
         # locally beside its target, so publishing is a rename (listings skip ".<name>.<id>.tmp" files)
         self.tmp = self.lake.store.staging_path(f"{self.prefix}/{name}", self.work)
         self.fh = open(self.tmp, "wb")  # noqa: SIM115 - stays open across write() calls until _publish()
-        self.hf = _HashingWriter(self.fh)
-        # mtime must be an int: a float mtime makes tarfile add a PAX header to every member
-        self.writer = _TarWriter(self.hf, encoder=False, compress=False, mtime=0,
-                                 user="sav", group="sav", mode=0o444)
+        self.hf, self.writer = _shard_writer(self.fh)
         self.count = 0
         self.est = 0
         self.first = self.last = None
@@ -296,11 +304,9 @@ class ShardPublisher:
 
     def _delete_unlisted(self) -> None:
         listed = {e["shard"] for e in self.entries}
-        pat = re.compile(rf"^{re.escape(self.split)}-\d{{6}}\.tar$")
-        for rel in self.lake.list(self.prefix):
-            folder, _, name = rel.rpartition("/")
-            if folder == self.prefix and pat.match(name) and name not in listed:
-                self.lake.delete(rel)
+        for name in _shard_files(self.lake, self.prefix, self.split):
+            if name not in listed:
+                self.lake.delete(f"{self.prefix}/{name}")
 
     def abort(self) -> None:
         """Drop the shard being written (after an error): close and delete its temp file."""
@@ -314,3 +320,140 @@ class ShardPublisher:
         if self.tmp is not None and os.path.exists(self.tmp):
             os.unlink(self.tmp)
         shutil.rmtree(self.work, ignore_errors=True)
+
+
+# ---- rewriting published shards (a takedown) ---------------------------------------------------
+
+_MEMBER = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")     # webdataset's split of a member name: key, extension
+
+
+def _shard_files(lake: Lake, prefix: str, split: str) -> list[str]:
+    """Names of the ``<split>-NNNNNN.tar`` files directly under ``prefix``."""
+    pat = re.compile(rf"^{re.escape(split)}-\d{{6}}\.tar$")
+    out = []
+    for rel in lake.list(prefix):
+        folder, _, name = rel.rpartition("/")
+        if folder == prefix and pat.match(name):
+            out.append(name)
+    return out
+
+
+def tar_keys(path: str) -> list[str]:
+    """Sample keys of a shard in order, from the member headers alone (tarfile seeks over the bodies)."""
+    import tarfile
+
+    keys: list[str] = []
+    with tarfile.open(path, "r:") as tf:
+        for m in tf:
+            match = _MEMBER.match(m.name) if m.isfile() else None
+            if match and (not keys or keys[-1] != match.group(1)):
+                keys.append(match.group(1))
+    return keys
+
+
+def iter_tar_samples(path: str) -> Iterator[dict]:
+    """The samples of a shard in tar order, as webdataset groups them: ``{"__key__", "<ext>": bytes}``."""
+    import tarfile
+
+    cur: dict | None = None
+    with tarfile.open(path, "r:") as tf:
+        for m in tf:
+            match = _MEMBER.match(m.name) if m.isfile() else None
+            if match is None:
+                continue
+            if cur is None or cur["__key__"] != match.group(1):
+                if cur is not None:
+                    yield cur
+                cur = {"__key__": match.group(1)}
+            cur[match.group(2)] = tf.extractfile(m).read()
+    if cur is not None:
+        yield cur
+
+
+def _filtered_copy(path: str, tmp: str, drop: Callable[[dict], bool]) -> dict | None:
+    """Copy the samples of shard ``path`` that ``drop`` keeps into ``tmp`` (fsync'd); their manifest
+    entry without ``shard`` (``samples`` 0: nothing kept), or None when ``drop`` selects none."""
+    dropped = kept = 0
+    first = last = None
+    with open(tmp, "wb") as fh:
+        hf, writer = _shard_writer(fh)
+        try:
+            for sample in iter_tar_samples(path):
+                if drop(sample):
+                    dropped += 1
+                    continue
+                writer.write(sample)
+                kept += 1
+                first, last = first or sample["__key__"], sample["__key__"]
+        finally:
+            writer.close()
+            hf.close()
+        os.fsync(fh.fileno())
+    if not dropped:
+        return None
+    return {"samples": kept, "bytes": hf.size, "sha256": hf.sha.hexdigest(), "first_key": first, "last_key": last}
+
+
+def rewrite_shards(lake: Lake, out_prefix: str, drop: Callable[[dict], bool],
+                   key_filter: Callable[[str], bool] | None = None,
+                   amend: Callable[[dict], dict] | None = None, tmp_dir: str | None = None) -> dict:
+    """Remove the samples ``drop`` selects from the shards of the manifest at ``out_prefix``.
+
+    Only shards holding such a sample are rewritten (``key_filter`` on the keys of the member headers
+    skips the others without reading their bodies); every other sample keeps its bytes, in order. A
+    rewritten shard is published under a *new* name (the next free ``<split>-NNNNNN.tar``), so the old
+    manifest stays true until ``manifest.json`` (amended by ``amend``) is replaced in one atomic
+    write; then the replaced shards are deleted, as are unlisted shards that still hold a dropped
+    sample (what an interrupted rewrite leaves). A shard left empty leaves the manifest. Re-running
+    finds nothing more to drop. Returns ``{"replaced": {old name: new entry or None}, "manifest"}``.
+    """
+    prefix = safe_relpath(out_prefix)
+    manifest = read_manifest(lake, prefix)
+    if manifest is None:
+        return {"replaced": {}, "manifest": None}
+    split = manifest["split"]
+    on_disk = _shard_files(lake, prefix, split)
+    next_index = 1 + max([int(n[len(split) + 1:-4]) for n in on_disk + [e["shard"] for e in manifest["shards"]]],
+                         default=-1)
+    work = tempfile.mkdtemp(prefix="sav-shards-", dir=tmp_dir)
+    replaced: dict[str, dict | None] = {}
+    try:
+        for e in manifest["shards"]:
+            name = shard_name(split, next_index)
+            tmp = lake.store.staging_path(f"{prefix}/{name}", work)
+            try:
+                with lake.store.local_path(f"{prefix}/{e['shard']}") as path:
+                    keep = key_filter is None or any(key_filter(k) for k in tar_keys(path))
+                    entry = _filtered_copy(path, tmp, drop) if keep else None
+                if entry is not None and entry["samples"]:
+                    publish_file(lake, f"{prefix}/{name}", tmp)
+                    next_index += 1
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+            if entry is not None:
+                replaced[e["shard"]] = {"shard": name, **entry} if entry["samples"] else None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if replaced:
+        shards = [replaced.get(e["shard"], e) for e in manifest["shards"]]
+        shards = [{k: s[k] for k in _ENTRY_KEYS} for s in shards if s is not None]
+        manifest = {**manifest, "shards": shards, "samples": sum(s["samples"] for s in shards),
+                    "bytes": sum(s["bytes"] for s in shards)}
+        manifest = amend(manifest) if amend is not None else manifest
+        lake.put_bytes(f"{prefix}/{MANIFEST}", json.dumps(manifest, indent=1, sort_keys=True).encode(),
+                       content_type="application/json")
+        for old in replaced:
+            lake.delete(f"{prefix}/{old}")
+    listed = {s["shard"] for s in manifest["shards"]}
+    for name in _shard_files(lake, prefix, split):
+        if name not in listed and _holds(lake, f"{prefix}/{name}", drop, key_filter):
+            lake.delete(f"{prefix}/{name}")
+    return {"replaced": replaced, "manifest": manifest}
+
+
+def _holds(lake: Lake, rel: str, drop: Callable[[dict], bool], key_filter: Callable[[str], bool] | None) -> bool:
+    with lake.store.local_path(rel) as path:
+        if key_filter is not None and not any(key_filter(k) for k in tar_keys(path)):
+            return False
+        return any(drop(s) for s in iter_tar_samples(path))

@@ -48,6 +48,7 @@ from sav_assets.lib.store.lake import Lake
 from sav_assets.lib.store.objects import safe_relpath
 from sav_assets.lib.store.source import Source, SourceObject
 from sav_assets.lib.util import sha256_text
+from sav_assets.lib.video.errors import TAKEN_DOWN
 
 PARTIAL_SUFFIXES = (".part", ".partial", ".tmp", ".crdownload", ".download", ".uploading", ".filepart", ".!sync")
 MANIFEST_FORMAT = 2
@@ -191,6 +192,9 @@ def claim_contents(lake: Lake, batch_id: str, res: IngestResult) -> IngestResult
     ``duplicate_content`` objects pointing at the video kept by the batch that won the content."""
     videos, lost = [], {}
     for v in res.videos:
+        if v.get("error_class") == TAKEN_DOWN:   # a refusal claims no content: each upload is its own row
+            videos.append(v)
+            continue
         claim, _ = _create_or_read(lake, f"claims/content/{v['content_sha256']}.json",
                                    {"batch_id": batch_id, "video_id": v["video_id"], "claimed_at": _now_iso()})
         if claim.get("batch_id") == batch_id:
@@ -210,6 +214,13 @@ def claim_contents(lake: Lake, batch_id: str, res: IngestResult) -> IngestResult
         counts[key] = counts.get(key, 0) - 1
         counts["duplicate_content"] = counts.get("duplicate_content", 0) + 1
     return replace(res, videos=videos, objects=objects, counts=counts)
+
+
+def tombstones(lake: Lake) -> dict[str, dict]:
+    """Taken-down content: ``{content_sha256: takedowns row}`` (what :func:`ingest_batch` refuses)."""
+    from sav_assets.lib.store.tables import TAKEDOWNS
+
+    return {r["content_sha256"]: r for r in lake.read_table("takedowns", schema=TAKEDOWNS).to_pylist()}
 
 
 def read_manifest(lake: Lake, batch_id: str) -> dict:

@@ -11,7 +11,9 @@ both store backends raise for a missing or forbidden object) is an ``unreadable`
 decoder rejects is a quarantined video. Anything else raises and fails the step: a bug in our code
 (``TypeError``, ``KeyError``...), or an object store that cannot be reached, which must leave the batch
 to be resumed rather than record every video as unreadable. Objects are read through the batch's
-:class:`Source` (its own store and credentials).
+:class:`Source` (its own store and credentials). Content that was taken down (``taken_down``: the
+``takedowns`` tombstones by SHA-256) is never probed: whatever its name, it becomes a quarantined
+``videos`` row with error class ``taken_down`` and a ``taken_down`` object row.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 
 from sav_assets.lib.store.source import Source, SourceObject
 from sav_assets.lib.util import sha256_file_size, sha256_text
+from sav_assets.lib.video.errors import TAKEN_DOWN
 from sav_assets.lib.video.probe import ProbeLimits, is_video_name, probe_file
 
 SAV_NAME = re.compile(r"^sav_\d+$")
@@ -75,8 +78,13 @@ class IngestResult:
 
 def ingest_batch(source: Source, manifest: dict, batch_id: str, prior_videos: list[dict],
                  limits: ProbeLimits, workers: int = 2,
-                 log: Callable[[str], None] | None = None) -> IngestResult:
-    """Probe the batch's video objects; ``prior_videos`` are ``videos`` rows of *other* batches."""
+                 log: Callable[[str], None] | None = None, taken_down: dict[str, dict] | None = None,
+                 probe: Callable[[list[SourceObject], set[str]], list[tuple]] | None = None) -> IngestResult:
+    """Probe the batch's video objects; ``prior_videos`` are ``videos`` rows of *other* batches;
+    ``taken_down``: tombstone rows by content SHA-256 (refused, never probed). ``probe(objects, skip)``
+    runs :func:`hash_and_probe` over the video objects, results in their order (default: ``workers``
+    threads here; ``lib/ingest/fanout.py``: units on the cluster runner)."""
+    taken_down = taken_down or {}
     log = log or (lambda m: None)
     now = dt.datetime.now(dt.timezone.utc)
     objs = [SourceObject(**o) for o in manifest["objects"]]
@@ -88,7 +96,7 @@ def ingest_batch(source: Source, manifest: dict, batch_id: str, prior_videos: li
 
     objects_rows: list[dict] = []
     counts = {"objects": len(objs), "videos_ok": 0, "videos_quarantined": 0, "duplicate_content": 0,
-              "non_video": 0, "sidecar": 0, "annotation": 0, "unreadable": 0, "changed": 0}
+              "non_video": 0, "sidecar": 0, "annotation": 0, "unreadable": 0, "changed": 0, "taken_down": 0}
 
     def base_row(o: SourceObject, disposition: str, **kw) -> dict:
         return {"batch_id": batch_id, "source_uri": o.uri, "source_key": o.key, "source_version": o.version,
@@ -103,22 +111,14 @@ def ingest_batch(source: Source, manifest: dict, batch_id: str, prior_videos: li
             counts[kind] += 1
             objects_rows.append(base_row(o, kind))
 
-    def handle(o: SourceObject) -> tuple[SourceObject, dict | None, str | None, Exception | str | None]:
-        try:
-            with source.local_path(o.key) as path:
-                sha, nbytes = sha256_file_size(path)
-                res = None if sha in by_sha else probe_file(path, limits)
-            changed = _changed_since_claimed(source, o, nbytes)
-            if changed:
-                return o, None, None, changed
-            return o, res.as_row() if res else None, sha, None
-        except OSError as e:  # the object vanished or cannot be read (the store's contract): a row
-            return o, None, None, e
-
     seen_in_batch: dict[str, str] = {}
     videos: list[dict] = []
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        results = list(pool.map(handle, video_objs))
+    skip = set(by_sha) | set(taken_down)        # hashed, never probed
+    if probe is None:
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            results = list(pool.map(lambda o: hash_and_probe(source, o, skip, limits), video_objs))
+    else:
+        results = probe(video_objs, skip)
     for i, (o, probe, sha, err) in enumerate(results, 1):
         log(f"[{i}/{len(results)}] {o.key}")
         if isinstance(err, str):   # still being written: its final version is a new object for a later batch
@@ -131,6 +131,11 @@ def ingest_batch(source: Source, manifest: dict, batch_id: str, prior_videos: li
             counts["unreadable"] += 1
             objects_rows.append(base_row(o, "unreadable", duplicate_of=None,
                                          video_id=None, content_sha256=None))
+            continue
+        if sha in taken_down:
+            videos.append(_refused_row(o, batch_id, sha, taken_down[sha], now))
+            counts["taken_down"] += 1
+            objects_rows.append(base_row(o, "taken_down", content_sha256=sha, video_id=videos[-1]["video_id"]))
             continue
         dup = by_sha.get(sha)
         if dup is not None or sha in seen_in_batch:
@@ -153,6 +158,34 @@ def ingest_batch(source: Source, manifest: dict, batch_id: str, prior_videos: li
         counts["videos_ok" if row["status"] == "ok" else "videos_quarantined"] += 1
         objects_rows.append(base_row(o, "video", content_sha256=sha, video_id=vid))
     return IngestResult(videos=videos, objects=objects_rows, counts=counts)
+
+
+def hash_and_probe(source: Source, o: SourceObject, skip: set[str],
+                   limits: ProbeLimits) -> tuple[SourceObject, dict | None, str | None, Exception | str | None]:
+    """One video object: ``(object, probe row or None, content SHA-256, error)``; content in ``skip`` is
+    hashed but not probed; error: an ``OSError`` (unreadable) or why it changed since it was claimed."""
+    try:
+        with source.local_path(o.key) as path:
+            sha, nbytes = sha256_file_size(path)
+            res = None if sha in skip else probe_file(path, limits)
+        changed = _changed_since_claimed(source, o, nbytes)
+        if changed:
+            return o, None, None, changed
+        return o, res.as_row() if res else None, sha, None
+    except OSError as e:  # the object vanished or cannot be read (the store's contract): a row
+        return o, None, None, e
+
+
+def _refused_row(o: SourceObject, batch_id: str, sha: str, tombstone: dict, now: dt.datetime) -> dict:
+    """The ``videos`` row of content that was taken down: quarantined as ``taken_down``, never probed."""
+    when = tombstone.get("taken_down_at")
+    return {"video_id": video_id_for(o.key, sha), "batch_id": batch_id, "source_uri": o.uri, "source_key": o.key,
+            "source_version": o.version, "content_sha256": sha, "bytes": o.size, "status": "quarantined",
+            "error_class": TAKEN_DOWN,
+            "error_message": f"content {sha[:12]}... was taken down"
+                             f"{f' on {when:%Y-%m-%d}' if hasattr(when, 'strftime') else ''} "
+                             f"({tombstone.get('reason') or 'no reason given'}): not ingested",
+            "ingested_at": now}
 
 
 def _changed_since_claimed(source: Source, o: SourceObject, nbytes: int) -> str | None:

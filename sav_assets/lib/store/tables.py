@@ -40,7 +40,7 @@ SOURCE_OBJECTS = pa.schema([
     ("source_version", pa.string()),  # ETag on S3, size+mtime locally
     ("bytes", pa.int64()),
     ("content_sha256", pa.string()),
-    ("disposition", pa.string()),     # video | duplicate_content | non_video | sidecar | annotation | unreadable | changed
+    ("disposition", pa.string()),     # video | duplicate_content | non_video | sidecar | annotation | unreadable | changed | taken_down
     ("video_id", pa.string()),
     ("duplicate_of", pa.string()),
     ("seen_at", TS),
@@ -219,6 +219,20 @@ SHARDS = pa.schema([
     ("created_at", TS),
 ])
 
+# One row per taken-down video (lib/dataset/takedown.py): the tombstone by content hash that keeps the
+# same bytes out of every later batch, whatever their name; the video's derived rows and files are gone.
+TAKEDOWNS = pa.schema([
+    ("content_sha256", pa.string()),
+    ("video_id", pa.string()),
+    ("batch_id", pa.string()),            # the batch that ingested the video
+    ("source_uri", pa.string()),
+    ("source_key", pa.string()),
+    ("requested_as", pa.string()),        # what the request named: video_id, source URI/key or SHA-256
+    ("reason", pa.string()),
+    ("requested_by", pa.string()),
+    ("taken_down_at", TS),
+])
+
 SCHEMAS: dict[str, pa.Schema] = {
     "videos": VIDEOS,
     "source_objects": SOURCE_OBJECTS,
@@ -231,6 +245,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     "masklet_reviews": MASKLET_REVIEWS,
     "splits": SPLITS,
     "shards": SHARDS,
+    "takedowns": TAKEDOWNS,
 }
 
 
