@@ -45,6 +45,7 @@ from sav_assets.lib.video.images import MissingFramesError, encode_jpeg, encode_
 JPEG_DIR = "JPEGImages_24fps"
 ANN_DIR = "Annotations_6fps"
 STATE_DIR = ".layout_state"     # <video_id>.json: signature of what was last written (not read by Meta's tools)
+NOT_VISIBLE = "no object visible between the first and last annotated frames"
 LAYOUT_VERSION = 1              # bump when the written files change for the same inputs: every video is rewritten
 
 
@@ -134,8 +135,7 @@ def _write_video(out: Path, video: dict, rows: list[dict], path: str, jpeg_quali
     summary["objects"] += n_objects
     if not n_objects:
         shutil.rmtree(out / ANN_DIR / vid, ignore_errors=True)
-        summary["skipped"].append({"video_id": vid, "reason": "no object visible between the first and "
-                                                              "last annotated frames"})
+        summary["skipped"].append({"video_id": vid, "reason": NOT_VISIBLE})
         return False
     mask_hw = tuple(int(x) for x in rows[0]["size"])
     try:
@@ -152,7 +152,7 @@ def _write_video(out: Path, video: dict, rows: list[dict], path: str, jpeg_quali
     return True
 
 
-def _remove_stale(out: Path, keep: set[str], summary: dict) -> None:
+def _remove_stale(out: Path, keep: set[str], listed: set[str], summary: dict) -> None:
     """Folders of videos no longer in the split would break the evaluator's strict gt/pred match; their
     recorded signatures go too (a video that comes back is written again)."""
     for d in (JPEG_DIR, ANN_DIR):
@@ -164,7 +164,7 @@ def _remove_stale(out: Path, keep: set[str], summary: dict) -> None:
     state = out / STATE_DIR
     if state.is_dir():
         for f in state.rglob("*.json"):
-            if f.relative_to(state).as_posix()[:-5] not in keep:
+            if f.relative_to(state).as_posix()[:-5] not in listed:
                 f.unlink()
 
 
@@ -250,7 +250,9 @@ def _layout_video(out: Path, split: str, video: dict, rows: list[dict], open_vid
         written = _write_video(out, video, rows, path, jpeg_quality, part)
     _merge(summary, part)
     summary["rewritten"].append(vid)
-    _write(_state_path(out, vid), json.dumps({"signature": signature, "written": written, "part": part}).encode())
+    if written or [x["reason"] for x in part["skipped"]] == [NOT_VISIBLE]:
+        # a video that failed to decode is not recorded: tried again next run (a timeout may pass)
+        _write(_state_path(out, vid), json.dumps({"signature": signature, "written": written, "part": part}).encode())
     return written
 
 
@@ -296,7 +298,7 @@ def write_eval_layout(out_dir: str | os.PathLike, split_name: str, videos: list[
     list_file = out / f"sav_{split}.txt"
     if not list_file.is_file() or list_file.read_bytes() != listing:
         _write(list_file, listing)
-    _remove_stale(out, set(written), summary)
+    _remove_stale(out, set(written), set(by_id), summary)
     summary["video_ids"] = written
     return summary
 

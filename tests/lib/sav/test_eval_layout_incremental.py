@@ -110,3 +110,21 @@ def test_rows_and_files_come_per_video_and_unchanged_videos_are_not_opened(tmp_p
     opened.clear()
     s = write_eval_layout(out, "val", videos, frames_for, open_video)
     assert s["rewritten"] == [] and asked == ["a", "b"] and opened == []    # no download of unchanged videos
+
+
+def test_skips_recorded_only_when_they_do_not_depend_on_decoding(tmp_path):
+    """A video none of whose objects is visible mid-way is settled by its rows: not looked at again. A
+    video that failed to decode (here: annotations past its end) is tried again on the next run."""
+    paths, videos, rows = _setup(tmp_path)
+    empty = {0: {f: np.zeros((H, W), np.uint8) for f in range(0, 25, 4)}}
+    rows["a"] = frame_rows("a", empty)
+    late = {f: np.ones((H, W), np.uint8) for f in (28, 32, 36)}
+    rows["b"] = frame_rows("b", {0: {**_masks(0)[0], **late}})      # 24 fps frame 4 * 9 = 36 > 29: past the end
+    out = tmp_path / "sav_val"
+    for expect_unchanged in ([], ["a"]):
+        s = write_eval_layout(out, "val", videos, rows, paths)
+        assert s["videos"] == 0 and s["unchanged"] == expect_unchanged
+        assert s["rewritten"] == [v for v in ("a", "b") if v not in expect_unchanged]
+        reasons = {x["video_id"]: x["reason"] for x in s["skipped"]}
+        assert reasons["a"].startswith("no object visible") and "past the video's end" in reasons["b"]
+        assert (out / "sav_val.txt").read_text() == ""
