@@ -9,7 +9,9 @@
   sav-assets export-sav --train [--masklet-type auto]   SAM 2's training layout (24 fps JPEGs + JSON + list)
   sav-assets compact [--root URI]                 rewrite the big tables into a few sorted files
   sav-assets review accept|reject VIDEO TYPE ID  a human verdict on a masklet (VIDEO: id, file name, URI, SHA-256)
-  sav-assets init-home                            write $DAGSTER_HOME/dagster.yaml (gpu pool limit) if missing
+  sav-assets takedown TARGET --reason TEXT       remove a video (id, URI or SHA-256) and all derived from it
+  sav-assets init-home [--postgres-url URL]       write $DAGSTER_HOME/dagster.yaml (gpu pool limit; PostgreSQL
+                                                  storage with a URL) if missing, initialise the instance once
 
 Defaults come from the same places as the assets': the lake and source from the resources (and so
 from SAV_DATA_ROOT / SAV_SOURCE_URI), compaction's from lib/store/compaction.py.
@@ -25,6 +27,7 @@ from sav_assets.cli.common import INSTANCE_CONFIG, UsageError, _format, cmd_init
 from sav_assets.cli.review import add_review_parser
 from sav_assets.cli.run import cmd_batches, cmd_run, parse_selection
 from sav_assets.cli.sql import cmd_sql
+from sav_assets.cli.takedown import add_parser as add_takedown_parser
 
 __all__ = ["INSTANCE_CONFIG", "UsageError", "_format", "init_home", "main", "parse_selection"]
 
@@ -94,10 +97,14 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--drop", action="store_true", help="remove the compacted copies instead (frees the disk)")
     c.set_defaults(fn=cmd_compact)
 
-    h = sub.add_parser("init-home", help="write $DAGSTER_HOME/dagster.yaml (the gpu pool's limit) if missing")
+    h = sub.add_parser("init-home", help="write $DAGSTER_HOME/dagster.yaml (the gpu pool's limit) if missing and "
+                                         "initialise the instance's storage once, under a lock")
+    h.add_argument("--postgres-url", default=None,
+                   help="store runs and events in PostgreSQL (dagster-postgres): postgresql://user@host:port/db")
     h.set_defaults(fn=cmd_init_home)
 
     add_review_parser(sub)
+    add_takedown_parser(sub)
 
     args = p.parse_args(argv)
     try:

@@ -7,7 +7,7 @@ import os
 import re
 import sys
 
-from sav_assets.cli.common import UsageError, _dagster_home, _format, _lake
+from sav_assets.cli.common import UsageError, _format, _lake, init_home
 
 # a batch id is one safe path segment (the planner's are ``<yyyymmdd>-<hash>``): never ``..``, ``/`` or hidden
 _BATCH_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
@@ -71,7 +71,7 @@ def cmd_run(args) -> int:
     from sav_assets.defs.partitions import batches
     from sav_assets.resources import LakeResource, SAM2Resource, SourceResource
 
-    _dagster_home()
+    init_home()   # the instance's storage created once, under a lock, before this process opens it
     lake_res = LakeResource(root=args.root)
     source_res = SourceResource(uri=args.source, settle_seconds=args.settle)
     lk = lake_res.lake()
@@ -148,7 +148,7 @@ def cmd_batches(args) -> int:
 
     lk = _lake(args.root)
     statuses = batch_statuses(lk)
-    _dagster_home()
+    init_home()   # the instance's storage created once, under a lock, before this process opens it
     with dg.DagsterInstance.get() as instance:
         busy = active_batches(instance)
     rows = [{"batch_id": s.batch_id, "state": "running" if s.batch_id in busy else
