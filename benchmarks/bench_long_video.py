@@ -30,6 +30,15 @@ the video so that growth with video length is visible.
 On 2 CPU cores (shared) the first took ~18 min (video rendering included: ~30 s, once), the
 second ~8.5 min: the cycle check doubles our time; ``--no-cycle-check`` halves it.
 
+``--decode`` measures decoding alone instead (no model): the annotation grid of a single-key-frame
+render of the video (``gop`` longer than the video), decoded in ``--chunk-frames`` chunks by
+``iter_frame_chunks`` (one sequential pass; in process and isolated as the labeler runs it) against
+a single pass (decord decoding every grid frame in one ``get_batch``) and against the previous path
+(decord ``get_batch`` per chunk, parked on frame 0 after each: every chunk decodes from the only key
+frame), alternating, ``--repeats`` times; it prints each one's median seconds and its ratio to the single pass.
+
+    .venv/bin/python benchmarks/bench_long_video.py --decode --seconds 20 --width 640 --height 360
+
 Needs only torch, sam2, numpy, PIL, psutil, decord, av and ``sav_assets.lib`` (no Dagster).
 """
 
@@ -251,6 +260,54 @@ def _growth(res: dict) -> str:
     return " ".join(f"{d}:{m:.0f}" for d, m in res["timeline"])
 
 
+def decode_ratio(args) -> int:
+    """``--decode``: chunked decoding of a single-key-frame video vs a single pass (see the docstring)."""
+    import statistics
+
+    from sav_assets.lib.ingest.demo import write_synthetic_video
+    from sav_assets.lib.sav.fields import annotation_grid
+    from sav_assets.lib.video import decode
+
+    p = video_path(args).with_name(video_path(args).stem + "_1gop.mp4")
+    if not p.is_file():
+        p.parent.mkdir(parents=True, exist_ok=True)
+        write_synthetic_video(p, seconds=args.seconds, fps=args.fps, width=args.width, height=args.height,
+                              seed=0, preset="ultrafast", crf=23, gop=10**6)
+    video = video_row(p)
+    grid = annotation_grid(video["video_frame_count"], video["video_fps"])
+
+    def previous_path():     # what iter_frame_chunks did for every chunk before the sequential pass
+        vr = decode._open(str(p), None)
+        for _, idx in decode._chunks(grid, args.chunk_frames):
+            decode._decode_batch(vr, idx, str(p))
+
+    def single_pass():       # the baseline: decord decodes every grid frame in one call, in process
+        vr = decode._open(str(p), None)
+        decode._decode_batch(vr, grid, str(p))
+
+    c = args.chunk_frames
+    runs = {"single pass (decord, one get_batch, in process)": single_pass,
+            f"chunked by {c}, now (in process)": lambda: list(decode.iter_frame_chunks(str(p), grid, c)),
+            f"chunked by {c}, now (isolated, as the labeler)":
+                lambda: list(decode.iter_frame_chunks(str(p), grid, c, isolate=True)),
+            f"chunked by {c}, previous (seek per chunk, in process)": previous_path}
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(args.repeats):
+        for name, fn in runs.items():          # alternating, so contention hits all three alike
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    base = statistics.median(next(iter(times.values())))
+    print(f"## Chunked decoding of a single-key-frame video ({video['video_width']}x{video['video_height']}, "
+          f"{video['video_frame_count']} frames, {len(grid)} annotated, key frames "
+          f"{len(decode._open(str(p), None).get_key_indices())})\n")
+    print(f"- command: `.venv/bin/python benchmarks/bench_long_video.py {' '.join(sys.argv[1:])}`; "
+          f"{machine()}; median of {args.repeats} alternating runs\n")
+    print_table([{"decoding": k, "seconds": f"{statistics.median(v):.2f}",
+                  "ratio vs single pass": f"{statistics.median(v) / base:.2f}x"} for k, v in times.items()])
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "sav_bench_long_video"),
@@ -268,9 +325,13 @@ def main(argv=None) -> int:
                     help="run the baseline on the first N annotated frames only and extrapolate (0 = all)")
     ap.add_argument("--no-baseline", action="store_true")
     ap.add_argument("--timeline-every", type=int, default=60, help="record RSS every N processed frames")
+    ap.add_argument("--decode", action="store_true", help="decoding only: chunked vs a single pass (no model)")
+    ap.add_argument("--repeats", type=int, default=3, help="--decode: alternating runs of each")
     add_worker_args(ap)
     ap.add_argument("--jpg-dir", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.decode:
+        return decode_ratio(args)
 
     if args.worker:
         return worker_main(worker_ours if args.worker == "ours" else worker_baseline, args)

@@ -18,6 +18,16 @@ of it with 32 decoder threads, see the constant). Every decode problem, isolated
 with ``error_class`` one of ``decode_error`` (the decoder reported an error / wrong frame count),
 ``decoder_timeout`` and ``decoder_crash`` (the ingestion spellings).
 
+Chunks in increasing order at the video's own size (the labeler's forward pass) are decoded in
+**one sequential pass** (:class:`_Sequential`: PyAV's decoder kept open across chunks, each frame
+decoded once, converted to RGB only when requested), in the same child when isolated. decord's
+``get_batch`` would seek from the chunk's key frame every time (and must park on frame 0 after each
+batch, see :func:`_decode_batch`): on a long single-key-frame video every chunk re-decoded the video
+from its start, 2.0-5.4x a single pass (``benchmarks/bench_long_video.py --decode``). Reversed
+chunks and resized decoding keep decord (``size`` uses its scaler, whose pixels PyAV's does not
+reproduce). Both give the same RGB frames at the video's size (tests/lib/video/test_decode_sequential.py);
+``stats["decoded_frames"]`` counts the frames the sequential pass decoded.
+
 ``prefetch=True`` decodes the next chunk in a background thread while the caller works on the
 current one (one extra chunk in memory).
 
@@ -105,7 +115,77 @@ def _decode_batch(vr, idx: list[int], path: str) -> np.ndarray:
     return arr
 
 
-def _iter_inprocess(path, chunks, size) -> Iterator[FrameChunk]:
+class _Sequential:
+    """One forward pass over the video with PyAV: frames are decoded once, in presentation order,
+    and only the requested ones are converted to RGB (no read-ahead: memory stays one chunk)."""
+
+    def __init__(self, path: str):
+        import av
+
+        self.path = path
+        try:
+            self._container = av.open(str(path))
+            stream = self._container.streams.video[0]
+            stream.thread_type = "AUTO"
+            self._frames = self._container.decode(stream)
+        except (MemoryError, BlockingIOError):   # out of address space (no thread stack): decoder_crash
+            raise
+        except Exception as e:
+            raise VideoError(DECODE_ERROR, f"cannot open video {path}: {_describe(e)}") from e
+        self.decoded = 0             # frames decoded so far (the next frame's index)
+
+    def take(self, idx: list[int]) -> np.ndarray:
+        out = []
+        for i in idx:
+            frame = None
+            while self.decoded <= i:
+                frame = self._next(i, idx)
+            if frame is None:        # asked again for a frame already passed: the caller's bug
+                raise ValueError(f"sequential decoding goes forward only ({i} < {self.decoded})")
+            out.append(frame.to_ndarray(format="rgb24"))
+        return np.stack(out)
+
+    def _next(self, i: int, idx: list[int]):
+        try:
+            frame = next(self._frames)
+        except StopIteration:
+            bad = [j for j in idx if j >= self.decoded]
+            raise VideoError(DECODE_ERROR, f"{self.path}: frame indices {bad[:5]} outside the {self.decoded} "
+                                           "decodable frames") from None
+        except (MemoryError, BlockingIOError):
+            raise
+        except Exception as e:
+            raise VideoError(DECODE_ERROR, f"{self.path}: decoding frame {i} failed: {_describe(e)}") from e
+        self.decoded += 1
+        return frame
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._container.close()
+
+
+def _sequential(chunks: list, size) -> bool:
+    """Decode ``chunks`` in one pass: forward, every index after the previous, at the video's size."""
+    flat = [i for _, idx in chunks for i in idx]
+    return size is None and len(flat) > 0 and flat[0] >= 0 and all(a < b for a, b in zip(flat, flat[1:]))
+
+
+def _iter_sequential(path, chunks) -> Iterator[tuple[int, list[int], np.ndarray, int]]:
+    dec = _Sequential(path)
+    try:
+        for start, idx in chunks:
+            yield start, idx, dec.take(idx), dec.decoded
+    finally:
+        dec.close()
+
+
+def _iter_inprocess(path, chunks, size, stats: dict | None = None) -> Iterator[FrameChunk]:
+    if _sequential(chunks, size):
+        for start, idx, frames, decoded in _iter_sequential(path, chunks):
+            if stats is not None:
+                stats["decoded_frames"] = decoded
+            yield FrameChunk(idx, frames, start)
+        return
     vr = _open(path, size)
     for start, idx in chunks:
         yield FrameChunk(idx, _decode_batch(vr, idx, path), start)
@@ -116,6 +196,10 @@ def _iter_inprocess(path, chunks, size) -> Iterator[FrameChunk]:
 
 def _decode_chunks(path: str, chunks: list, size: list | None) -> Iterator[tuple]:
     """Runs in the sandbox child: one message per chunk (each dropped before the next decodes)."""
+    if _sequential(chunks, size):
+        for start, idx, frames, decoded in _iter_sequential(path, chunks):
+            yield {"start": start, "idx": idx, "decoded": decoded}, {"frames": frames}
+        return
     vr = _open(path, tuple(size) if size else None)
     for start, idx in chunks:
         yield {"start": start, "idx": idx}, {"frames": _decode_batch(vr, idx, path)}
@@ -129,6 +213,8 @@ def _iter_isolated(path, chunks, size, timeout_s: float, memory_mb: int | None, 
     try:
         for res in results:
             if res.status == "ok":
+                if stats is not None and "decoded" in res.value:
+                    stats["decoded_frames"] = int(res.value["decoded"])
                 yield FrameChunk(list(res.value["idx"]), res.arrays["frames"], int(res.value["start"]))
             elif res.status == "done":
                 if stats is not None and res.peak_rss_mb is not None:
@@ -221,7 +307,7 @@ def iter_frame_chunks(
     if isolate:
         it = _iter_isolated(path, chunks, size, timeout_s, memory_mb, stats, test_fault)
     else:
-        it = _iter_inprocess(path, chunks, size)
+        it = _iter_inprocess(path, chunks, size, stats)
     return _prefetched(it) if prefetch else it
 
 

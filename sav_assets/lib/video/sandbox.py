@@ -66,8 +66,9 @@ from sav_assets.lib.video.zygote import Zygote, child_env, kill_tree, log_tail
 
 _CHILD = "sav_assets.lib.video.sandbox_child"
 _MAX_LINE = 1 << 20
-# what running out of address space looks like when it is not a MemoryError (C++, the dynamic loader)
-_OOM_HINTS = ("bad_alloc", "failed to map segment", "Cannot allocate memory")
+# what running out of address space looks like when it is not a MemoryError (C++, the dynamic loader,
+# FFmpeg's frame threads: pthread_create answers EAGAIN when no thread stack can be mapped)
+_OOM_HINTS = ("bad_alloc", "failed to map segment", "Cannot allocate memory", "Resource temporarily unavailable")
 
 
 @dataclass
