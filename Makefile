@@ -8,7 +8,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export SAV_DATA_ROOT ?= $(CURDIR)/data
 DEMO_SOURCE ?= $(CURDIR)/demo_source
 
-.PHONY: setup instance demo test bench dev lint clean
+.PHONY: setup sysdeps instance demo test bench dev lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -27,17 +27,34 @@ $(RAY_STAMP): $(STAMP)
 	$(BIN)/pip install -q -e '.[dev,ray]'
 	touch $(RAY_STAMP)
 
-# The Dagster instance config: $(DAGSTER_HOME)/dagster.yaml, written only when missing (yours to edit
-# afterwards), by `sav-assets init-home`: the `gpu` pool (the masklets step) runs one step at a time.
+# System packages the tests need, from Debian (CI runs `make test` as root on a fresh machine):
+# PostgreSQL's server (tests/test_postgres_instance.py) and Chromium (the headless-browser test, driven
+# by pip's playwright through executable_path: never `playwright install`). Nothing to do, and no apt,
+# when both are there; `make demo` never needs them. Without apt-get it only warns (CI=true: fails).
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+sysdeps:
+	@if { command -v pg_ctl || ls /usr/lib/postgresql/*/bin/pg_ctl; } >/dev/null 2>&1 && command -v chromium >/dev/null; then \
+	  echo "sysdeps: postgresql and chromium already installed"; \
+	elif command -v apt-get >/dev/null; then \
+	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q postgresql chromium; \
+	else \
+	  echo "sysdeps: no apt-get here: install PostgreSQL's server and Chromium yourself" >&2; \
+	  test "$${CI:-}" != true; \
+	fi
+
+# The Dagster instance: $(DAGSTER_HOME)/dagster.yaml, written only when missing (yours to edit afterwards),
+# by `sav-assets init-home`: the `gpu` pool (the masklets step) runs one step at a time; then its storage
+# is created once, under a lock, before anything concurrent opens it (dagster#27390).
+# DAGSTER_PG_URL=postgresql://user@host:port/db: a PostgreSQL instance instead of SQLite files.
 instance: $(STAMP)
-	$(BIN)/sav-assets init-home
+	$(BIN)/sav-assets init-home $(if $(DAGSTER_PG_URL),--postgres-url '$(DAGSTER_PG_URL)')
 
 demo: $(STAMP) instance
 	$(BIN)/sav-assets demo --out $(DEMO_SOURCE)
 	$(BIN)/sav-assets run --source $(DEMO_SOURCE) --root $(SAV_DATA_ROOT) --config configs/demo.yaml
 	$(BIN)/sav-assets sql --root $(SAV_DATA_ROOT) "select status, count(*) as videos from videos group by 1 order by 1"
 
-test: $(STAMP) $(RAY_STAMP) instance
+test: $(STAMP) $(RAY_STAMP) sysdeps instance
 	$(BIN)/python -m pytest -q tests
 
 # SAVSCALE: fraction of SA-V's size for the SQL tables (docs/benchmarks.md uses 1.0: 5 GB, ~3 min to write)
