@@ -36,6 +36,12 @@ def _alembic_heads(db: Path) -> list[str]:
         return [r[0] for r in con.execute("select version_num from alembic_version")]
 
 
+def _waits_for_flock(pid: int) -> bool:
+    """Whether ``pid`` is blocked waiting for a flock (a ``->`` line of /proc/locks)."""
+    return any(line.split()[1:3] == ["->", "FLOCK"] and line.split()[5] == str(pid)
+               for line in Path("/proc/locks").read_text().splitlines())
+
+
 def _spawn(cmds: list[list[str]], home: Path) -> list[subprocess.CompletedProcess]:
     procs = [subprocess.Popen(c, env=_env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for c in cmds]
@@ -87,16 +93,19 @@ def test_init_home_leaves_an_initialised_reusable_instance(tmp_path, monkeypatch
 
 
 def test_init_home_waits_for_the_lock(tmp_path):
-    """While another process holds ``$DAGSTER_HOME/.sav-instance.lock``, init-home creates nothing; it
-    finishes once the lock is released."""
+    """While another process holds ``$DAGSTER_HOME/.sav-instance.lock``, init-home blocks on it (seen in
+    /proc/locks) and creates nothing; it finishes once the lock is released."""
     home = tmp_path / "home"
     home.mkdir()
     with open(home / ".sav-instance.lock", "a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         p = subprocess.Popen([sys.executable, "-m", "sav_assets.cli", "init-home"], env=_env(home),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(15)   # ample for the CLI to import and reach the lock, even on a busy machine
-        assert p.poll() is None, p.communicate()
+        deadline = time.monotonic() + 240
+        while not _waits_for_flock(p.pid):         # the CLI imported and is now blocked on our lock
+            assert p.poll() is None, p.communicate()
+            assert time.monotonic() < deadline, "init-home never reached the lock"
+            time.sleep(0.2)
         assert not (home / "history").exists() and not (home / "dagster.yaml").exists()
     out, err = p.communicate(timeout=300)
     assert p.returncode == 0, err[-3000:]
