@@ -30,8 +30,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-import pyarrow as pa
-
 from sav_assets.lib.sav.fields import annotation_grid, annotation_times
 from sav_assets.lib.store.lake import Lake
 from sav_assets.lib.store.source import SourceOpener
@@ -66,12 +64,9 @@ def _part(video_id: str, kind: str) -> str:
 
 
 def _existing_run(lake: Lake, batch_id: str, video_id: str) -> dict | None:
-    rel = f"{Lake.table_dir('label_runs')}/{batch_id}/{_part(video_id, 'sam2')}.parquet"
-    if not lake.exists(rel):
-        return None
-    import pyarrow.parquet as pq
-
-    rows = pq.read_table(pa.BufferReader(lake.get_bytes(rel))).to_pylist()
+    """The video's commit marker: its own part, or its rows in the batch's consolidated part."""
+    tbl = lake.part_rows("label_runs", batch_id, _part(video_id, "sam2"))
+    rows = tbl.to_pylist() if tbl is not None else []
     return rows[0] if rows else None
 
 

@@ -83,6 +83,9 @@ def _create_file_views(con: duckdb.DuckDBPyConnection, lake: Lake, path: Callabl
         layout = table_layout(lake, name)
         if layout.is_compacted:
             con.execute(_file_compacted_view_sql(name, layout, path))
+        elif layout.consolidated:      # the live files by name: a merged part and its sources never both
+            files = [f"{Lake.table_dir(name)}/{SCHEMA_BATCH}/empty.parquet"] + layout.parts
+            con.execute(render("table_view.sql", name=name, files=literal_list(path(r) for r in files)))
         else:
             con.execute(render("table_view.sql", name=name, files=literal(path(Lake.table_dir(name)) + "/*/*.parquet")))
 
@@ -108,8 +111,8 @@ def _register_arrow_tables(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
                                                        filesystem=fs, format="parquet", schema=schema))
             con.execute(_compacted_view_sql(name, layout, f"__compacted_{name}", f"__parts_{name}"))
             continue
-        dataset = ds.dataset(f"{base}/tables/{name}", filesystem=fs, format="parquet",
-                             schema=schema) if layout.parts else schema.empty_table()
+        src = [f"{base}/{r}" for r in layout.parts] if layout.consolidated else f"{base}/tables/{name}"
+        dataset = ds.dataset(src, filesystem=fs, format="parquet", schema=schema) if layout.parts else schema.empty_table()
         con.register(name, dataset)
 
 

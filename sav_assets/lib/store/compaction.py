@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from sav_assets.lib.store.lake import SCHEMA_BATCH, Lake
+from sav_assets.lib.store.lake import SCHEMA_BATCH, Lake, is_consolidated
 from sav_assets.lib.store.sqlfiles import literal, literal_list, render
 from sav_assets.lib.store.tables import SCHEMAS
 
@@ -90,6 +90,7 @@ class TableLayout:
     stale_batches: list[str] = field(default_factory=list)  # compacted, but changed since: read the parts
     parts: list[str] = field(default_factory=list)          # parts read directly (incl. the schema part)
     parts_match_schema: bool = True                         # every part has the table's current columns
+    consolidated: bool = False                              # some batch is merged: views name live files
 
     @property
     def is_compacted(self) -> bool:
@@ -97,14 +98,17 @@ class TableLayout:
 
 
 def _part_signatures(lake: Lake, table: str) -> dict[str, str]:
-    return {r: v for r, v in lake.signatures(Lake.table_dir(table)).items() if r.endswith(".parquet")}
+    """Versions of the table's live files (a consolidated batch: its merged part, see ``Lake.live_files``)."""
+    sigs = {r: v for r, v in lake.signatures(Lake.table_dir(table)).items() if r.endswith(".parquet")}
+    return {r: sigs[r] for r in lake.live_files(sigs)}
 
 
 def table_layout(lake: Lake, table: str, check_schema: bool = True) -> TableLayout:
     sigs = _part_signatures(lake, table)
     ptr = read_pointer(lake, table)
+    merged = any(is_consolidated(r) for r in sigs)
     if ptr is None:
-        return TableLayout(table, parts=sorted(sigs))
+        return TableLayout(table, parts=sorted(sigs), consolidated=merged)
     sources: dict[str, str] = ptr["sources"]
     by_batch: dict[str, dict[str, str]] = {}
     for rel, v in sources.items():
@@ -117,7 +121,7 @@ def table_layout(lake: Lake, table: str, check_schema: bool = True) -> TableLayo
         (fresh if current.get(b) == want else stale).append(b)
     fresh_set = set(fresh)
     parts = sorted(r for r in sigs if batch_of(r) not in fresh_set)
-    layout = TableLayout(table, ptr["generation"], list(ptr["files"]), fresh, stale, parts)
+    layout = TableLayout(table, ptr["generation"], list(ptr["files"]), fresh, stale, parts, consolidated=merged)
     if check_schema and table in SCHEMAS:
         want_cols = set(SCHEMAS[table].names)
         for rel in parts:

@@ -2,7 +2,19 @@
 
 Tables live under ``tables/<table>/<batch>/<part>.parquet``; replacing a batch writes its new parts
 first and only then removes parts that the new version no longer has. Every write is atomic (the
-store's contract: a temporary file renamed over the target locally, one PUT on S3). Storage itself
+store's contract: a temporary file renamed over the target locally, one PUT on S3). After labeling, a batch's
+per-video parts are merged into one *consolidated* part (:mod:`sav_assets.lib.store.consolidation`):
+
+    tables/<table>/<batch>/consolidated/<generation>.parquet
+
+whose footer (key ``sav_consolidated``) lists the part names it holds, with their row range and
+version, and the older consolidated files it replaces. The *live* files of a batch
+(:meth:`Lake.live_files`, what :meth:`table_parts`, :meth:`read_table`, the DuckDB views and
+compaction read) are its consolidated files not replaced by a newer one, plus the plain parts that
+no live consolidated file names: a part still present after being merged (consolidation writes the
+merged file first, then deletes the parts) is never read twice, and a part rewritten after the merge
+(a relabel) stays hidden until the next consolidation takes it in. :meth:`part_rows` reads one
+part's rows wherever they live (the commit marker of resumable labeling). Storage itself
 (keys, listings, versions, S3 clients) is :mod:`sav_assets.lib.store.objects`; the file methods here
 (``put_bytes``, ``get_bytes``, ``list``, ...) are thin delegations to ``lake.store`` kept because every
 stage writes through them.
@@ -11,6 +23,7 @@ stage writes through them.
 from __future__ import annotations
 
 import io
+import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -27,6 +40,18 @@ from sav_assets.lib.store.objects import (  # noqa: F401 (UnsafeKeyError, S3Sett
 )
 
 SCHEMA_BATCH = "_schema"
+CONSOLIDATED = "consolidated"          # tables/<table>/<batch>/consolidated/<generation>.parquet
+MANIFEST_KEY = b"sav_consolidated"     # footer key of a consolidated part: {"files": {...}, "parts": {...}}
+
+
+def is_consolidated(rel: str) -> bool:
+    bits = rel.split("/")
+    return len(bits) == 5 and bits[3] == CONSOLIDATED and rel.endswith(".parquet")
+
+
+def part_name(rel: str) -> str:
+    """``tables/<t>/<batch>/<name>.parquet`` -> ``<name>``."""
+    return rel.rsplit("/", 1)[-1][: -len(".parquet")]
 
 
 class Lake:
@@ -112,12 +137,61 @@ class Lake:
             self.put_bytes(rel, data)
 
     def table_parts(self, table: str, batches: Iterable[str] | None = None) -> list[str]:
+        """The live Parquet files of a table (or of some batches), schema part excluded."""
         rels = [r for r in self.list(self.table_dir(table)) if r.endswith(".parquet")]
         rels = [r for r in rels if f"/{SCHEMA_BATCH}/" not in r]
         if batches is not None:
             wanted = {safe_relpath(b) for b in batches}
             rels = [r for r in rels if r.split("/")[2] in wanted]
-        return rels
+        return self.live_files(rels)
+
+    # ---- consolidated parts ------------------------------------------------------------------
+    def manifest(self, rel: str) -> dict:
+        """The footer manifest of a consolidated part (cached: a generation's name is never reused)."""
+        cache = self.__dict__.setdefault("_manifests", {})
+        if rel not in cache:
+            fs, base = self.arrow_filesystem()
+            with fs.open_input_file(f"{base}/{rel}") as fh:
+                meta = pq.ParquetFile(fh).schema_arrow.metadata or {}
+            cache[rel] = json.loads(meta.get(MANIFEST_KEY, b'{"files": {}, "parts": {}}'))
+        return cache[rel]
+
+    def live_consolidated(self, rels: Iterable[str]) -> dict[str, list[str]]:
+        """``{batch: [live consolidated files]}`` among ``rels`` (those no newer consolidated file replaces)."""
+        by_batch: dict[str, list[str]] = {}
+        for r in rels:
+            if is_consolidated(r):
+                by_batch.setdefault(r.split("/")[2], []).append(r)
+        out = {}
+        for b, cs in by_batch.items():
+            replaced = {f for c in cs for f in self.manifest(c)["files"]}
+            out[b] = sorted(c for c in cs if c not in replaced)
+        return out
+
+    def live_files(self, rels: Iterable[str]) -> list[str]:
+        """``rels`` less the files a live consolidated part replaces (see the module docstring)."""
+        rels = list(rels)
+        if not any(is_consolidated(r) for r in rels):
+            return rels
+        live = self.live_consolidated(rels)
+        shadowed = {f"{self.table_dir(c.split('/')[1])}/{b}/{name}.parquet"
+                    for b, cs in live.items() for c in cs for name in self.manifest(c)["parts"]}
+        keep = {c for cs in live.values() for c in cs}
+        return [r for r in rels if r in keep or (not is_consolidated(r) and r not in shadowed)]
+
+    def part_rows(self, table: str, batch: str, part: str) -> pa.Table | None:
+        """The rows of part ``part`` of a batch: its own file, else its range in a consolidated part."""
+        rel = f"{self.table_dir(table)}/{safe_relpath(batch)}/{safe_relpath(part)}.parquet"
+        if self.exists(rel):
+            return self._read_part(rel)
+        cons = [r for r in self.list(f"{self.table_dir(table)}/{safe_relpath(batch)}/{CONSOLIDATED}")
+                if is_consolidated(r)]
+        for c in self.live_consolidated(cons).get(safe_relpath(batch), []):
+            entry = self.manifest(c)["parts"].get(part)
+            if entry is not None:
+                start, n = entry["rows"]
+                return self._read_part(c).slice(start, n)
+        return None
 
     def batches(self, table: str) -> list[str]:
         return sorted({r.split("/")[2] for r in self.table_parts(table)})
