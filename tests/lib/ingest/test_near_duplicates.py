@@ -171,3 +171,24 @@ def test_longer_hashes_than_64_bits():
     for mh in (3, 4, 16):
         want, got = _both(rows, [], mh)
         assert got == want, mh
+
+
+def test_chunked_distance_matches_one_pass():
+    import numpy as np
+
+    from sav_assets.lib.ingest.near_duplicates import _within_64
+
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 2**63, 8, dtype=np.uint64)
+    b = np.concatenate([rng.integers(0, 2**63, 40_000, dtype=np.uint64), a ^ np.uint64(0b1011)])
+    want = np.bitwise_count(a[:, None] ^ b[None, :]) <= 10
+    for chunk in (7, 16384, 100_000):
+        assert np.array_equal(_within_64(a, b, 10, chunk=chunk), want)
+
+
+def test_same_as_reference_across_chunks():
+    """More earlier hashes than one chunk (16,384): matches in every chunk are found."""
+    rows, prior = _random_case(123, n_prior=6000, n_new=6)
+    assert sum(len(p["phash"] or []) for p in prior) > 16384
+    want, got = _both(rows, prior, 10)
+    assert got == want and any(NEAR_DUPLICATE in r["reasons"] for r in got)
