@@ -141,6 +141,9 @@ def masklets(context: dg.AssetExecutionContext, config: LabelingConfig, lake: La
                                        log=context.log.info, progress=progress)
     finally:
         runner.close()
+    from sav_assets.lib.store.consolidation import consolidate_label_batch
+
+    consolidate_label_batch(lk, batch_id, log=context.log.info)   # per-video parts -> one file per batch
     refresh_views(context, lk)
     if summary.random_weights:
         context.log.warning("SAM 2 ran with RANDOM WEIGHTS (no SAV_SAM2_CHECKPOINT): masks are meaningless, "

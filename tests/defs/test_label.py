@@ -48,3 +48,14 @@ def test_labels_code_version_follows_the_model_not_the_device():
 
 def test_max_videos_unset_labels_all():
     assert LabelingConfig().max_videos is None and [1, 2, 3][: LabelingConfig().max_videos] == [1, 2, 3]
+
+
+def test_masklets_leaves_one_consolidated_file_per_batch_and_table(tiny_lake):
+    """labeling's per-video parts are merged after the batch (lib/store/consolidation.py)."""
+    from sav_assets.lib.store.lake import is_consolidated
+
+    lk = tiny_lake.lake
+    for table in ("masklets", "masklet_frames", "sav_annotations"):
+        files = lk.table_parts(table)
+        assert len(files) == len(lk.batches(table)) == 1 and is_consolidated(files[0]), (table, files)
+        assert len([r for r in lk.list(f"tables/{table}") if "/_schema/" not in r]) == 1
