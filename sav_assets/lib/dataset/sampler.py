@@ -102,7 +102,8 @@ class ClipBatch:
 
     ``frames`` ``B x T x 3 x S x S``, ``masks`` ``B x T x N x S x S``, ``frame_valid`` ``B x T`` and
     ``object_valid`` ``B x N`` (bool: False on padding), ``object_ids`` / ``frame_idx`` long tensors
-    (-1 on padding); the rest are lists per clip.
+    (-1 on padding); the rest (video ids, object types, applied augmentations, SA-V annotation
+    indices) are lists per clip.
     """
 
     frames: Any
@@ -114,6 +115,7 @@ class ClipBatch:
     video_ids: list[str]
     object_types: list[list[str | None]]
     augment: list[dict]
+    ann_idx: list[list[int | None]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.video_ids)
@@ -150,7 +152,7 @@ def collate_clips(clips: Sequence[Clip]) -> ClipBatch:
         frame_idx[i, :ct] = torch.as_tensor(c.frame_idx, dtype=torch.long)
     return ClipBatch(frames, masks, frame_valid, object_valid, object_ids, frame_idx,
                      [c.video_id for c in clips], [list(c.object_types) for c in clips],
-                     [c.augment for c in clips])
+                     [c.augment for c in clips], [list(c.ann_idx) for c in clips])
 
 
 # ---- videos reassembled from shard samples -------------------------------------------------------

@@ -48,21 +48,33 @@ def _band(mask: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
     return grown[0, 0].bool().numpy(), shrunk[0, 0].bool().numpy()
 
 
+def assert_mask_on_pixels(pix: np.ndarray, m: np.ndarray, tol: int = 0, what: str = "object") -> None:
+    """``pix`` (T x H x W, where the object's colour is) equals ``m`` (its mask): exactly (tol 0) or up to
+    ``tol`` pixels at the mask's edge (interpolation)."""
+    for k in range(m.shape[0]):
+        if tol == 0:
+            assert np.array_equal(pix[k], m[k]), f"{what} frame {k}: pixels != mask"
+        else:
+            grown, shrunk = _band(m[k], tol)
+            assert not (pix[k] & ~grown).any(), f"{what} frame {k}: colour outside the mask"
+            assert not (shrunk & ~pix[k]).any(), f"{what} frame {k}: mask outside the colour"
+
+
 def assert_coincide(frames, masks, tol: int = 0):
-    """Object 0 = red pixels, object 1 = blue pixels in every frame: exactly (tol 0) or up to ``tol``
-    pixels at the mask's edge (interpolation)."""
+    """Object 0 = red pixels, object 1 = blue pixels in every frame."""
     for obj, ch in ((0, 0), (1, 2)):
-        pix = object_pixels(frames, ch).numpy()
         m = masks[:, obj].numpy()
         assert m.any(axis=(1, 2)).all() or tol, "every frame keeps the object"
-        for k in range(m.shape[0]):
-            if tol == 0:
-                assert np.array_equal(pix[k], m[k]), f"object {obj} frame {k}: pixels != mask"
-            else:
-                grown, shrunk = _band(m[k], tol)
-                assert not (pix[k] & ~grown).any(), f"object {obj} frame {k}: colour outside the mask"
-                assert not (shrunk & ~pix[k]).any(), f"object {obj} frame {k}: mask outside the colour"
+        assert_mask_on_pixels(object_pixels(frames, ch).numpy(), m, tol, f"object {obj}")
 
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Small tensors on a shared 2-core machine: one intra-op thread is several times faster."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 def gen(seed: int = 0):
     return torch.Generator().manual_seed(seed)
