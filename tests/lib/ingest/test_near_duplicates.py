@@ -188,7 +188,7 @@ def test_chunked_distance_matches_one_pass():
 
 def test_same_as_reference_across_chunks():
     """More earlier hashes than one chunk (16,384): matches in every chunk are found."""
-    rows, prior = _random_case(123, n_prior=6000, n_new=6)
+    rows, prior = _random_case(123, n_prior=6000, n_new=20)
     assert sum(len(p["phash"] or []) for p in prior) > 16384
     want, got = _both(rows, prior, 10)
     assert got == want and any(NEAR_DUPLICATE in r["reasons"] for r in got)
