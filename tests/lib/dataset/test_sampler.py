@@ -9,7 +9,12 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 import torch
-from test_augment import OFF, assert_mask_on_pixels, object_pixels
+from test_augment import (
+    OFF,
+    _one_torch_thread,  # noqa: F401  (the autouse fixture, here too)
+    assert_mask_on_pixels,
+    object_pixels,
+)
 
 from sav_assets.lib.dataset.augment import AugmentConfig, normalize
 from sav_assets.lib.dataset.loader import ShardDataset
@@ -65,14 +70,6 @@ def write_video(path, vid: str, n: int) -> list[dict]:
             c.mux(p)
     return rows
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Small tensors on a shared 2-core machine: one intra-op thread is several times faster."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
@@ -258,3 +255,16 @@ def test_config_validation():
     cfg = SamplerConfig(augment={"hflip_prob": 0.0})
     assert isinstance(cfg.augment, AugmentConfig) and cfg.augment.hflip_prob == 0.0
     assert SamplerConfig().as_dict()["augment"]["reverse_prob"] == AugmentConfig().reverse_prob
+
+
+def test_readme_tables_show_the_defaults_that_run():
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    section = readme.split("### Training sampler and augmentations", 1)[1].split("\n## ", 1)[0]
+    rows = dict(re.findall(r"^\| `(\w+)` \| ([^|]+) \|", section, flags=re.M))
+    rows = {k: v for k, v in rows.items() if k not in ("SamplerConfig", "AugmentConfig")}
+    expect = {k: v for k, v in SamplerConfig().as_dict().items() if k != "augment"}
+    expect.update(AugmentConfig().as_dict())
+    assert {k: str(v) for k, v in expect.items()} == {k: v.strip() for k, v in rows.items()}
