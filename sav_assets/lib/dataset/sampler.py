@@ -158,7 +158,9 @@ def collate_clips(clips: Sequence[Clip]) -> ClipBatch:
 # ---- videos reassembled from shard samples -------------------------------------------------------
 
 @dataclass
-class _Video:
+class ShardVideo:
+    """One video's annotated frames as read from its shard samples (raw JPEG and RLE, undecoded)."""
+
     video_id: str
     size: list[int]
     objects: list[tuple[str | None, int]]                 # (masklet_type, masklet_id)
@@ -174,9 +176,9 @@ class _Video:
                               "visible": dict(zip(keys, meta["visible"][t]))}
 
 
-def video_groups(samples: Iterable[dict], masklet_types: Sequence[str] | None = None) -> Iterator[_Video]:
+def video_groups(samples: Iterable[dict], masklet_types: Sequence[str] | None = None) -> Iterator[ShardVideo]:
     """Consecutive raw shard samples of one video, merged into one annotated-frame sequence."""
-    cur: _Video | None = None
+    cur: ShardVideo | None = None
     for raw in samples:
         meta = json.loads(raw["meta.json"])
         masks_doc = json.loads(raw["masks.json"])
@@ -187,7 +189,7 @@ def video_groups(samples: Iterable[dict], masklet_types: Sequence[str] | None = 
         if cur is None:
             objects = [k for k in zip(masks_doc["masklet_type"], masks_doc["masklet_id"])
                        if masklet_types is None or k[0] in masklet_types]
-            cur = _Video(vid, [int(x) for x in masks_doc["size"]], objects)
+            cur = ShardVideo(vid, [int(x) for x in masks_doc["size"]], objects)
         cur.add(raw, meta, masks_doc)
     if cur is not None:
         yield cur
@@ -248,7 +250,7 @@ class _ShardClipDatasetImpl:
         from sav_assets.lib.dataset.loader import ShardDataset
 
         gen = self.generator()
-        buffer: list[_Video] = []
+        buffer: list[ShardVideo] = []
         raw = ShardDataset(self.epoch_urls()).pipeline()
         for video in video_groups(raw, self.cfg.masklet_types):
             buffer.append(video)
@@ -257,14 +259,14 @@ class _ShardClipDatasetImpl:
         while buffer:
             yield from self.clips(buffer.pop(randint(gen, 0, len(buffer) - 1)), gen)
 
-    def clips(self, video: _Video, gen) -> Iterator[Clip]:
+    def clips(self, video: ShardVideo, gen) -> Iterator[Clip]:
         """``clips_per_video`` clips of one video (fewer when it has no usable window)."""
         for _ in range(max(1, self.cfg.clips_per_video)):
             clip = self.clip(video, gen)
             if clip is not None:
                 yield clip
 
-    def clip(self, video: _Video, gen) -> Clip | None:
+    def clip(self, video: ShardVideo, gen) -> Clip | None:
         """One clip of ``video``, or None (counted in ``skipped``)."""
         cfg = self.cfg
         order = sorted(video.frames)
@@ -302,7 +304,7 @@ class _ShardClipDatasetImpl:
                     ann_idx=[video.frames[f]["ann"] for f in fidx], augment=applied)
 
     @staticmethod
-    def _decode(video: _Video, fidx: list[int], chosen: list[tuple]):
+    def _decode(video: ShardVideo, fidx: list[int], chosen: list[tuple]):
         """Only the chosen frames and masklets, through the shard loader's decoder."""
         import torch
 
