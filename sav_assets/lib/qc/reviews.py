@@ -33,6 +33,7 @@ import posixpath
 import uuid
 from collections.abc import Iterable
 
+from sav_assets.lib.label.corrections import is_correction
 from sav_assets.lib.label.prompts import resolve_video, video_key_of
 from sav_assets.lib.store.lake import Lake
 from sav_assets.lib.store.tables import MASKLET_REVIEWS, MASKLETS, VIDEOS, to_table
@@ -124,9 +125,26 @@ def _check(d: object) -> dict:
             "note": d.get("note") or None, "reviewer": d.get("reviewer") or None, "reviewed_at": when or None}
 
 
+def review_items(lake: Lake) -> list[tuple[str, int, object]]:
+    """``(file, line, raw row)`` of every row of every reviews file, verdicts and corrections alike
+    (a file that cannot be parsed: one row, its error text)."""
+    out = []
+    for rel in lake.list(REVIEWS_PREFIX):
+        if not rel.endswith(SUFFIXES) or posixpath.basename(rel).startswith("."):
+            continue
+        try:
+            text = lake.get_bytes(rel).decode("utf-8-sig")
+        except UnicodeDecodeError as e:
+            out.append((rel, 0, f"{rel}: not UTF-8 text ({e.reason})"))
+            continue
+        out += [(rel, line, raw) for line, raw in _items(rel, text)]
+    return out
+
+
 def read_verdicts(lake: Lake) -> list[dict]:
     """Every row of every reviews file, checked but not resolved: ``review_id``, ``source_file``,
-    ``source_line`` and either the verdict's fields or ``error_class`` / ``error_message``."""
+    ``source_line`` and either the verdict's fields or ``error_class`` / ``error_message``. Corrections
+    (:mod:`sav_assets.lib.label.corrections`) are not verdicts: the ``masklets`` step reads them."""
     out = []
     for rel in lake.list(REVIEWS_PREFIX):
         if not rel.endswith(SUFFIXES) or posixpath.basename(rel).startswith("."):
@@ -138,6 +156,8 @@ def read_verdicts(lake: Lake) -> list[dict]:
                         "error_class": BAD_REVIEW, "error_message": f"{rel}: not UTF-8 text ({e.reason})"})
             continue
         for line, raw in _items(rel, text):
+            if is_correction(raw):
+                continue
             row = {"review_id": sha256_json([rel, raw])[:32], "source_file": rel, "source_line": line}
             try:
                 row.update(_check(raw))

@@ -125,6 +125,16 @@ LABEL_RUNS = pa.schema([
     ("model_name", pa.string()),
     ("random_weights", pa.bool_()),
     ("finished_at", TS),
+    # what labeling the video cost (sav_assets.lib.label.labeler stats; null for imports and failures)
+    ("seed_policy", pa.string()),             # LabelerConfig.seed_policy
+    ("encoder_calls", pa.int32()),            # image-encoder passes, cycle check included
+    ("encoder_calls_per_frame", pa.float64()),  # ... per annotated frame (1.0: each frame encoded once)
+    ("decoder_passes", pa.int32()),           # SAM mask-decoder passes (tracking steps + generator batches)
+    ("seed_prompts", pa.int32()),             # points given to the automatic mask generator
+    ("prompts", pa.int32()),                  # seed_prompts + user prompts applied
+    ("decode_wait_s", pa.float64()),          # labeling blocked waiting for decoded frames
+    ("host_copy_s", pa.float64()),            # masks device -> host (off the tracking loop)
+    ("rle_s", pa.float64()),                  # RLE encoding (off the tracking loop)
 ])
 
 # Video-level header of an imported SA-V JSON file (for exact export).
@@ -163,6 +173,33 @@ MASKLET_QC = pa.schema([
     ("passed", pa.bool_()),
     ("reasons", pa.list_(pa.string())),
     ("evaluated_at", TS),
+])
+
+# Corrections (sav_assets.lib.label.corrections), append-only: one row per correction tried (applied or
+# error), in the batch folder of the video it corrects (errors: of the run's batch).
+MASKLET_EDITS = pa.schema([
+    ("correction_id", pa.string()),        # digest of the correction's content: applied once per label_key
+    ("video_id", pa.string()),
+    ("batch_id", pa.string()),
+    ("label_key", pa.string()),            # the labeling it was applied to (a relabel applies it again)
+    ("masklet_type", pa.string()),
+    ("masklet_id", pa.int32()),            # for a new object: the id it was given
+    ("frame_idx", pa.int64()),             # the corrected source frame
+    ("ann_idx", pa.int32()),
+    ("prompt_json", pa.string()),          # {"points", "labels", "box"} in video pixels
+    ("old_area", pa.int64()),              # the masklet's area on the frame before / after (null: new object)
+    ("new_area", pa.int64()),
+    ("frames_changed", pa.int32()),        # annotated frames whose row changed
+    ("reviewer", pa.string()),
+    ("note", pa.string()),
+    ("corrected_at", TS),                  # the row's time, else when it was first read
+    ("applied_at", TS),
+    ("video_key", pa.string()),
+    ("source_file", pa.string()),
+    ("source_line", pa.int32()),
+    ("status", pa.string()),               # applied | error
+    ("error_class", pa.string()),
+    ("error_message", pa.string()),
 ])
 
 # Human verdicts on masklets (sav_assets.lib.qc.reviews), append-only: one row per verdict row of a
@@ -233,6 +270,38 @@ TAKEDOWNS = pa.schema([
     ("taken_down_at", TS),
 ])
 
+# One row per fine-tuned SAM 2 checkpoint (lib/train/registry.py): where it is, what it was trained
+# from and on, and whether it is the labeling model.
+MODELS = pa.schema([
+    ("sha256", pa.string()),              # of the checkpoint file ({"model": state_dict})
+    ("checkpoint_uri", pa.string()),      # <lake>/models/checkpoints/<sha256>.pt
+    ("parent_sha256", pa.string()),       # the checkpoint it was fine-tuned from; null: random weights
+    ("model_config", pa.string()),        # tiny | small | base_plus | large
+    ("image_size", pa.int32()),
+    ("data_version", pa.string()),        # digest of the training shard manifests used
+    ("config_hash", pa.string()),         # FinetuneConfig.digest()
+    ("run_key", pa.string()),             # parent + config + data: a re-run with the same inputs is skipped
+    ("steps", pa.int32()),
+    ("metrics_json", pa.string()),        # loss curve summary, steps/s, peak memory, evaluation
+    ("promoted", pa.bool_()),
+    ("promoted_at", TS),
+    ("created_at", TS),
+])
+
+# One row per sample (a temporal window of one video) of a published shard: which shard holds which
+# video's windows (the licence ledger, takedown).
+SHARD_SAMPLES = pa.schema([
+    ("key", pa.string()),                 # the sample's __key__ in the tar
+    ("shard", pa.string()),               # file name of the shard holding it
+    ("batch_id", pa.string()),
+    ("video_id", pa.string()),
+    ("split", pa.string()),
+    ("start_frame", pa.int64()),          # source frame index of the window's first frame
+    ("frames", pa.int32()),
+    ("masklets", pa.int32()),
+    ("created_at", TS),
+])
+
 SCHEMAS: dict[str, pa.Schema] = {
     "videos": VIDEOS,
     "source_objects": SOURCE_OBJECTS,
@@ -243,9 +312,12 @@ SCHEMAS: dict[str, pa.Schema] = {
     "sav_annotations": SAV_ANNOTATIONS,
     "masklet_qc": MASKLET_QC,
     "masklet_reviews": MASKLET_REVIEWS,
+    "masklet_edits": MASKLET_EDITS,
     "splits": SPLITS,
     "shards": SHARDS,
+    "shard_samples": SHARD_SAMPLES,
     "takedowns": TAKEDOWNS,
+    "models": MODELS,
 }
 
 

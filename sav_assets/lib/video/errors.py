@@ -25,6 +25,7 @@ the ``decode_failed`` reason in ``video_quality.reasons``). Failures of the sand
 ``unresolved_video``   a prompt or review verdict names a video (file name, URI, SHA-256) that matches
                        no ingested video, or more than one
 ``bad_review``         a review verdict row is malformed or names a masklet the video does not have
+``bad_correction``     a correction names a masklet, frame or point the labeled video does not have
 ``taken_down``         the content (by SHA-256) was taken down (``takedowns`` table): never ingested again
 ``oom``                the accelerator ran out of memory, even after the offloading retry
 ``worker_lost``        the process labeling it went away (a distributed worker)
@@ -50,6 +51,7 @@ BAD_PROMPT = "bad_prompt"
 BAD_ANNOTATION = "bad_annotation"
 UNRESOLVED_VIDEO = "unresolved_video"
 BAD_REVIEW = "bad_review"
+BAD_CORRECTION = "bad_correction"
 TAKEN_DOWN = "taken_down"
 OOM = "oom"
 WORKER_LOST = "worker_lost"
@@ -58,7 +60,7 @@ INTERNAL_ERROR = "internal_error"
 ERROR_CLASSES = frozenset({
     EMPTY_FILE, UNREADABLE, NOT_A_CONTAINER, NO_VIDEO_STREAM, TRUNCATED, DECODE_ERROR, UNSUPPORTED_CODEC,
     OVER_LIMITS, DECODER_TIMEOUT, DECODER_CRASH, EMPTY_VIDEO, BAD_PROMPT, BAD_ANNOTATION, OOM, WORKER_LOST, INTERNAL_ERROR,
-    UNRESOLVED_VIDEO, BAD_REVIEW, TAKEN_DOWN,
+    UNRESOLVED_VIDEO, BAD_REVIEW, TAKEN_DOWN, BAD_CORRECTION,
 })
 
 

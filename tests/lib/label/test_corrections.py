@@ -1,0 +1,162 @@
+"""Corrections (issue 12 item 2): a click on frame t of a labeled masklet re-propagates that masklet
+from t on with the real SAM 2.1 tiny model (random weights, 128 px, CPU); frames before t and the
+other masklets keep their rows byte for byte; ``masklet_edited_frame_count`` counts the edited
+frames; the edit is recorded once in ``masklet_edits``; bad corrections are classified rows."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("sam2")
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _video_util import make_video  # noqa: E402
+
+from sav_assets.lib.label.batch import label_batch  # noqa: E402
+from sav_assets.lib.label.config import LabelerConfig  # noqa: E402
+from sav_assets.lib.label.corrections import apply_corrections, correction_row, is_correction  # noqa: E402
+from sav_assets.lib.label.model import ModelSpec, load_model  # noqa: E402
+from sav_assets.lib.label.prompts import Prompt  # noqa: E402
+from sav_assets.lib.qc.reviews import append_verdicts, read_verdicts, review_items  # noqa: E402
+from sav_assets.lib.sav import fields as masklet_fields  # noqa: E402
+from sav_assets.lib.store.lake import Lake  # noqa: E402
+from sav_assets.lib.store.tables import MASKLET_EDITS  # noqa: E402
+
+N, W, H, FPS = 32, 160, 120, 24
+GRID = masklet_fields.annotation_grid(N, FPS)        # 8 annotated frames: 0, 4, ..., 28
+T_ANN = 4                                            # the corrected annotated frame: source frame 16
+CFG = LabelerConfig(points_per_side=4, points_per_batch=16, pred_iou_thresh=0.0, stability_score_thresh=0.0,
+                    max_objects=4, reseed_every=0, chunk_frames=64, isolate_decode=False, prefetch=False,
+                    cycle_check=False, min_area_frac=0.0)
+
+
+@pytest.fixture(scope="module")
+def loaded():
+    return load_model(ModelSpec(config="tiny", image_size=128, device="cpu"))
+
+
+def _frames(lake: Lake, vid: str) -> dict:
+    t = lake.part_rows("masklet_frames", "b1", f"{vid}.sam2").to_pylist()
+    return {(r["masklet_type"], r["masklet_id"], r["ann_idx"]): r for r in t}
+
+
+def _masklets(lake: Lake, vid: str) -> dict:
+    return {(r["masklet_type"], r["masklet_id"]): r
+            for r in lake.part_rows("masklets", "b1", f"{vid}.sam2").to_pylist()}
+
+
+@pytest.fixture()
+def labeled(tmp_path, loaded):
+    v = make_video(tmp_path / "synth.mp4", n=N, w=W, h=H, fps=FPS, late_square_from=16)
+    video = {**v, "content_sha256": "ab" * 32, "source_uri": str(tmp_path / "synth.mp4"),
+             "source_key": "synth.mp4", "batch_id": "b1", "status": "ok"}
+    lake = Lake(tmp_path / "lake")
+    prompts = {"synth": [Prompt("synth", 0, 1, [[38.0, 50.0]], [1], None),      # two prompted masklets beside
+                         Prompt("synth", 0, 2, None, None, [100.0, 20.0, 150.0, 60.0])]}   # any auto ones
+    s = label_batch(lake, "b1", [video], {}, lambda: loaded, CFG, prompts=prompts, log=lambda m: None)
+    assert s.labeled == ["synth"]
+    return lake, video
+
+
+def _apply(lake, video, loaded):
+    return apply_corrections(lake, "b1", [video], review_items(lake), lambda: loaded, CFG, log=lambda m: None)
+
+
+def test_a_click_re_propagates_only_that_masklet_from_its_frame(labeled, loaded):
+    lake, video = labeled
+    before_f, before_m = _frames(lake, "synth"), _masklets(lake, "synth")
+    target = min(before_m)
+    others = [k for k in before_m if k != target]
+    assert others, "the test needs a second masklet"
+    row = correction_row("synth.mp4", target[1], GRID[T_ANN], points=[[80.0, 50.0], [20.0, 20.0]], labels=[1, 0],
+                         masklet_type=target[0], reviewer="ana", note="leaks")
+    assert is_correction(row) and row["video"] == "synth.mp4"
+    append_verdicts(lake, [row])
+    assert [r for r in read_verdicts(lake) if r.get("error_class")] == []   # not read as a bad verdict
+
+    s = _apply(lake, video, loaded)
+    assert s.applied == 1 and s.errors == []
+    after_f, after_m = _frames(lake, "synth"), _masklets(lake, "synth")
+    assert after_f.keys() == before_f.keys()
+    changed = {k[2] for k in before_f if k[:2] == target and before_f[k] != after_f[k]}
+    assert T_ANN in changed and min(changed) >= T_ANN          # from t on, and only there
+    for k in before_f:
+        if k[:2] == target and k[2] < T_ANN:
+            assert after_f[k] == before_f[k]
+        elif k[:2] != target:
+            assert after_f[k] == before_f[k]                    # other masklets byte-identical
+    for k in others:
+        assert after_m[k] == before_m[k]
+    assert before_m[target]["masklet_edited_frame_count"] == 0
+    assert after_m[target]["masklet_edited_frame_count"] == 1
+    assert after_m[target]["label_key"] == before_m[target]["label_key"]
+
+    (e,) = lake.read_table("masklet_edits", schema=MASKLET_EDITS).to_pylist()
+    assert (e["status"], e["video_id"], e["masklet_type"], e["masklet_id"], e["frame_idx"], e["ann_idx"]) == (
+        "applied", "synth", *target, GRID[T_ANN], T_ANN)
+    assert e["reviewer"] == "ana" and e["note"] == "leaks" and e["corrected_at"] is not None
+    assert e["old_area"] == before_f[(*target, T_ANN)]["area"] and e["new_area"] == after_f[(*target, T_ANN)]["area"]
+    assert json.loads(e["prompt_json"]) == {"points": [[80.0, 50.0], [20.0, 20.0]], "labels": [1, 0], "box": None}
+    assert e["frames_changed"] == len(changed)
+
+    # a re-run does not re-apply it: same files, same count
+    parts = {r: lake.get_bytes(r) for r in lake.list("tables") if "/masklet" in r}
+    s2 = _apply(lake, video, loaded)
+    assert s2.applied == 0 and s2.errors == []
+    assert {r: lake.get_bytes(r) for r in lake.list("tables") if "/masklet" in r} == parts
+
+    # a second click on a later frame of the same masklet: one more edited frame
+    append_verdicts(lake, [correction_row("synth", target[1], GRID[6], box=[10.0, 10.0, 60.0, 60.0],
+                                                 masklet_type=target[0])])
+    assert _apply(lake, video, loaded).applied == 1
+    final_f = _frames(lake, "synth")
+    assert _masklets(lake, "synth")[target]["masklet_edited_frame_count"] == 2
+    assert all(final_f[(*target, a)] == after_f[(*target, a)] for a in range(6))
+
+
+def test_a_click_for_a_new_object_adds_a_masklet(labeled, loaded):
+    lake, video = labeled
+    before_m = _masklets(lake, "synth")
+    append_verdicts(lake, [correction_row("ab" * 32, None, GRID[T_ANN], box=[10.0, 80.0, 40.0, 110.0])])
+    s = _apply(lake, video, loaded)
+    assert s.applied == 1
+    after_m = _masklets(lake, "synth")
+    (new,) = set(after_m) - set(before_m)
+    assert new == ("prompted", max(k[1] for k in before_m) + 1)
+    assert after_m[new]["masklet_edited_frame_count"] == 1
+    f = _frames(lake, "synth")
+    assert all(f[(*new, a)]["area"] == 0 for a in range(T_ANN))       # nothing before the click
+    assert [f[(*new, a)]["frame_idx"] for a in range(len(GRID))] == GRID
+    (e,) = lake.read_table("masklet_edits", schema=MASKLET_EDITS).to_pylist()
+    assert (e["masklet_type"], e["masklet_id"], e["old_area"]) == ("prompted", new[1], None)
+
+
+def test_bad_corrections_are_classified_rows_and_the_rest_goes_on(labeled, loaded):
+    lake, video = labeled
+    before_m = _masklets(lake, "synth")
+    mtype, mid = min(before_m)
+    append_verdicts(lake, [correction_row(v, m, t, points=p, masklet_type=mtype) for v, m, t, p in [
+        ("synth", 999, GRID[2], [[10.0, 10.0]]),          # no such masklet
+        ("synth", mid, 400, [[10.0, 10.0]]),              # frame out of range
+        ("synth", mid, 5, [[10.0, 10.0]]),                # not an annotated frame
+        ("synth", mid, GRID[2], [[500.0, 10.0]]),         # point outside the frame
+        ("nope.mp4", mid, GRID[2], [[10.0, 10.0]]),       # no such video
+        ("synth", mid, GRID[3], [[30.0, 30.0]]),          # good
+    ]])
+    s = _apply(lake, video, loaded)
+    assert s.applied == 1
+    rows = lake.read_table("masklet_edits", schema=MASKLET_EDITS).to_pylist()
+    errs = sorted((r["error_class"], r["error_message"]) for r in rows if r["status"] == "error")
+    assert [c for c, _ in errs] == ["bad_correction"] * 4 + ["unresolved_video"]
+    text = " | ".join(m for _, m in errs)
+    for needle in (f"no {mtype} masklet 999", "frame 400 is out of range", "frame 5 is not an annotated frame",
+                   "point [500.0, 10.0] is outside the 160x120 frame", "nope.mp4"):
+        assert needle in text
+    assert _masklets(lake, "synth")[(mtype, mid)]["masklet_edited_frame_count"] == 1
+    # the errors are recorded once, not again on the next run
+    assert _apply(lake, video, loaded).applied == 0
+    assert len(lake.read_table("masklet_edits", schema=MASKLET_EDITS)) == len(rows)
