@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 from _harness import alternate, machine, paired_ratio, print_table
+from _probe_targets import header_probe
 
 from sav_assets.lib.ingest.demo import write_synthetic_video
 from sav_assets.lib.ingest.quality import QualityThresholds, sample_indices
@@ -43,24 +44,6 @@ from sav_assets.lib.video.sample import sample_frames
 from sav_assets.lib.video.sandbox import run_isolated
 
 SHARED_VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos"
-
-
-def header_probe(path: str) -> dict:
-    """The header-only baseline: container and stream fields, no frame decoded."""
-    import av
-
-    with av.open(path) as c:
-        vs = c.streams.video[0]
-        cc = vs.codec_context
-        return {"frames": int(vs.frames or 0), "fps": float(vs.average_rate or 0), "width": cc.width,
-                "height": cc.height, "codec": cc.name}
-
-
-def decord_index(path: str) -> int:
-    """decord's index alone (every packet read, nothing decoded): a part of our probe."""
-    import decord
-
-    return len(decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1))
 
 
 def isolated(target: str, **kwargs):
@@ -72,10 +55,10 @@ def isolated(target: str, **kwargs):
 PROBE_CALLS = {
     "ours": lambda f: probe_file(f, ProbeLimits()),
     "header, in process": header_probe,
-    "header, isolated": lambda f: isolated("bench_ingest:header_probe", path=f),
+    "header, isolated": lambda f: isolated("_probe_targets:header_probe", path=f),
     "part: header check": lambda f: isolated("sav_assets.lib.video.probe:_check_header", path=f, max_width=10**5,
                                              max_height=10**5, max_duration_s=10.0**6),
-    "part: decord index": lambda f: isolated("bench_ingest:decord_index", path=f),
+    "part: decord index": lambda f: isolated("_probe_targets:decord_index", path=f),
     "part: whole child": lambda f: isolated("sav_assets.lib.video.probe:_probe_child", path=f, max_width=10**5,
                                             max_height=10**5, max_duration_s=10.0**6),
 }
@@ -150,7 +133,7 @@ def main(argv=None) -> None:
             files += [g1, g2]
         if not files:
             raise SystemExit("no input videos")
-        # the isolated children import this script's targets (bench_ingest:header_probe) from here
+        # the isolated children import the baseline targets (_probe_targets.py) from this folder
         os.environ["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parent),
                                                     *filter(None, [os.environ.get("PYTHONPATH")])])
         t0 = time.perf_counter()
