@@ -5,7 +5,8 @@
 * ``address=None`` (``SAV_RAY_ADDRESS`` unset): :class:`InlineRunner`, units run one after the other
   in this process; Ray is never imported.
 * ``"local"``: an embedded single-node Ray (``ray.init`` on 127.0.0.1) that uses every GPU and CPU of
-  this machine; shut down by :meth:`RayRunner.close`.
+  this machine; shut down by :meth:`RayRunner.close`. Always a new one: never a cluster Ray would
+  otherwise find (``RAY_ADDRESS``, a running ``ray start``).
 * ``"host:port"``: join an existing cluster as a driver (``ray start --head`` / ``--address``). Its
   workers run on other machines, so every path they write or read must be shared: a local lake or
   source root is refused before anything is submitted unless ``shared_fs`` declares one
@@ -13,10 +14,11 @@
 
 Items (videos, objects) are packed whole into units by weight (:func:`pack_units`: a video is never
 split, the tracker carries state across its chunks). :meth:`Runner.map` submits one task per unit
-(``num_gpus=1`` or ``num_cpus=1``, ``max_retries``: a task whose node or worker dies is run again on
-another node), collects each unit's small summary as it finishes (``on_done``) and turns a unit whose
-retries ran out into :class:`UnitOutcome` with ``lost`` set; the caller records its unfinished items
-as failures and the batch goes on. An exception raised by the unit's own code is a bug and is raised.
+(``num_gpus=1`` or ``num_cpus=1``; ``SPREAD`` scheduling, so units go to every node rather than
+filling one first; ``max_retries``: a task whose node or worker dies is run again on another node),
+collects each unit's small summary as it finishes (``on_done``) and turns a unit whose retries ran
+out into :class:`UnitOutcome` with ``lost`` set; the caller records its unfinished items as failures
+and the batch goes on. An exception raised by the unit's own code is a bug and is raised.
 
 Ray's auth mode is set explicitly (``RAY_AUTH_MODE``, default ``disabled``): Ray 2.60 turns token auth
 on by default and a stale ``~/.ray/auth_token`` otherwise breaks later clusters.
@@ -133,7 +135,16 @@ def _run_unit(fn: Callable, items: list[str], *args) -> dict:
     t0 = time.time()
     res = fn(items, *args)
     return {"result": res, "node": ray.get_runtime_context().get_node_id(), "host": socket.gethostname(),
-            "seconds": time.time() - t0}
+            "seconds": time.time() - t0, "attempts": _attempt() + 1}
+
+
+def _attempt() -> int:
+    """This task's attempt number (0: first), from the worker itself: Ray's state API would have to
+    find the cluster again (``RAY_ADDRESS`` overrides the address given to it) and needs its dashboard."""
+    import ray
+
+    get = getattr(ray._private.worker.global_worker.core_worker, "get_current_task_attempt_number", None)
+    return int(get()) if get else 0
 
 
 def _lost_errors() -> tuple[type[BaseException], ...]:
@@ -172,59 +183,34 @@ class RayRunner:
         remote = ray.remote(_run_unit)
         tag = f"sav-{os.getpid()}-{time.time_ns()}"
         shared = [ray.put(a) for a in args]     # once per map, not once per unit
-        pending, names = {}, {}
+        pending = {}
         for unit in units:
             opts = {"num_gpus": 1, "num_cpus": 0} if gpu else {"num_cpus": 1}
             name = f"{tag}-unit{unit.index}"
-            ref = remote.options(max_retries=self.settings.max_retries, name=name, **opts).remote(
-                fn, unit.items, *shared)
-            pending[ref] = (unit, name)
+            ref = remote.options(max_retries=self.settings.max_retries, name=name, scheduling_strategy="SPREAD",
+                                 **opts).remote(fn, unit.items, *shared)
+            pending[ref] = unit
         out: list[UnitOutcome] = []
         while pending:
             [ref], _ = ray.wait(list(pending), num_returns=1)
-            unit, name = pending.pop(ref)
+            unit = pending.pop(ref)
             try:
                 r = ray.get(ref)
-                o = UnitOutcome(unit, r["result"], node=r["node"], host=r["host"], seconds=r["seconds"])
+                o = UnitOutcome(unit, r["result"], node=r["node"], host=r["host"], seconds=r["seconds"],
+                                attempts=r["attempts"])
             except _lost_errors() as e:
-                o = UnitOutcome(unit, lost=f"{type(e).__name__}: {e}"[:1000], node="")
-            names[name] = unit.index
+                o = UnitOutcome(unit, lost=f"{type(e).__name__}: {e}"[:1000], node="",
+                                attempts=self.settings.max_retries + 1)
             out.append(o)
             if on_done:
                 on_done(o)
-        attempts = self.attempts(names)
-        for o in out:
-            o.attempts = attempts.get(o.unit.index, 1)
         return out
-
-    def attempts(self, names: dict[str, int]) -> dict[int, int]:
-        """``{unit index: attempts}`` from Ray's state API (task events reach it asynchronously: polled
-        briefly; units it has not heard of count one attempt)."""
-        from ray.util.state import list_tasks
-
-        found: dict[int, int] = {}
-        for _ in range(10):
-            tasks = list_tasks(filters=[("job_id", "=", _job_id())], limit=10_000, raise_on_missing_output=False)
-            for t in tasks:
-                if t.name in names:
-                    i = names[t.name]
-                    found[i] = max(found.get(i, 1), int(t.attempt_number) + 1)
-            if set(names.values()) <= set(found):
-                break
-            time.sleep(0.5)
-        return found
 
     def close(self) -> None:
         import ray
 
         if self.embedded:
             ray.shutdown()
-
-
-def _job_id() -> str:
-    import ray
-
-    return ray.get_runtime_context().get_job_id()
 
 
 def connect(settings: ClusterSettings) -> InlineRunner | RayRunner:
@@ -239,7 +225,9 @@ def connect(settings: ClusterSettings) -> InlineRunner | RayRunner:
     if ray.is_initialized():
         return RayRunner(settings, embedded=False)
     if settings.address == "local":
-        ray.init(_node_ip_address="127.0.0.1", include_dashboard=True, dashboard_host="127.0.0.1",
+        # address="local": a new Ray of our own; ray.init() would join any cluster it finds (RAY_ADDRESS,
+        # a running `ray start`, /tmp/ray/ray_current_cluster)
+        ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=True, dashboard_host="127.0.0.1",
                  log_to_driver=False, configure_logging=False)
         return RayRunner(settings, embedded=True)
     ray.init(address=settings.address, log_to_driver=False, configure_logging=False)

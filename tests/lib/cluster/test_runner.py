@@ -50,6 +50,12 @@ def test_default_runs_inline_and_never_imports_ray():
     assert isinstance(connect(ClusterSettings(address=None)), InlineRunner)
 
 
+def _by_value() -> None:
+    """Ray workers cannot import this test module: its functions travel by value."""
+    ray = pytest.importorskip("ray")
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
 def _square_all(items, offset):
     return {i: int(i) ** 2 + offset for i in items}
 
@@ -58,9 +64,17 @@ def _die(items):
     os._exit(3)          # the worker process dies: Ray sees a crashed worker, not an exception
 
 
+def _die_once(items, marker):
+    """Dies on the first attempt (leaving ``marker``), succeeds on the retry."""
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(3)
+    return sorted(items)
+
+
 @pytest.mark.slow
-def test_local_ray_runs_units_and_reports_a_unit_whose_retries_ran_out_as_lost():
-    pytest.importorskip("ray")
+def test_local_ray_runs_units_and_reports_a_unit_whose_retries_ran_out_as_lost(tmp_path):
+    _by_value()
     runner = connect(ClusterSettings(address="local", max_retries=1))
     try:
         assert os.environ["RAY_AUTH_MODE"] == "disabled"
@@ -68,12 +82,33 @@ def test_local_ray_runs_units_and_reports_a_unit_whose_retries_ran_out_as_lost()
         seen = []
         out = runner.map(_square_all, units, (1,), on_done=lambda o: seen.append(o.unit.index))
         assert sorted(seen) == [u.index for u in units]
+        assert [o.lost for o in out] == [None] * len(units)
         assert {k: v for o in out for k, v in o.result.items()} == {str(i): i * i + 1 for i in range(6)}
         assert all(o.lost is None and o.node and o.attempts == 1 for o in out)
         [lost] = runner.map(_die, units[:1])
         assert lost.result is None and "WorkerCrashedError" in lost.lost and lost.attempts == 2
+        [retried] = runner.map(_die_once, units[:1], (str(tmp_path / "died"),))
+        assert retried.lost is None and retried.result == units[0].items and retried.attempts == 2
     finally:
         runner.close()
     import ray
 
     assert not ray.is_initialized()
+
+
+@pytest.mark.slow
+def test_local_starts_its_own_ray_even_when_another_cluster_is_advertised(monkeypatch):
+    """``local`` never joins a cluster found in the environment (RAY_ADDRESS, a running ``ray start``,
+    /tmp/ray/ray_current_cluster): Ray's own default would, and a test cluster in another network
+    namespace or a user's cluster would then get this step's units (or hang it)."""
+    _by_value()
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:9")      # nothing listens there
+    runner = connect(ClusterSettings(address="local"))
+    try:
+        import ray
+
+        assert runner.embedded and not ray.get_runtime_context().gcs_address.endswith(":9")
+        [o] = runner.map(_square_all, pack_units({"3": 1}, 1), (0,))
+        assert o.result == {"3": 9} and o.lost is None
+    finally:
+        runner.close()
