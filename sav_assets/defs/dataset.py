@@ -195,7 +195,7 @@ def training_shards(context: dg.AssetExecutionContext, config: ShardsConfig, lak
                     source: SourceResource) -> dg.MaterializeResult:
     from sav_assets.lib.dataset.shards import write_shards
     from sav_assets.lib.store.source import SourceOpener
-    from sav_assets.lib.store.tables import MASKLET_FRAMES, SHARDS, SPLITS, to_table
+    from sav_assets.lib.store.tables import MASKLET_FRAMES, SHARD_SAMPLES, SHARDS, SPLITS, to_table
 
     batch_id = context.partition_key
     lk = lake.lake()
@@ -210,6 +210,9 @@ def training_shards(context: dg.AssetExecutionContext, config: ShardsConfig, lak
         r["batch_id"] = batch_id
         r.setdefault("created_at", now)
     tbl = to_table(rows, SHARDS)
+    samples_tbl = to_table([{**r, "batch_id": batch_id, "created_at": r.get("created_at") or now}
+                            for r in res.get("sample_rows", [])], SHARD_SAMPLES)
+    lk.replace_batch("shard_samples", batch_id, samples_tbl)
     lk.replace_batch("shards", batch_id, tbl)
     refresh_views(context, lk)
     return dg.MaterializeResult(metadata={

@@ -204,7 +204,8 @@ class ShardPublisher:
     ``manifest_extra``: more manifest keys, or a callable returning them (called once every sample is
     written, when the manifest is built). On an exception inside the block the shard being written is
     dropped and no manifest is written. ``entries`` (one dict per published shard: ``shard``, ``uri``,
-    ``samples``, ``bytes``, ``sha256``, ``first_key``, ``last_key``) and ``manifest`` /
+    ``samples``, ``bytes``, ``sha256``, ``first_key``, ``last_key``, and ``keys``: every sample key in
+    the shard, in order; not in the manifest) and ``manifest`` /
     ``manifest_uri`` are set by :meth:`close`.
     """
 
@@ -245,6 +246,7 @@ class ShardPublisher:
         self.count = 0
         self.est = 0
         self.first = self.last = None
+        self.keys: list[str] = []
 
     def write(self, sample: dict) -> None:
         """Add one sample to the current shard, publishing it first when the sample would not fit."""
@@ -259,6 +261,7 @@ class ShardPublisher:
         self.est += size
         self.first = self.first or sample["__key__"]
         self.last = sample["__key__"]
+        self.keys.append(sample["__key__"])
 
     def _publish(self) -> None:
         self.writer.close()
@@ -275,7 +278,7 @@ class ShardPublisher:
             self.old_valid = False
         uri = publish_file(self.lake, f"{self.prefix}/{name}", self.tmp)
         entry = {"shard": name, "uri": uri, "samples": self.count, "bytes": self.hf.size,
-                 "sha256": sha, "first_key": self.first, "last_key": self.last}
+                 "sha256": sha, "first_key": self.first, "last_key": self.last, "keys": self.keys}
         self.entries.append(entry)
         if self.post is not None:
             self.post(entry)

@@ -37,7 +37,8 @@ def write_samples(lake: Lake, out_prefix: str, samples: Iterable[dict], cfg: Sha
     """Pack encoded samples into shards under ``out_prefix``, publish them, then the manifest.
 
     ``extra``: more manifest keys (or a callable returning them, called once every sample is written).
-    Returns ``{"manifest", "manifest_uri", "rows" (SHARDS rows), "shards", "samples", "bytes"}``.
+    Returns ``{"manifest", "manifest_uri", "rows" (SHARDS rows), "sample_rows" (SHARD_SAMPLES rows: one
+    per sample, naming its shard and video), "shards", "samples", "bytes"}``.
     """
     now = now or datetime.now(timezone.utc)
     chash = cfg.config_hash()
@@ -46,10 +47,13 @@ def write_samples(lake: Lake, out_prefix: str, samples: Iterable[dict], cfg: Sha
         return {"config": asdict(cfg), "config_hash": chash,
                 **((extra() if callable(extra) else extra) or {})}
 
+    metas: dict[str, dict] = {}
     with ShardPublisher(lake, out_prefix, split, max_samples=cfg.shard_max_samples,
                         max_bytes=cfg.shard_max_bytes, manifest_extra=manifest_extra, tmp_dir=tmp_dir) as pub:
         for s in samples:
             pub.write(s)
+            if "meta.json" in s:
+                metas[s["__key__"]] = json.loads(s["meta.json"])
     manifest = pub.manifest
     rows = [{
         "shard": e["shard"], "batch_id": batch_id, "uri": e["uri"], "split": pub.split,
@@ -57,8 +61,18 @@ def write_samples(lake: Lake, out_prefix: str, samples: Iterable[dict], cfg: Sha
         "window": cfg.window, "stride": cfg.step, "first_key": e["first_key"], "last_key": e["last_key"],
         "config_hash": chash, "created_at": now,
     } for e in pub.entries]
-    return {"manifest": manifest, "manifest_uri": pub.manifest_uri, "rows": rows,
+    sample_rows = [_sample_row(metas.get(key, {}), key, e["shard"], pub.split, batch_id, now)
+                   for e in pub.entries for key in e["keys"]]
+    return {"manifest": manifest, "manifest_uri": pub.manifest_uri, "rows": rows, "sample_rows": sample_rows,
             "shards": len(pub.entries), "samples": manifest["samples"], "bytes": manifest["bytes"]}
+
+
+def _sample_row(meta: dict, key: str, shard: str, split: str, batch_id: str | None, now: datetime) -> dict:
+    """A ``shard_samples`` row: which shard holds which video's window (from the sample's meta.json)."""
+    frames = meta.get("frame_idx") or []
+    return {"key": key, "shard": shard, "batch_id": batch_id, "video_id": meta.get("video_id"),
+            "split": meta.get("split", split), "start_frame": frames[0] if frames else None,
+            "frames": len(frames), "masklets": len(meta.get("masklet_id") or []), "created_at": now}
 
 
 def write_shards(lake: Lake, out_prefix: str, train_videos: list[dict],

@@ -277,6 +277,7 @@ def _rewrite_all_shards(lake: Lake, ids: set[str], rep: TakedownReport) -> None:
                                          for old, new in res["replaced"].items()})
     if rep.shards_rewritten:
         _update_shard_rows(lake, rep.shards_rewritten)
+        _rename_sample_shards(lake, rep.shards_rewritten)
 
 
 def _update_shard_rows(lake: Lake, replaced: dict[str, str]) -> None:
@@ -307,6 +308,27 @@ def _update_shard_rows(lake: Lake, replaced: dict[str, str]) -> None:
 
     for rel in lake.table_parts("shards"):
         _rewrite_parquet(lake, rel, edit, probe=("uri",))
+
+
+def _rename_sample_shards(lake: Lake, replaced: dict[str, str]) -> None:
+    """The ``shard_samples`` rows of other videos in a rewritten shard follow it to its new name (the
+    video's own rows are already gone), in the table parts and their compacted copies."""
+    def new_name(batch, shard) -> str | None:
+        new = replaced.get(f"shards/{batch}/{shard}")
+        return new.rsplit("/", 1)[1] if new else None
+
+    def edit(tbl: pa.Table) -> tuple[pa.Table, int]:
+        rows = tbl.to_pylist()
+        hits = sum(1 for r in rows if new_name(r.get("batch_id"), r.get("shard")))
+        if not hits or tbl.num_columns <= 2:      # the probe only asks whether the file has a renamed shard
+            return tbl, hits
+        out = [{**r, "shard": new_name(r["batch_id"], r["shard"]) or r["shard"]} for r in rows]
+        return pa.Table.from_pylist(out, schema=tbl.schema), hits
+
+    before = lake.signatures(Lake.table_dir("shard_samples"))
+    for rel in lake.table_parts("shard_samples"):
+        _rewrite_parquet(lake, rel, edit, probe=("shard", "batch_id"))
+    _filter_compacted(lake, "shard_samples", edit, before, TakedownReport("", [], already=False))
 
 
 # ---- files --------------------------------------------------------------------------------------

@@ -260,6 +260,20 @@ TAKEDOWNS = pa.schema([
     ("taken_down_at", TS),
 ])
 
+# One row per sample (a temporal window of one video) of a published shard: which shard holds which
+# video's windows (the licence ledger, takedown).
+SHARD_SAMPLES = pa.schema([
+    ("key", pa.string()),                 # the sample's __key__ in the tar
+    ("shard", pa.string()),               # file name of the shard holding it
+    ("batch_id", pa.string()),
+    ("video_id", pa.string()),
+    ("split", pa.string()),
+    ("start_frame", pa.int64()),          # source frame index of the window's first frame
+    ("frames", pa.int32()),
+    ("masklets", pa.int32()),
+    ("created_at", TS),
+])
+
 SCHEMAS: dict[str, pa.Schema] = {
     "videos": VIDEOS,
     "source_objects": SOURCE_OBJECTS,
@@ -273,6 +287,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     "masklet_edits": MASKLET_EDITS,
     "splits": SPLITS,
     "shards": SHARDS,
+    "shard_samples": SHARD_SAMPLES,
     "takedowns": TAKEDOWNS,
 }
 

@@ -112,6 +112,7 @@ def test_takedown_removes_everything_derived_and_nothing_else(lake2, tmp_path):
     before_rows = {tb: rows_without(lk, tb, {target}) for tb in VIDEO_TABLES + ["shards"]}
     before_samples = shard_samples(lk)
     assert any(json.loads(s["meta.json"])["video_id"] == target for s in before_samples.values())
+    assert sorted(r["key"] for r in lk.read_table("shard_samples").to_pylist()) == sorted(before_samples)
     before_files = file_bytes(t.root)
     before_splits = {r["video_id"]: r for r in lk.read_table("splits").to_pylist() if r["video_id"] != target}
 
@@ -130,7 +131,7 @@ def test_takedown_removes_everything_derived_and_nothing_else(lake2, tmp_path):
     assert objs == [{"disposition": "taken_down"}]
     # everything else: the same rows; other videos' splits did not move
     for table, rows in before_rows.items():
-        if table != "shards":
+        if table not in ("shards", "shard_samples"):
             assert rows_without(lk, table, {target}) == rows, table
     assert {r["video_id"]: r for r in lk.read_table("splits").to_pylist()} == before_splits
 
@@ -145,6 +146,11 @@ def test_takedown_removes_everything_derived_and_nothing_else(lake2, tmp_path):
     shard_rows = lk.read_table("shards").to_pylist()
     assert sorted((r["batch_id"], r["shard"], r["sha256"], r["samples"]) for r in shard_rows) == sorted(
         (b, s["shard"], s["sha256"], s["samples"]) for b, m in manifests.items() for s in m["shards"])
+    # shard_samples: the other videos' samples, each naming the (possibly renamed) shard that holds it
+    tars = {(b, s["shard"]): s for b, m in manifests.items() for s in m["shards"]}
+    sample_rows = lk.read_table("shard_samples").to_pylist()
+    assert sorted(r["key"] for r in sample_rows) == sorted(after_samples)
+    assert all((r["batch_id"], r["shard"]) in tars and r["video_id"] != target for r in sample_rows)
 
     # files: no path names it, no text mentions it; files it was not in keep their bytes
     after_files = file_bytes(t.root)
@@ -157,10 +163,12 @@ def test_takedown_removes_everything_derived_and_nothing_else(lake2, tmp_path):
     allowed |= {p for p in changed if p.startswith(("tables/", "compacted/", "shards/"))}
     assert changed <= allowed
     for p in changed:
-        if p.endswith(".parquet") and not p.startswith("tables/shards/"):   # only files that held the video
+        if p.endswith(".parquet") and not p.startswith(("tables/shards/", "tables/shard_samples/",
+                                                        "compacted/shard_samples/")):   # only files that held the video
             assert holds(before_files[p], target), p
     untouched_parts = [p for p in before_files if p.startswith("tables/") and p.endswith(".parquet")
-                       and not holds(before_files[p], target) and not p.startswith("tables/shards/")]
+                       and not holds(before_files[p], target)
+                       and not p.startswith(("tables/shards/", "tables/shard_samples/"))]
     assert untouched_parts and all(after_files[p] == before_files[p] for p in untouched_parts)
     assert target not in Path(t.root / "reports/statistics.md").read_text()
 

@@ -147,15 +147,19 @@ def test_licence_view_answers_what_is_under_a_licence_in_one_query(tmp_path):
     import duckdb
 
     from sav_assets.lib.store.catalog import query, refresh_catalog
-    from sav_assets.lib.store.tables import SPLITS
+    from sav_assets.lib.store.tables import SHARD_SAMPLES, SPLITS
 
     lk = make_lake(tmp_path / "lake")
     lk.write_part("splits", "b1", "part-0", to_table([{"video_id": "street_cam_aa11", "split": "train"},
                                                       {"video_id": "sav_000002", "split": "val"}], SPLITS))
+    lk.write_part("shard_samples", "b1", "part-0", to_table(
+        [{"key": f"street_cam_aa11_{i:06d}", "shard": f"train-00000{i // 2}.tar", "batch_id": "b1",
+          "video_id": "street_cam_aa11", "split": "train", "start_frame": i, "frames": 8, "masklets": 2}
+         for i in range(3)], SHARD_SAMPLES))
     want = [{"licence": "(none)", "videos": 1, "videos_passed_quality": 1, "masklets": 1, "train_videos": 0,
-             "val_videos": 1, "test_videos": 0},
+             "val_videos": 1, "test_videos": 0, "shard_samples": 0, "videos_in_shards": 0},
             {"licence": "cc-by-4.0", "videos": 1, "videos_passed_quality": 1, "masklets": 2, "train_videos": 1,
-             "val_videos": 0, "test_videos": 0}]
+             "val_videos": 0, "test_videos": 0, "shard_samples": 3, "videos_in_shards": 1}]
     assert query(lk, "SELECT * FROM licence ORDER BY licence").to_pylist() == want     # sav-assets sql
     db = refresh_catalog(lk)                                                              # duckdb sav.duckdb
     con = duckdb.connect(db, read_only=True)
