@@ -2,6 +2,9 @@
 
 Run config defaults come from the lib: ``ProbeLimits`` (lib/video/probe.py), ``ingest_batch``'s
 ``workers`` (lib/ingest/ingest_batch.py) and ``QualityThresholds`` (lib/ingest/quality.py).
+
+With ``SAV_RAY_ADDRESS`` set, probing and quality sampling run as ``num_cpus=1`` units on the cluster
+runner (``lib/ingest/fanout.py``); unset, in this process as before (Ray never imported).
 """
 
 import datetime
@@ -48,7 +51,9 @@ class IngestConfig(dg.Config):
 def raw_videos(context: dg.AssetExecutionContext, config: IngestConfig, lake: LakeResource,
                source: SourceResource) -> dg.MaterializeResult:
     from sav_assets.defs.automation import claim_run_batch
+    from sav_assets.defs.label import connect_runner
     from sav_assets.lib.ingest.batches import claim_contents, tombstones
+    from sav_assets.lib.ingest.fanout import probe_on
     from sav_assets.lib.store.tables import SOURCE_OBJECTS, VIDEOS, to_table
 
     batch_id = context.partition_key
@@ -56,8 +61,15 @@ def raw_videos(context: dg.AssetExecutionContext, config: IngestConfig, lake: La
     manifest = claim_run_batch(context, lk, config.batch_plan)     # the run's first step: claim the batch
     src = source.source(manifest.get("source_uri"))
     prior = lk.read_table("videos", batches=other_batches(lk, "videos", batch_id), schema=VIDEOS).to_pylist()
-    res = ingest_batch(src, manifest, batch_id, prior, config.probe_limits(), workers=config.workers,
-                       log=context.log.info, taken_down=tombstones(lk))   # taken-down content: refused rows
+    runner = connect_runner(lk, source)     # in-process unless SAV_RAY_ADDRESS is set
+    try:
+        probe = None if runner.kind == "inline" else probe_on(runner, source.source_factory(), src.uri,
+                                                              config.probe_limits(), log=context.log.info)
+        res = ingest_batch(src, manifest, batch_id, prior, config.probe_limits(), workers=config.workers,
+                           log=context.log.info, taken_down=tombstones(lk),   # taken-down content: refused rows
+                           probe=probe)
+    finally:
+        runner.close()
     res = claim_contents(lk, batch_id, res)     # content another batch claimed first: duplicate_content
     videos = to_table(res.videos, VIDEOS)
     uri = lk.replace_batch("videos", batch_id, videos)
@@ -126,6 +138,8 @@ class QualityConfig(dg.Config):
 )
 def video_quality(context: dg.AssetExecutionContext, config: QualityConfig, lake: LakeResource,
                   source: SourceResource) -> dg.MaterializeResult:
+    from sav_assets.defs.label import connect_runner
+    from sav_assets.lib.ingest.fanout import assess_on
     from sav_assets.lib.ingest.quality import assess_batch, reason_counts
     from sav_assets.lib.store.source import SourceOpener
     from sav_assets.lib.store.tables import VIDEO_QUALITY, VIDEOS, to_table
@@ -137,8 +151,16 @@ def video_quality(context: dg.AssetExecutionContext, config: QualityConfig, lake
                           columns=["video_id", "batch_id", "phash", "passed", "duplicate_of", "short_side",
                                    "video_duration"], schema=VIDEO_QUALITY).to_pylist()
     sidecars = {v["video_id"]: (json.loads(v["sidecar_json"]) if v["sidecar_json"] else None) for v in ok}
-    with SourceOpener(source.source).local_videos(ok) as paths:   # the source's store, not the lake's
-        rows = assess_batch(ok, paths, sidecars, prior, config.thresholds())
+    runner = connect_runner(lk, source)     # in-process unless SAV_RAY_ADDRESS is set
+    try:
+        if runner.kind == "inline":
+            with SourceOpener(source.source).local_videos(ok) as paths:   # the source's store, not the lake's
+                rows = assess_batch(ok, paths, sidecars, prior, config.thresholds())
+        else:
+            rows = assess_on(runner, ok, sidecars, prior, config.thresholds(), source.source_factory(),
+                             log=context.log.info)
+    finally:
+        runner.close()
     now = datetime.datetime.now(datetime.timezone.utc)
     for r in rows:
         r["batch_id"], r["evaluated_at"] = batch_id, now

@@ -324,9 +324,21 @@ def assess_batch(videos: list[dict], paths: dict[str, str], sidecars: dict[str, 
     ``phash``, ``passed``, ``duplicate_of``, ``short_side``, ``video_duration``): near-duplicate groups
     span them (:mod:`sav_assets.lib.ingest.near_duplicates`)."""
     t = t or QualityThresholds()
+    return finish_assessment(assess_videos(videos, paths, sidecars, t), prior, t)
+
+
+def assess_videos(videos: list[dict], paths: dict[str, str], sidecars: dict[str, dict | None],
+                  t: QualityThresholds) -> list[dict]:
+    """The per-video part of :func:`assess_batch` (metrics, header and licence reasons), ``video_id``
+    order; independent per video, so it can run in units on the cluster runner (``lib/ingest/fanout.py``)."""
     allow = {normalize_licence(x) for x in t.licence_allowlist}
-    rows = [_assess_one(v, paths.get(str(v["video_id"])), sidecars.get(str(v["video_id"])), t, allow)
+    return [_assess_one(v, paths.get(str(v["video_id"])), sidecars.get(str(v["video_id"])), t, allow)
             for v in sorted((v for v in videos if v.get("status") == "ok"), key=lambda r: str(r["video_id"]))]
+
+
+def finish_assessment(rows: list[dict], prior: Iterable[dict], t: QualityThresholds) -> list[dict]:
+    """Near-duplicates across the batch and ``prior``, reasons in canonical order, the verdict."""
+    rows = sorted(rows, key=lambda r: r["video_id"])
     resolve_near_duplicates(rows, prior, t.dup_max_hamming)
     for row in rows:
         row["reasons"] = [r for r in REASONS if r in row["reasons"]]
