@@ -1,6 +1,8 @@
 -- Template for the view over a compacted table (see sav_assets/lib/compaction.py).
--- {{compacted}} reads the compacted files, which serve every batch unchanged since compaction;
--- {{stale_filter}} drops their rows of batches rewritten since. {{parts}} reads the parts of the
+-- {{compacted}} reads the compacted files, which serve every batch unchanged since compaction: one
+-- read per segment (incremental compaction), each dropping (_sav_batch NOT IN ...) its rows of
+-- batches rewritten since or moved to a newer segment, joined by UNION ALL BY NAME;
+-- {{stale_filter}} is empty (kept for the template's shape). {{parts}} reads the parts of the
 -- other batches (written or rewritten since), the table's schema part first, which gives the
 -- columns. Local lakes: read_parquet over explicit file lists (a batch written after the view was
 -- made appears when the views are refreshed, which every pipeline write and `sav-assets sql` do);

@@ -62,9 +62,14 @@ def _in_list(items) -> str:
     return ", ".join(literal(i) for i in items) or "'/'"     # '/' is never a batch folder name
 
 
-def _compacted_view_sql(name: str, layout: TableLayout, compacted: str, parts: str) -> str:
-    stale = f" WHERE {BATCH_COLUMN} NOT IN ({_in_list(layout.stale_batches)})" if layout.stale_batches else ""
-    return render("table_view_compacted.sql", name=name, compacted=compacted, stale_filter=stale, parts=parts)
+def _compacted_view_sql(name: str, layout: TableLayout, segments: list[str], parts: str) -> str:
+    """``segments[i]`` reads segment ``i``'s files; each drops its batches that are dead or changed since."""
+    selects = []
+    for source, (_files, drop) in zip(segments, layout.segments, strict=True):
+        where = f" WHERE {BATCH_COLUMN} NOT IN ({_in_list(drop)})" if drop else ""
+        selects.append(f"SELECT * FROM {source}{where}")
+    compacted = selects[0][len("SELECT * FROM "):] if len(selects) == 1 else f"({' UNION ALL BY NAME '.join(selects)})"
+    return render("table_view_compacted.sql", name=name, compacted=compacted, stale_filter="", parts=parts)
 
 
 def _file_compacted_view_sql(name: str, layout: TableLayout, path: Callable[[str], str]) -> str:
@@ -72,7 +77,7 @@ def _file_compacted_view_sql(name: str, layout: TableLayout, path: Callable[[str
     parts = [schema_part] + [r for r in layout.parts if r != schema_part]
     union = "false" if layout.parts_match_schema else "true"   # unify by name only when a part differs
     return _compacted_view_sql(
-        name, layout, f"read_parquet({literal_list(path(r) for r in layout.compacted)})",
+        name, layout, [f"read_parquet({literal_list(path(r) for r in files)})" for files, _ in layout.segments],
         f"read_parquet({literal_list(path(r) for r in parts)}, union_by_name = {union})")
 
 
@@ -83,11 +88,14 @@ def _create_file_views(con: duckdb.DuckDBPyConnection, lake: Lake, path: Callabl
         layout = table_layout(lake, name)
         if layout.is_compacted:
             con.execute(_file_compacted_view_sql(name, layout, path))
-        elif layout.consolidated:      # the live files by name: a merged part and its sources never both
-            files = [f"{Lake.table_dir(name)}/{SCHEMA_BATCH}/empty.parquet"] + layout.parts
-            con.execute(render("table_view.sql", name=name, files=literal_list(path(r) for r in files)))
+            continue
+        union = "false" if layout.parts_match_schema else "true"
+        if layout.consolidated:        # the live files by name: a merged part and its sources never both
+            schema_part = f"{Lake.table_dir(name)}/{SCHEMA_BATCH}/empty.parquet"
+            files = literal_list(path(r) for r in [schema_part] + [r for r in layout.parts if r != schema_part])
         else:
-            con.execute(render("table_view.sql", name=name, files=literal(path(Lake.table_dir(name)) + "/*/*.parquet")))
+            files = literal(path(Lake.table_dir(name)) + "/*/*.parquet")
+        con.execute(render("table_view.sql", name=name, files=files, union=union))
 
 
 def _create_derived_views(con: duckdb.DuckDBPyConnection) -> None:
@@ -102,14 +110,16 @@ def _register_arrow_tables(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
 
     fs, base = lake.arrow_filesystem()
     for name, schema in SCHEMAS.items():
-        layout = table_layout(lake, name)
+        layout = table_layout(lake, name, check_schema=False)   # the datasets carry the schema: nothing written
         if layout.is_compacted:
             # the compacted files for unchanged batches, the parts for the rest (as the file views do)
-            con.register(f"__compacted_{name}", ds.dataset([f"{base}/{r}" for r in layout.compacted],
-                                                           filesystem=fs, format="parquet"))
+            for i, (files, _drop) in enumerate(layout.segments):
+                con.register(f"__compacted_{name}_{i}", ds.dataset([f"{base}/{r}" for r in files],
+                                                                   filesystem=fs, format="parquet"))
             con.register(f"__parts_{name}", ds.dataset([f"{base}/{r}" for r in layout.parts],
                                                        filesystem=fs, format="parquet", schema=schema))
-            con.execute(_compacted_view_sql(name, layout, f"__compacted_{name}", f"__parts_{name}"))
+            con.execute(_compacted_view_sql(name, layout, [f"__compacted_{name}_{i}" for i in range(len(layout.segments))],
+                                            f"__parts_{name}"))
             continue
         src = [f"{base}/{r}" for r in layout.parts] if layout.consolidated else f"{base}/tables/{name}"
         dataset = ds.dataset(src, filesystem=fs, format="parquet", schema=schema) if layout.parts else schema.empty_table()

@@ -12,6 +12,13 @@ materialised index:
 ``CURRENT.json`` is written last, in one atomic put: a crash while compacting leaves the previous
 generation in use and an orphan folder that the next compaction removes.
 
+Compaction is **incremental**: a run sorts only the parts of batches that are new or changed since
+the last one into a new generation, a *segment* added to the pointer (``segments``: each with its
+files, its source parts and its ``dead_batches``, batches whose rows in it a newer segment or a
+later change replaced); the other segments are not read. When ``max_segments`` would be exceeded
+(or with ``force``) every live part is sorted into one segment again. A lookup by video reads one
+row group per segment.
+
 The DuckDB view of a compacted table (``catalog``) reads the compacted files for every batch whose
 parts are unchanged since compaction, and the parts themselves for the rest (batches written or
 rewritten since). A batch rewritten after compaction is therefore never counted twice: its
@@ -47,6 +54,7 @@ FILE_SIZE = "512MB"
 # lookup at SA-V scale (the matching row group is read whole) for ~20% more bytes. The batch parts,
 # the durable copy, stay zstd.
 COMPRESSION = "lz4_raw"
+MAX_SEGMENTS = 8                # incremental segments before a run sorts everything into one again
 DEFAULT_TABLES = ("masklet_frames", "masklets", "masklet_qc", "label_runs", "videos", "video_quality")
 
 # Sort order of the compacted files: one video's rows are contiguous, so a one-video lookup reads one
@@ -91,6 +99,7 @@ class TableLayout:
     parts: list[str] = field(default_factory=list)          # parts read directly (incl. the schema part)
     parts_match_schema: bool = True                         # every part has the table's current columns
     consolidated: bool = False                              # some batch is merged: views name live files
+    segments: list[tuple[list[str], list[str]]] = field(default_factory=list)  # (files, batches to drop)
 
     @property
     def is_compacted(self) -> bool:
@@ -103,40 +112,86 @@ def _part_signatures(lake: Lake, table: str) -> dict[str, str]:
     return {r: sigs[r] for r in lake.live_files(sigs)}
 
 
-def table_layout(lake: Lake, table: str, check_schema: bool = True) -> TableLayout:
-    sigs = _part_signatures(lake, table)
-    ptr = read_pointer(lake, table)
-    merged = any(is_consolidated(r) for r in sigs)
-    if ptr is None:
-        return TableLayout(table, parts=sorted(sigs), consolidated=merged)
-    sources: dict[str, str] = ptr["sources"]
+def segments(ptr: dict) -> list[dict]:
+    """The pointer's segments, oldest first (a pointer written before segments: one)."""
+    if "segments" in ptr:
+        return ptr["segments"]
+    return [{"generation": ptr["generation"], "files": ptr["files"], "sources": ptr["sources"], "dead_batches": []}]
+
+
+def _compacted_layout(lake: Lake, table: str, sigs: dict[str, str], ptr: dict, merged: bool,
+                      check_schema: bool) -> TableLayout:
+    segs = segments(ptr)
     by_batch: dict[str, dict[str, str]] = {}
-    for rel, v in sources.items():
-        by_batch.setdefault(batch_of(rel), {})[rel] = v
+    for seg in segs:
+        for rel, v in seg["sources"].items():
+            by_batch.setdefault(batch_of(rel), {})[rel] = v
     current: dict[str, dict[str, str]] = {}
     for rel, v in sigs.items():
         current.setdefault(batch_of(rel), {})[rel] = v
     fresh, stale = [], []
     for b, want in sorted(by_batch.items()):
         (fresh if current.get(b) == want else stale).append(b)
-    fresh_set = set(fresh)
+    fresh_set, stale_set = set(fresh), set(stale)
     parts = sorted(r for r in sigs if batch_of(r) not in fresh_set)
-    layout = TableLayout(table, ptr["generation"], list(ptr["files"]), fresh, stale, parts, consolidated=merged)
+    files = [f for seg in segs for f in seg["files"]]
+    layout = TableLayout(table, ptr["generation"], files, fresh, stale, parts, consolidated=merged)
+    for seg in segs:
+        drop = sorted(set(seg.get("dead_batches", [])) | {batch_of(r) for r in seg["sources"]} & stale_set)
+        layout.segments.append((list(seg["files"]), drop))
     if check_schema and table in SCHEMAS:
-        want_cols = set(SCHEMAS[table].names)
-        for rel in parts:
-            if batch_of(rel) == SCHEMA_BATCH:
-                continue
-            if set(_columns(lake, rel)) != want_cols:
-                layout.parts_match_schema = False
-                break
+        layout.parts_match_schema = parts_match_schema(lake, table, {r: sigs[r] for r in parts})
     return layout
 
 
-def _columns(lake: Lake, rel: str) -> list[str]:
+def table_layout(lake: Lake, table: str, check_schema: bool = True) -> TableLayout:
+    """What the views of ``table`` read: the compacted files of unchanged batches, the live parts of
+    the others; ``parts_match_schema`` says whether those parts all have the table's exact schema."""
+    sigs = _part_signatures(lake, table)
+    ptr = read_pointer(lake, table)
+    merged = any(is_consolidated(r) for r in sigs)
+    if ptr is None:
+        layout = TableLayout(table, parts=sorted(sigs), consolidated=merged)
+        if check_schema and table in SCHEMAS:
+            layout.parts_match_schema = parts_match_schema(lake, table, sigs)
+        return layout
+    return _compacted_layout(lake, table, sigs, ptr, merged, check_schema)
+
+
+def _schema_key(schema) -> list[list[str]]:
+    return [[f.name, str(f.type)] for f in schema]
+
+
+def columns_cache_rel(table: str) -> str:
+    """Where the parts whose schema was checked are remembered, with their version (next to the schema part)."""
+    return f"{Lake.table_dir(table)}/{SCHEMA_BATCH}/columns.json"
+
+
+def parts_match_schema(lake: Lake, table: str, sigs: dict[str, str]) -> bool:
+    """Whether every part in ``sigs`` has exactly the table's columns and types (then DuckDB can read
+    them without ``union_by_name``, which opens every footer when a view is made).
+
+    Incremental: the parts already checked at their current version are remembered in
+    ``tables/<table>/_schema/columns.json``; only new or rewritten parts have their footer read."""
+    want = _schema_key(SCHEMAS[table])
+    cache_rel = columns_cache_rel(table)
+    cache = json.loads(lake.get_bytes(cache_rel)) if lake.exists(cache_rel) else {}
+    known: dict[str, str] = cache.get("parts", {}) if cache.get("schema") == want else {}
+    checked = {r: v for r, v in sigs.items() if known.get(r) == v}
     fs, base = lake.arrow_filesystem()      # reads the footer only, locally and on S3
-    with fs.open_input_file(f"{base}/{rel}") as fh:
-        return pq.ParquetFile(fh).schema_arrow.names
+    ok = True
+    for rel, v in sigs.items():
+        if rel in checked or batch_of(rel) == SCHEMA_BATCH:
+            continue
+        with fs.open_input_file(f"{base}/{rel}") as fh:
+            if _schema_key(pq.ParquetFile(fh).schema_arrow) != want:
+                ok = False
+                continue
+        checked[rel] = v
+    if checked != known:
+        lake.put_bytes(cache_rel, json.dumps({"schema": want, "parts": checked}, separators=(",", ":")).encode(),
+                       "application/json")
+    return ok
 
 
 @dataclass
@@ -151,17 +206,19 @@ class CompactionResult:
     batches: int = 0
     bytes: int = 0
     seconds: float = 0.0
+    segments: int = 0               # segments in the pointer afterwards
 
 
 def compact_table(lake: Lake, table: str, min_new_parts: int = 1, force: bool = False,
                   memory_limit: str = "2GB", threads: int | None = None, file_size: str = FILE_SIZE,
                   row_group_size: int = ROW_GROUP_SIZE, compression: str = COMPRESSION,
-                  log: Callable[[str], None] = print) -> CompactionResult:
-    """Rewrite every part of ``table`` into a new sorted generation and switch the pointer to it.
+                  max_segments: int = MAX_SEGMENTS, log: Callable[[str], None] = print) -> CompactionResult:
+    """Sort the parts of new or changed batches into a new segment and switch the pointer to it.
 
     Skipped (``compacted=False``) when fewer than ``min_new_parts`` parts are outside the current
-    generation and no compacted batch has changed since, unless ``force``. DuckDB sorts out of core:
-    ``memory_limit`` bounds its memory and it spills to a temporary folder.
+    segments and no compacted batch has changed since, unless ``force``. With ``force``, or when the
+    pointer already holds ``max_segments`` segments, every live part is sorted into one segment.
+    DuckDB sorts out of core: ``memory_limit`` bounds its memory and it spills to a temporary folder.
     """
     if compression not in ("lz4_raw", "zstd", "snappy", "uncompressed", "gzip", "lz4"):
         raise CompactionError(f"unknown Parquet compression {compression!r}")
@@ -175,16 +232,26 @@ def compact_table(lake: Lake, table: str, min_new_parts: int = 1, force: bool = 
     if not force and len(new_parts) < min_new_parts and not layout.stale_batches:
         return CompactionResult(table, False, f"{len(new_parts)} new part(s) < min_new_parts={min_new_parts}")
     keys = [k for k in SORT_KEYS.get(table, ("video_id",)) if k in SCHEMAS[table].names]
+    ptr = read_pointer(lake, table)
+    old = segments(ptr) if ptr else []
+    full = force or not old or len(old) >= max(1, max_segments)
+    fresh = set() if full else set(layout.fresh_batches)
+    opts = (memory_limit, threads, file_size, row_group_size, compression)
     for attempt in (1, 2):
-        sources = {r: v for r, v in _part_signatures(lake, table).items() if batch_of(r) != SCHEMA_BATCH}
-        if not sources:
+        sources = {r: v for r, v in _part_signatures(lake, table).items()
+                   if batch_of(r) != SCHEMA_BATCH and batch_of(r) not in fresh}
+        if not sources and (full or not _supersede(old, layout.stale_batches, sources)):
             return CompactionResult(table, False, "table has no rows yet")
         gen = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
         log(f"{table}: compacting {len(sources)} parts of {len({batch_of(r) for r in sources})} batches "
-            f"into generation {gen} (sorted by {', '.join(keys) or 'nothing'})")
+            f"into {'generation' if full else f'segment {len(old) + 1} of'} {gen} "
+            f"(sorted by {', '.join(keys) or 'nothing'})")
         try:
-            files, rows, nbytes = _write_generation(lake, table, sources, gen, keys, memory_limit, threads,
-                                                    file_size, row_group_size, compression)
+            files, rows, nbytes = _write_generation(lake, table, sources, gen, keys, *opts) if sources else ([], 0, 0)
+            new_seg = {"generation": gen, "files": files, "sources": sources, "dead_batches": [], "rows": rows,
+                       "bytes": nbytes}
+            segs = [new_seg] if full else _supersede(old, layout.stale_batches, sources) + [new_seg]
+            _write_pointer(lake, table, [sg for sg in segs if sg["files"]], keys, row_group_size, compression)
             break
         except Exception as e:
             lake.store.delete_prefix(f"{COMPACTED}/{table}/{gen}")
@@ -192,12 +259,36 @@ def compact_table(lake: Lake, table: str, min_new_parts: int = 1, force: bool = 
                 log(f"{table}: parts were removed while compacting (a batch re-run?); trying once more")
                 continue
             raise CompactionError(f"{table}: compaction failed, previous generation kept: {e}") from e
-    _drop_other_generations(lake, table, keep={gen, layout.generation})
-    res = CompactionResult(table, True, "compacted", gen, rows, len(files), len(sources),
-                           len({batch_of(r) for r in sources}), nbytes, time.time() - t0)
+    _drop_other_generations(lake, table, keep={sg["generation"] for sg in segs + old})
+    res = CompactionResult(table, True, "compacted" if full else "compacted incrementally", gen, rows, len(files),
+                           len(sources), len({batch_of(r) for r in sources}), nbytes, time.time() - t0,
+                           segments=len([sg for sg in segs if sg["files"]]))
     log(f"{table}: {rows:,} rows from {res.source_parts} parts -> {res.files} file(s), "
-        f"{nbytes / 1e6:.1f} MB in {res.seconds:.1f}s")
+        f"{nbytes / 1e6:.1f} MB in {res.seconds:.1f}s ({res.segments} segment(s))")
     return res
+
+
+def _supersede(old: list[dict], stale: list[str], sources: dict[str, str]) -> list[dict]:
+    """The old segments, each with the batches now in the new segment (or changed) marked dead."""
+    dead = set(stale) | {batch_of(r) for r in sources}
+    out = []
+    for sg in old:
+        mine = {batch_of(r) for r in sg["sources"]} & dead
+        out.append({**sg, "sources": {r: v for r, v in sg["sources"].items() if batch_of(r) not in dead},
+                    "dead_batches": sorted(set(sg.get("dead_batches", [])) | mine)})
+    return [sg for sg in out if sg["sources"]]      # a segment whose every batch is dead is dropped
+
+
+def _write_pointer(lake: Lake, table: str, segs: list[dict], keys: list[str], row_group_size: int,
+                   compression: str) -> None:
+    """``CURRENT.json``: the segments, plus the union of their files and sources (the generation: newest)."""
+    pointer = {"table": table, "generation": segs[-1]["generation"] if segs else None,
+               "files": [f for sg in segs for f in sg["files"]],
+               "sources": {r: v for sg in segs for r, v in sg["sources"].items()},
+               "rows": sum(sg.get("rows", 0) for sg in segs), "bytes": sum(sg.get("bytes", 0) for sg in segs),
+               "segments": segs, "sort_by": keys, "row_group_size": row_group_size, "compression": compression,
+               "created_at": dt.datetime.now(dt.timezone.utc).isoformat()}
+    lake.put_bytes(pointer_rel(table), json.dumps(pointer, separators=(",", ":")).encode(), "application/json")
 
 
 def _drop_other_generations(lake: Lake, table: str, keep: set) -> None:
@@ -217,7 +308,7 @@ def drop_compaction(lake: Lake, table: str) -> None:
 def _write_generation(lake: Lake, table: str, sources: dict[str, str], gen: str, keys: list[str],
                       memory_limit: str, threads: int | None, file_size: str, row_group_size: int,
                       compression: str) -> tuple[list[str], int, int]:
-    """Sort ``sources`` into ``compacted/<table>/<gen>/`` and point ``CURRENT.json`` at it (last)."""
+    """Sort ``sources`` into ``compacted/<table>/<gen>/`` (the caller then points ``CURRENT.json`` at it)."""
     import duckdb
 
     work = Path(tempfile.mkdtemp(prefix=f"sav-compact-{table}-"))
@@ -244,10 +335,6 @@ def _write_generation(lake: Lake, table: str, sources: dict[str, str], gen: str,
             rows = sum(pq.ParquetFile(str(p)).metadata.num_rows for p in produced)
             nbytes = sum(p.stat().st_size for p in produced)
             files = [f"{prefix}/{p.name}" for p in produced]
-        pointer = {"table": table, "generation": gen, "files": files, "sources": sources, "rows": rows,
-                   "bytes": nbytes, "sort_by": keys, "row_group_size": row_group_size, "compression": compression,
-                   "created_at": dt.datetime.now(dt.timezone.utc).isoformat()}
-        lake.put_bytes(pointer_rel(table), json.dumps(pointer, indent=1).encode(), "application/json")
         return files, rows, nbytes
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -345,11 +345,14 @@ def test_skips_force_and_errors(tmp_path):
 
     second = _compact(lake, min_new_parts=1)
     assert second.compacted and second.generation != first.generation
-    assert second.source_parts == 4 and second.batches == 4
+    # incremental: only the new batch is sorted, into a second segment; the first is not read
+    assert second.source_parts == 1 and second.batches == 1 and second.segments == 2
+    assert [sg["generation"] for sg in read_pointer(lake, T)["segments"]] == [first.generation, second.generation]
 
     assert not _compact(lake).compacted
     forced = _compact(lake, force=True)
     assert forced.compacted and forced.generation not in (first.generation, second.generation)
+    assert forced.source_parts == 4 and forced.segments == 1 and forced.reason == "compacted"
     assert read_pointer(lake, T)["generation"] == forced.generation
 
     with pytest.raises(CompactionError, match="unknown table"):
