@@ -8,7 +8,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export SAV_DATA_ROOT ?= $(CURDIR)/data
 DEMO_SOURCE ?= $(CURDIR)/demo_source
 
-.PHONY: setup sysdeps instance demo test bench dev lint clean
+.PHONY: setup sysdeps instance demo demo-loop test bench dev lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -53,6 +53,12 @@ demo: $(STAMP) instance
 	$(BIN)/sav-assets demo --out $(DEMO_SOURCE)
 	$(BIN)/sav-assets run --source $(DEMO_SOURCE) --root $(SAV_DATA_ROOT) --config configs/demo.yaml
 	$(BIN)/sav-assets sql --root $(SAV_DATA_ROOT) "select status, count(*) as videos from videos group by 1 order by 1"
+
+# label -> train -> evaluate -> promote -> relabel on the demo lake (after `make demo`); prints J&F before/after
+demo-loop: $(STAMP) instance
+	$(BIN)/sav-assets run --source $(DEMO_SOURCE) --root $(SAV_DATA_ROOT) --select sam2_finetune,model_evaluation --config configs/demo_loop.yaml
+	$(BIN)/sav-assets sql --root $(SAV_DATA_ROOT) "select sha256, steps, promoted, json_extract(metrics_json, '$$.val_jf_current') as jf_before, json_extract(metrics_json, '$$.val_jf') as jf_after from models order by created_at"
+	$(BIN)/sav-assets run --source $(DEMO_SOURCE) --root $(SAV_DATA_ROOT) --config configs/demo.yaml
 
 test: $(STAMP) $(RAY_STAMP) sysdeps instance
 	$(BIN)/python -m pytest -q tests

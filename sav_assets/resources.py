@@ -10,7 +10,8 @@ a run: the schedule's cron (``ingest_cron``: ``SAV_INGEST_CRON``) and the SAM 2 
     SAV_DATA_ROOT, AWS_ENDPOINT_URL     LakeResource
     SAV_SOURCE_URI, SAV_PROMPTS_URI     SourceResource
     SAV_SAM2_CONFIG, SAV_SAM2_CHECKPOINT, SAV_SAM2_CHECKPOINT_SHA256, SAV_DEVICE, SAV_SAM2_IMAGE_SIZE,
-    SAV_CHECKPOINT_CACHE                SAM2Resource
+    SAV_CHECKPOINT_CACHE                SAM2Resource (a model promoted in the lake's models table
+                                        takes the place of SAV_SAM2_CONFIG/_CHECKPOINT/_IMAGE_SIZE)
     SAV_INGEST_CRON                     ingest_cron()
     SAV_RAY_ADDRESS, SAV_SHARED_FS, SAV_RAY_MAX_RETRIES, RAY_AUTH_MODE
                                         cluster_settings() (read by a step when it runs)
@@ -151,12 +152,23 @@ class SAM2Resource(dg.ConfigurableResource):
                                             "unset: $SAV_CHECKPOINT_CACHE, else ~/.cache/sav-assets/checkpoints")
     bf16: bool = Field(default=ModelSpec.bf16, description="bfloat16 autocast (CUDA only)")
     compile: bool = Field(default=ModelSpec.compile, description="torch.compile the image encoder (CUDA only)")
+    use_registry: bool = Field(default=True, description="label with the promoted model of the lake's models "
+                               "table when there is one (sav-assets models promote)")
+    registry_root: str | None = Field(default=None, description="lake whose models table is read; unset: "
+                                         "$SAV_DATA_ROOT, else ./data")
 
     _loaded = PrivateAttr(default=None)
 
     def spec(self) -> ModelSpec:
         """The model to load, with every unset value resolved from the environment now (no torch import)."""
         size = self.image_size or _env(None, "SAV_SAM2_IMAGE_SIZE")
+        promoted = self.promoted_model()
+        if promoted is not None:   # the models table's promoted checkpoint, pinned by its SHA-256
+            return ModelSpec(
+                config=promoted["model_config"], checkpoint=promoted["checkpoint_uri"],
+                checkpoint_sha256=promoted["sha256"], device=_env(self.device, "SAV_DEVICE", ModelSpec.device),
+                image_size=promoted["image_size"], bf16=self.bf16, compile=self.compile,
+                cache_dir=_env(self.checkpoint_cache, "SAV_CHECKPOINT_CACHE"))
         return ModelSpec(
             config=_env(self.config, "SAV_SAM2_CONFIG", ModelSpec.config),
             checkpoint=_env(self.checkpoint, "SAV_SAM2_CHECKPOINT"),
@@ -165,6 +177,15 @@ class SAM2Resource(dg.ConfigurableResource):
             image_size=int(size) if size else None, bf16=self.bf16, compile=self.compile,
             cache_dir=_env(self.checkpoint_cache, "SAV_CHECKPOINT_CACHE"),
         )
+
+    def promoted_model(self) -> dict | None:
+        """The models-table row of the promoted model (lib/train/registry.py), or None."""
+        if not self.use_registry:
+            return None
+        from sav_assets.lib.train.registry import current_labeling_model
+
+        root = _env(self.registry_root, "SAV_DATA_ROOT", DEFAULT_DATA_ROOT)
+        return current_labeling_model(Lake(root, s3=_s3_settings(None, None)))
 
     def load(self):
         if self._loaded is None:

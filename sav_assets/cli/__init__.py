@@ -24,6 +24,7 @@ import sys
 
 from sav_assets.cli.admin import cmd_compact, cmd_demo, cmd_export_sav
 from sav_assets.cli.common import INSTANCE_CONFIG, UsageError, _format, cmd_init_home, init_home
+from sav_assets.cli.models import add_parser as add_models_parser
 from sav_assets.cli.review import add_review_parser
 from sav_assets.cli.run import cmd_batches, cmd_run, parse_selection
 from sav_assets.cli.sql import cmd_sql
@@ -105,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 
     add_review_parser(sub)
     add_takedown_parser(sub)
+    add_models_parser(sub)
 
     args = p.parse_args(argv)
     try:

@@ -43,7 +43,7 @@ ENDED_STATUSES = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.D
 
 sav_pipeline = dg.define_asset_job(
     PIPELINE_JOB,
-    selection=dg.AssetSelection.all(),
+    selection=dg.AssetSelection.all() - dg.AssetSelection.groups("training"),   # training: make demo-loop
     description="Every stage for one ingestion batch: probe, quality, labels, QC, splits, shards, statistics.",
     tags={"sav/kind": "pipeline"},
 )

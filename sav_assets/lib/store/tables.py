@@ -274,6 +274,38 @@ SHARD_SAMPLES = pa.schema([
     ("created_at", TS),
 ])
 
+# One row per fine-tuned SAM 2 checkpoint (lib/train/registry.py): where it is, what it was trained
+# from and on, and whether it is the labeling model.
+MODELS = pa.schema([
+    ("sha256", pa.string()),              # of the checkpoint file ({"model": state_dict})
+    ("checkpoint_uri", pa.string()),      # <lake>/models/checkpoints/<sha256>.pt
+    ("parent_sha256", pa.string()),       # the checkpoint it was fine-tuned from; null: random weights
+    ("model_config", pa.string()),        # tiny | small | base_plus | large
+    ("image_size", pa.int32()),
+    ("data_version", pa.string()),        # digest of the training shard manifests used
+    ("config_hash", pa.string()),         # FinetuneConfig.digest()
+    ("run_key", pa.string()),             # parent + config + data: a re-run with the same inputs is skipped
+    ("steps", pa.int32()),
+    ("metrics_json", pa.string()),        # loss curve summary, steps/s, peak memory, evaluation
+    ("promoted", pa.bool_()),
+    ("promoted_at", TS),
+    ("created_at", TS),
+])
+
+# One row per sample (a temporal window of one video) of a published shard: which shard holds which
+# video's windows (the licence ledger, takedown).
+SHARD_SAMPLES = pa.schema([
+    ("key", pa.string()),                 # the sample's __key__ in the tar
+    ("shard", pa.string()),               # file name of the shard holding it
+    ("batch_id", pa.string()),
+    ("video_id", pa.string()),
+    ("split", pa.string()),
+    ("start_frame", pa.int64()),          # source frame index of the window's first frame
+    ("frames", pa.int32()),
+    ("masklets", pa.int32()),
+    ("created_at", TS),
+])
+
 SCHEMAS: dict[str, pa.Schema] = {
     "videos": VIDEOS,
     "source_objects": SOURCE_OBJECTS,
@@ -289,6 +321,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     "shards": SHARDS,
     "shard_samples": SHARD_SAMPLES,
     "takedowns": TAKEDOWNS,
+    "models": MODELS,
 }
 
 

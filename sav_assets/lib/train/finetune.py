@@ -1,0 +1,271 @@
+"""Fine-tune SAM 2 on training clips with SAM 2's own objective; content-addressed, resumable.
+
+:func:`finetune` trains the model that :func:`sav_assets.lib.label.model.load_model` builds (the
+configured checkpoint, or random weights) on clips of frames ``[T,3,S,S]`` and masks ``[T,N,S,S]``
+(:class:`sav_assets.lib.dataset.sampler.ShardClipDataset` over the QC-passed training shards, or
+:func:`sav_assets.lib.train.synthetic.demo_clips`):
+
+* forward: :func:`sav_assets.lib.train.forward.clip_forward` (first frame prompted by its mask or a
+  click, the rest propagated from memory);
+* loss: sam2's ``training/loss_fns.py`` ``MultiStepMultiMasksAndIous`` (focal + dice on the best of the
+  multimask outputs, IoU prediction, object score), with SAM 2.1's training weights (20 / 1 / 1 / 1);
+* AdamW with gradient clipping; on CUDA bf16 autocast and ``grad_accum`` clips per optimizer step;
+* ``progress(step, steps, loss, steps_per_s)`` after every optimizer step.
+
+Where things go (all through the :class:`~sav_assets.lib.store.lake.Lake`, local or S3):
+
+* ``models/runs/<run_key>/state.pt``: model, optimizer, step and loss history every ``save_every``
+  steps (``weights_only``-loadable); a run that stops (crash, time budget) resumes from it;
+* ``models/checkpoints/<sha256>.pt``: the result in the official ``{"model": state_dict}`` layout,
+  named by its SHA-256, loadable through ``SAV_SAM2_CHECKPOINT`` with ``SAV_SAM2_CHECKPOINT_SHA256``.
+
+``run_key`` hashes the parent model (its checkpoint SHA-256, or the random-weight seed), the model
+config, the training config and the data version (the shard manifests' digests): the registry
+(:mod:`sav_assets.lib.train.registry`) keeps one row per key, so a re-run with the same inputs is
+skipped by the caller. A resumed run sees other clips than an uninterrupted one would (the sampler is
+restarted at a new epoch), so its weights are not bit-identical to one; its step count and config are.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import resource
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from sav_assets.lib.store.lake import Lake
+from sav_assets.lib.util import sha256_json
+
+TRAINER_VERSION = "1"
+
+
+@dataclass
+class FinetuneConfig:
+    """What a fine-tuning run does; every default written here once (defs/training.py reads them)."""
+
+    steps: int = 300                   # optimizer steps
+    lr: float = 3e-4                   # AdamW learning rate (constant after warmup)
+    warmup_steps: int = 10             # linear warmup
+    weight_decay: float = 0.01
+    grad_clip: float = 0.1             # max gradient norm (SAM 2's training setting)
+    grad_accum: int = 1                # clips per optimizer step (CUDA and CPU alike)
+    point_prob: float = 0.5            # first frame prompted by one click instead of the mask
+    freeze_image_encoder: bool = False  # train only the memory, prompt and mask-decoder parts
+    loss_mask: float = 20.0            # focal weight (SAM 2.1 training)
+    loss_dice: float = 1.0
+    loss_iou: float = 1.0
+    loss_class: float = 1.0            # object-score weight
+    save_every: int = 25               # steps between resumable states
+    max_seconds: float | None = None   # wall-clock budget: stop early (the row records the steps done)
+    seed: int = 0
+
+    def digest(self) -> str:
+        """Hash of the fields that change the result (not the budget or the save cadence)."""
+        d = {k: v for k, v in asdict(self).items() if k not in ("save_every", "max_seconds")}
+        return sha256_json({"trainer": TRAINER_VERSION, **d})[:16]
+
+
+@dataclass
+class FinetuneResult:
+    run_key: str
+    steps: int
+    losses: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    steps_per_s: float = 0.0
+    peak_host_mb: float = 0.0
+    peak_gpu_mb: float = 0.0
+    checkpoint_uri: str | None = None
+    sha256: str | None = None
+    resumed_from: int = 0
+
+
+def run_key(loaded: Any, cfg: FinetuneConfig, data_version: str) -> str:
+    """The identity of a run: parent model, model config, training config and data version."""
+    parent = loaded.checkpoint_sha256 or f"random:{getattr(loaded.spec, 'seed', 0)}"
+    return sha256_json({"parent": parent, "config_sha256": loaded.config_sha256, "image_size": loaded.image_size,
+                        "train": cfg.digest(), "data": data_version})[:32]
+
+
+def loss_function(cfg: FinetuneConfig):
+    """SAM 2's training loss (sam2 package, ``training/loss_fns.py``) with the config's weights."""
+    from training.loss_fns import MultiStepMultiMasksAndIous
+
+    return MultiStepMultiMasksAndIous(
+        weight_dict={"loss_mask": cfg.loss_mask, "loss_dice": cfg.loss_dice, "loss_iou": cfg.loss_iou,
+                     "loss_class": cfg.loss_class},
+        supervise_all_iou=True, iou_use_l1_loss=True, pred_obj_scores=True,
+        focal_gamma_obj_score=0.0, focal_alpha_obj_score=-1.0,
+    )
+
+
+def _state_rel(key: str) -> str:
+    return f"models/runs/{key}/state.pt"
+
+
+def _load_state(lake: Lake, key: str) -> dict | None:
+    import torch
+
+    rel = _state_rel(key)
+    if not lake.exists(rel):
+        return None
+    return torch.load(io.BytesIO(lake.get_bytes(rel)), map_location="cpu", weights_only=True)
+
+
+def _save_state(lake: Lake, key: str, model, opt, step: int, losses: list[float]) -> None:
+    import torch
+
+    buf = io.BytesIO()
+    torch.save({"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                "optim": opt.state_dict(), "step": step, "losses": list(losses)}, buf)
+    lake.put_bytes(_state_rel(key), buf.getvalue())
+
+
+def _cycle(clips: Callable[[int], Iterable[Any]]) -> Iterator[Any]:
+    """Clips forever: ``clips(epoch)`` for epoch 0, 1, ... (an empty epoch is an error)."""
+    epoch = 0
+    while True:
+        n = 0
+        for c in clips(epoch):
+            n += 1
+            yield c
+        if n == 0:
+            raise ValueError("the training data yields no clips (no QC-passed training shards with masks?)")
+        epoch += 1
+
+
+def _clip_tensors(clip: Any) -> tuple[Any, Any]:
+    if isinstance(clip, tuple):
+        return clip[0], clip[1]
+    return clip.frames, clip.masks
+
+
+def _peak_host_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _setup(loaded: Any, cfg: FinetuneConfig):
+    import torch
+
+    model = loaded.model
+    model.train()
+    for p in model.image_encoder.parameters():
+        p.requires_grad = not cfg.freeze_image_encoder
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return model, params, opt
+
+
+def finetune(loaded: Any, clips: Callable[[int], Iterable[Any]], cfg: FinetuneConfig, lake: Lake,
+             data_version: str, progress: Callable[[int, int, float, float], None] | None = None) -> FinetuneResult:
+    """Train ``loaded`` (a :class:`~sav_assets.lib.label.model.LoadedModel`) in place and write the
+    checkpoint into the lake; resumes from ``models/runs/<run_key>/state.pt`` when it exists."""
+    import torch
+
+    from sav_assets.lib.train.forward import clip_forward, prepare_clip
+
+    key = run_key(loaded, cfg, data_version)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    model, params, opt = _setup(loaded, cfg)
+    loss_fn = loss_function(cfg)
+    state = _load_state(lake, key)
+    step, losses = 0, []
+    if state is not None:
+        model.load_state_dict(state["model"], strict=True)
+        opt.load_state_dict(state["optim"])
+        step, losses = int(state["step"]), [float(x) for x in state["losses"]]
+    resumed_from = step
+    cuda = loaded.device.startswith("cuda")
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    data = _cycle(clips)
+    t0 = time.time()
+    while step < cfg.steps and (cfg.max_seconds is None or time.time() - t0 < cfg.max_seconds):
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+        opt.zero_grad(set_to_none=True)
+        total = 0.0
+        for _ in range(max(1, cfg.grad_accum)):
+            frames, masks = prepare_clip(*_clip_tensors(next(data)), loaded.image_size, loaded.device)
+            with loaded.autocast():
+                outs = clip_forward(model, frames, masks, point_prob=cfg.point_prob, rng=rng)
+            loss = loss_fn([{k: _f32(v) for k, v in o.items()} for o in outs], masks)["core_loss"]
+            (loss / max(1, cfg.grad_accum)).backward()
+            total += float(loss.detach()) / max(1, cfg.grad_accum)
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        step += 1
+        losses.append(total)
+        if progress:
+            progress(step, cfg.steps, total, (step - resumed_from) / max(1e-9, time.time() - t0))
+        if cfg.save_every and step % cfg.save_every == 0 and step < cfg.steps:
+            _save_state(lake, key, model, opt, step, losses)
+    secs = time.time() - t0
+    model.eval()
+    uri, sha = write_checkpoint(lake, model)
+    _save_state(lake, key, model, opt, step, losses)
+    return FinetuneResult(
+        run_key=key, steps=step, losses=losses, seconds=secs,
+        steps_per_s=(step - resumed_from) / secs if secs > 0 else 0.0, peak_host_mb=_peak_host_mb(),
+        peak_gpu_mb=torch.cuda.max_memory_allocated() / 2**20 if cuda else 0.0,
+        checkpoint_uri=uri, sha256=sha, resumed_from=resumed_from)
+
+
+def _f32(v):
+    """Loss inputs in float32 (outputs of a bf16 autocast region are bf16)."""
+    if isinstance(v, list):
+        return [_f32(x) for x in v]
+    return v.float() if hasattr(v, "is_floating_point") and v.is_floating_point() else v
+
+
+def write_checkpoint(lake: Lake, model) -> tuple[str, str]:
+    """``{"model": state_dict}`` at ``models/checkpoints/<sha256>.pt``; returns (its URI, its SHA-256)."""
+    from sav_assets.lib.label.model import save_checkpoint
+
+    with tempfile.TemporaryDirectory() as d:
+        tmp = os.path.join(d, "checkpoint.pt")
+        sha = save_checkpoint(model, tmp)
+        rel = f"models/checkpoints/{sha}.pt"
+        if not lake.exists(rel):
+            lake.put_file(rel, tmp)
+    return lake.uri(rel), sha
+
+
+def loss_plot_png(losses: list[float], title: str = "training loss") -> bytes:
+    """A small PNG of the loss curve (raw and a 10-step moving average)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3), dpi=80)
+    x = np.arange(1, len(losses) + 1)
+    ax.plot(x, losses, lw=0.8, alpha=0.5, label="loss")
+    if len(losses) >= 10:
+        ma = np.convolve(losses, np.ones(10) / 10, mode="valid")
+        ax.plot(x[9:], ma, lw=1.5, label="10-step mean")
+    ax.set_xlabel("step")
+    ax.set_ylabel("SAM 2 loss")
+    ax.set_title(title)
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def describe_result(res: FinetuneResult) -> dict:
+    """JSON-able summary (registry metrics, asset metadata)."""
+    d = asdict(res)
+    d["losses"] = [round(x, 5) for x in res.losses]
+    d["final_loss"] = float(np.mean(res.losses[-10:])) if res.losses else None
+    return json.loads(json.dumps(d))

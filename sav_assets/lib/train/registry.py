@@ -1,0 +1,93 @@
+"""The model registry: the ``models`` table, promotion, and which model labels.
+
+One row per fine-tuned checkpoint (``tables/models/registry/<sha256>.parquet``, schema
+:data:`sav_assets.lib.store.tables.MODELS`): checkpoint URI and SHA-256, parent model, model config and
+input size, training data version (digest of the shard manifests used), training config hash,
+``run_key`` (what makes a re-run skip), step count, metrics (JSON: loss, steps/s, evaluation), and the
+promotion flag and time.
+
+:func:`promote` marks a model promoted (its row rewritten first, then any previously promoted row
+unmarked, so a crash in between leaves two promoted rows and :func:`current_labeling_model` still
+picks the latest promotion). :func:`current_labeling_model` is the promoted row with the latest
+``promoted_at`` or None: the labeling model then comes from it (``SAM2Resource.spec``), else from
+``SAV_SAM2_CHECKPOINT`` / random weights.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+from sav_assets.lib.store.lake import Lake
+from sav_assets.lib.store.tables import MODELS, to_table
+
+BATCH = "registry"
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def list_models(lake: Lake) -> list[dict]:
+    """Every registered model, newest first."""
+    rows = lake.read_table("models", schema=MODELS).to_pylist()
+    return sorted(rows, key=lambda r: r["created_at"] or _now(), reverse=True)
+
+
+def get_model(lake: Lake, sha_prefix: str) -> dict:
+    """The one model whose SHA-256 starts with ``sha_prefix`` (KeyError when none or ambiguous)."""
+    hits = [r for r in list_models(lake) if r["sha256"].startswith(sha_prefix.lower())]
+    if len(hits) != 1:
+        raise KeyError(f"{'no' if not hits else len(hits)} registered model(s) match {sha_prefix!r}")
+    return hits[0]
+
+
+def find_run(lake: Lake, run_key: str) -> dict | None:
+    """The model a run with this key produced (a re-run with the same inputs is skipped)."""
+    return next((r for r in list_models(lake) if r["run_key"] == run_key), None)
+
+
+def _write(lake: Lake, row: dict) -> None:
+    lake.write_part("models", BATCH, row["sha256"], to_table([row], MODELS))
+
+
+def register(lake: Lake, *, sha256: str, checkpoint_uri: str, parent_sha256: str | None, model_config: str,
+             image_size: int, data_version: str, config_hash: str, run_key: str, steps: int,
+             metrics: dict) -> dict:
+    """Add (or update, keeping its promotion) the row of a checkpoint."""
+    old = next((r for r in list_models(lake) if r["sha256"] == sha256), None)
+    row = {"sha256": sha256, "checkpoint_uri": checkpoint_uri, "parent_sha256": parent_sha256,
+           "model_config": model_config, "image_size": int(image_size), "data_version": data_version,
+           "config_hash": config_hash, "run_key": run_key, "steps": int(steps),
+           "metrics_json": json.dumps(metrics, sort_keys=True, default=str),
+           "promoted": bool(old and old["promoted"]), "promoted_at": old["promoted_at"] if old else None,
+           "created_at": old["created_at"] if old else _now()}
+    _write(lake, row)
+    return row
+
+
+def update_metrics(lake: Lake, sha256: str, metrics: dict) -> dict:
+    """Merge ``metrics`` into a model's metrics (e.g. its evaluation)."""
+    row = get_model(lake, sha256)
+    row["metrics_json"] = json.dumps({**json.loads(row["metrics_json"] or "{}"), **metrics}, sort_keys=True,
+                                     default=str)
+    _write(lake, row)
+    return row
+
+
+def promote(lake: Lake, sha256: str) -> dict:
+    """Make a registered model the labeling model."""
+    row = get_model(lake, sha256)
+    row.update(promoted=True, promoted_at=_now())
+    _write(lake, row)
+    for other in list_models(lake):
+        if other["promoted"] and other["sha256"] != row["sha256"]:
+            other.update(promoted=False)
+            _write(lake, other)
+    return row
+
+
+def current_labeling_model(lake: Lake) -> dict | None:
+    """The promoted model (latest promotion), or None: labeling uses the configured checkpoint."""
+    rows = [r for r in list_models(lake) if r["promoted"]]
+    return max(rows, key=lambda r: r["promoted_at"]) if rows else None
