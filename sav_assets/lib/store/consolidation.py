@@ -45,6 +45,7 @@ from sav_assets.lib.store.tables import SCHEMAS
 
 # the tables labeling writes one part per video into (lib/label/batch.py)
 LABEL_TABLES = ("masklets", "masklet_frames", "sav_annotations", "label_runs")
+ROW_GROUP_ROWS = 128 * 1024     # as Lake.write_part; pieces are buffered up to it (one row group, not one per video)
 
 
 @dataclass
@@ -64,17 +65,11 @@ def _conform(tbl: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(cols, schema=schema.remove_metadata())
 
 
-def _num_rows(lake: Lake, rel: str) -> int:
-    fs, base = lake.arrow_filesystem()          # the footer only, locally and on S3
-    with fs.open_input_file(f"{base}/{rel}") as fh:
-        return pq.ParquetFile(fh).metadata.num_rows
-
-
-def _plan(lake: Lake, rels: dict[str, str]) -> tuple[list[tuple], dict, dict]:
-    """What the merged part holds: ``[(source rel, start, n, part name, version)]`` in order, the
-    manifest's ``parts`` and ``files``."""
+def _plan(lake: Lake, rels: dict[str, str]) -> tuple[list[tuple], dict]:
+    """What the merged part holds, in order: ``[(source rel, start, n or None (all), part name, version)]``,
+    and the files it replaces (``{rel: version}``)."""
     live_cons = [c for cs in lake.live_consolidated(rels).values() for c in cs]
-    pieces, parts, files = [], {}, {}
+    pieces, files = [], {}
     for c in live_cons:
         files[c] = rels[c]
         for name, entry in sorted(lake.manifest(c)["parts"].items(), key=lambda kv: kv[1]["rows"][0]):
@@ -91,12 +86,8 @@ def _plan(lake: Lake, rels: dict[str, str]) -> tuple[list[tuple], dict, dict]:
             continue
         files[rel] = version
         if part_name(rel) not in taken:
-            pieces.append((rel, 0, _num_rows(lake, rel), part_name(rel), version))
-    start = 0
-    for _src, _s, n, name, version in pieces:
-        parts[name] = {"rows": [start, n], "version": version}
-        start += n
-    return pieces, parts, files
+            pieces.append((rel, 0, None, part_name(rel), version))
+    return pieces, files
 
 
 def consolidate_batch(lake: Lake, table: str, batch: str, *, min_parts: int = 2,
@@ -116,11 +107,11 @@ def consolidate_batch(lake: Lake, table: str, batch: str, *, min_parts: int = 2,
     cons = [r for r in rels if is_consolidated(r)]
     if (not cons and len(plain) < min_parts) or (len(cons) == 1 and not plain):
         return ConsolidationResult(table, batch, None)
-    pieces, parts, files = _plan(lake, rels)
+    pieces, files = _plan(lake, rels)
     gen = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ") + "-" + uuid.uuid4().hex[:8]
     out_rel = f"{Lake.table_dir(table)}/{batch}/{CONSOLIDATED}/{gen}.parquet"
-    schema = SCHEMAS[table].with_metadata({MANIFEST_KEY: json.dumps({"files": files, "parts": parts}).encode()})
-    rows = _write_merged(lake, out_rel, pieces, schema)
+    parts = _write_merged(lake, out_rel, pieces, files, SCHEMAS[table])
+    rows = sum(e["rows"][1] for e in parts.values())
     if fault is not None:
         fault(out_rel)
     deleted = _delete_replaced(lake, table, batch, files)
@@ -130,23 +121,37 @@ def consolidate_batch(lake: Lake, table: str, batch: str, *, min_parts: int = 2,
     return res
 
 
-def _write_merged(lake: Lake, out_rel: str, pieces: list[tuple], schema: pa.Schema) -> int:
+def _write_merged(lake: Lake, out_rel: str, pieces: list[tuple], files: dict[str, str],
+                  schema: pa.Schema) -> dict[str, dict]:
+    """Copy ``pieces`` in order into one Parquet file (row groups of ~ROW_GROUP_ROWS rows), its manifest
+    in the footer; returns the manifest's ``parts``."""
     fd, tmp = tempfile.mkstemp(prefix="sav-consolidate-", suffix=".parquet")
     os.close(fd)
-    rows = 0
+    parts: dict[str, dict] = {}
+    fs, base = lake.arrow_filesystem()
     try:
         with pq.ParquetWriter(tmp, schema, compression="zstd", write_statistics=True) as w:
+            buf: list[pa.Table] = []
             cache: tuple[str, pa.Table] | None = None
-            for src, start, n, _name, _version in pieces:
+            start = 0
+            for src, first, n, name, version in pieces:
                 if cache is None or cache[0] != src:
-                    cache = (src, lake._read_part(src))
-                piece = cache[1].slice(start, n)
-                w.write_table(_conform(piece, schema))
-                rows += piece.num_rows
+                    with fs.open_input_file(f"{base}/{src}") as fh:   # ParquetFile: no dataset machinery
+                        cache = (src, pq.ParquetFile(fh).read())
+                piece = cache[1] if n is None else cache[1].slice(first, n)
+                buf.append(_conform(piece, schema))
+                parts[name] = {"rows": [start, piece.num_rows], "version": version}
+                start += piece.num_rows
+                if sum(t.num_rows for t in buf) >= ROW_GROUP_ROWS:
+                    w.write_table(pa.concat_tables(buf), row_group_size=ROW_GROUP_ROWS)
+                    buf = []
+            if buf:
+                w.write_table(pa.concat_tables(buf), row_group_size=ROW_GROUP_ROWS)
+            w.add_key_value_metadata({MANIFEST_KEY: json.dumps({"files": files, "parts": parts})})
         lake.put_file(out_rel, tmp)
     finally:
         os.unlink(tmp)
-    return rows
+    return parts
 
 
 def _delete_replaced(lake: Lake, table: str, batch: str, files: dict[str, str]) -> int:

@@ -152,7 +152,7 @@ class Lake:
         if rel not in cache:
             fs, base = self.arrow_filesystem()
             with fs.open_input_file(f"{base}/{rel}") as fh:
-                meta = pq.ParquetFile(fh).schema_arrow.metadata or {}
+                meta = pq.ParquetFile(fh).metadata.metadata or {}     # the file's key-value metadata
             cache[rel] = json.loads(meta.get(MANIFEST_KEY, b'{"files": {}, "parts": {}}'))
         return cache[rel]
 
