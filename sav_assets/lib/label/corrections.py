@@ -11,7 +11,7 @@ The video is named as a verdict's is (``video_id``, ``video``, ``file_name``, ``
 ``content_sha256``; :func:`sav_assets.lib.label.prompts.resolve_video`). ``frame_idx`` is a source
 frame of the video's annotation grid (a ``masklet_frames.frame_idx``); points and box are in video
 pixels. ``masklet_id`` null is a new object (a ``prompted`` masklet with the next free id, empty
-before t).
+before t, ``source = 'sam2_correction'``).
 
 :func:`apply_corrections` (run by the ``masklets`` step after labeling) applies, per labeled video of
 the batch, every correction not applied to its current labeling yet: SAM 2 starts from the masklet's
@@ -28,7 +28,9 @@ frame, prompt, old/new area on t, frames changed) is written last and is the com
 correction is keyed by a digest of its content and applied once per ``label_key``: a re-run skips it;
 a relabel (another model) applies it again to the new masks. Re-applying after a crash between the
 two writes gives the same masks (rows before t are unchanged and SAM 2 is deterministic) and the
-same edited count (a set of frames).
+same edited count (a set of frames); an object a correction created but no ``masklet_edits`` row
+names (the crash left it uncommitted) is dropped before the re-apply creates it again, so a new
+object is never there twice.
 
 A correction that cannot be applied is a ``masklet_edits`` row with ``status = 'error'``, once per
 error: ``bad_correction`` (malformed, no such masklet, an imported masklet, frame out of range or not
@@ -52,6 +54,7 @@ KIND = "correction"
 _FIELDS = {"kind", "video_id", "video", "file_name", "source_uri", "content_sha256", "masklet_type",
            "masklet_id", "frame_idx", "points", "labels", "box", "reviewer", "note", "corrected_at"}
 SAM2_TYPES = ("auto", "prompted")       # masklets SAM 2 made (part <video_id>.sam2); imports are not re-tracked
+SOURCE = "sam2_correction"              # masklets.source of an object a correction created
 
 
 def _now() -> dt.datetime:
@@ -77,6 +80,7 @@ class CorrectionSummary:
     applied: int = 0
     errors: list[dict] = field(default_factory=list)       # error rows written by this call
     videos: list[str] = field(default_factory=list)        # videos whose masks changed
+    masklets: list[tuple] = field(default_factory=list)    # (video_id, masklet_type, masklet_id) re-propagated
 
 
 def _parse(rel: str, line: int, raw: dict) -> dict:
@@ -135,11 +139,12 @@ def apply_corrections(lake: Lake, batch_id: str, videos: list[dict], items: Iter
             by_video.setdefault(vid, []).append({**c, "video_id": vid})
     summary = CorrectionSummary()
     for vid in sorted(by_video):
-        n = correct_video(lake, batch_id, in_batch[vid], by_video[vid], load_model, cfg, state, opener)
-        if n:
-            summary.applied += n
+        rows = correct_video(lake, batch_id, in_batch[vid], by_video[vid], load_model, cfg, state, opener)
+        if rows:
+            summary.applied += len(rows)
             summary.videos.append(vid)
-            log(f"{vid}: {n} correction(s) applied")
+            summary.masklets += sorted({(vid, r["masklet_type"], r["masklet_id"]) for r in rows})
+            log(f"{vid}: {len(rows)} correction(s) applied")
     if state.errors:
         for r in state.errors:
             r.setdefault("batch_id", batch_id)
@@ -196,9 +201,9 @@ def check(c: dict, masklets: dict, grid: list[int], n_frames: int, hw: tuple[int
 
 
 def correct_video(lake: Lake, batch_id: str, video: dict, corrections: list[dict], load_model, cfg, state: _State,
-                  opener=None) -> int:
-    """Apply one video's pending corrections (see the module docstring); returns how many were applied.
-    A video not labeled yet in this batch is left for a later run."""
+                  opener=None) -> list[dict]:
+    """Apply one video's pending corrections (see the module docstring); returns their ``masklet_edits``
+    rows. A video not labeled yet in this batch is left for a later run."""
     from sav_assets.lib.label.batch import _existing_run, _local_video, _write_video_parts
     from sav_assets.lib.label.config import LabelingFailed
     from sav_assets.lib.store.source import SourceOpener
@@ -206,17 +211,18 @@ def correct_video(lake: Lake, batch_id: str, video: dict, corrections: list[dict
     vid = video["video_id"]
     run = _existing_run(lake, batch_id, vid)
     if not run or run.get("status") != "labeled":
-        return 0
+        return []
     key = run["label_key"]
     pending = sorted((c for c in corrections if (c["correction_id"], key) not in state.applied),
                      key=lambda c: (c["frame_idx"], str(c["corrected_at"] or ""), c["correction_id"]))
     if not pending:
-        return 0
+        return []
     part = f"{vid}.sam2"
     masklets = {(m["masklet_type"], m["masklet_id"]): m for m in lake.part_rows("masklets", batch_id, part).to_pylist()}
     frames: dict[tuple, list[dict]] = {}
     for f in sorted(lake.part_rows("masklet_frames", batch_id, part).to_pylist(), key=lambda f: f["ann_idx"]):
         frames.setdefault((f["masklet_type"], f["masklet_id"]), []).append(f)
+    orphans = _drop_uncommitted_objects(vid, key, masklets, frames, state)
     rows: list[dict] = []
     try:
         with _local_video(opener or SourceOpener(), video["source_uri"]) as path:
@@ -230,15 +236,29 @@ def correct_video(lake: Lake, batch_id: str, video: dict, corrections: list[dict
     except (LabelingFailed, VideoError) as e:
         for c in pending:
             state.error(_error(c, e.error_class, f"video {vid}: {e}"))
-        return 0
-    if rows:
+        return []
+    if rows or orphans:
         _write_video_parts(lake, batch_id, vid, "sam2", [masklets[k] for k in sorted(masklets)],
                            [f for k in sorted(frames) for f in frames[k]], None)
+    if rows:
         for r in rows:
             r.update(batch_id=batch_id, applied_at=state.now, status="applied", label_key=key)
         name = f"{vid}.edits." + sha256_json(sorted(r["correction_id"] for r in rows) + [key])[:16]
         lake.write_part("masklet_edits", batch_id, name, to_table(rows, MASKLET_EDITS))   # commit marker, last
-    return len(rows)
+    return rows
+
+
+def _drop_uncommitted_objects(vid: str, key: str, masklets: dict, frames: dict, state: _State) -> list[tuple]:
+    """Remove (from ``masklets`` / ``frames``) the objects a correction created whose ``masklet_edits``
+    row was never written (a crash between the two writes): re-applying that correction creates its
+    object again, so it is never there twice. Returns their keys."""
+    made = {(r["masklet_type"], r["masklet_id"]) for r in state.edited if r["status"] == "applied"
+            and r["video_id"] == vid and r["label_key"] == key and r.get("old_area") is None}
+    orphans = [k for k, m in masklets.items() if m.get("source") == SOURCE and k not in made]
+    for k in orphans:
+        del masklets[k]
+        frames.pop(k, None)
+    return orphans
 
 
 class _Retrack:
@@ -277,7 +297,8 @@ class _Retrack:
         stabs = [f["stability_score"] for f in new if f["visible"] and f["stability_score"] is not None]
         edited = state.edited_frames(c["video_id"], mk[0], mk[1], key) | {c["frame_idx"]}
         state.edited.append({"status": "applied", "video_id": c["video_id"], "masklet_type": mk[0],
-                             "masklet_id": mk[1], "label_key": key, "frame_idx": c["frame_idx"]})
+                             "masklet_id": mk[1], "label_key": key, "frame_idx": c["frame_idx"],
+                             "old_area": None if c["masklet_id"] is None else old[a_t]["area"]})
         masklets[mk].update(**masklet_fields.derive([f["area"] for f in new], H, W),
                             masklet_edited_frame_count=len(edited), masklet_cycle_iou=None,
                             masklet_stability_mean=sum(stabs) / len(stabs) if stabs else None,
@@ -290,7 +311,7 @@ class _Retrack:
 
     def _new_masklet(self, mk: tuple, vid: str, key: str) -> dict:
         loaded = self._model()
-        return {"video_id": vid, "masklet_id": mk[1], "masklet_type": mk[0], "source": "sam2_prompted",
+        return {"video_id": vid, "masklet_id": mk[1], "masklet_type": mk[0], "source": SOURCE,
                 "model_name": loaded.model_name, "checkpoint_sha256": loaded.checkpoint_sha256,
                 "config_sha256": loaded.config_sha256, "random_weights": bool(loaded.random_weights),
                 "label_key": key, "sav_fields_json": None}

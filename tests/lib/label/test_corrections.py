@@ -160,3 +160,39 @@ def test_bad_corrections_are_classified_rows_and_the_rest_goes_on(labeled, loade
     # the errors are recorded once, not again on the next run
     assert _apply(lake, video, loaded).applied == 0
     assert len(lake.read_table("masklet_edits", schema=MASKLET_EDITS)) == len(rows)
+
+
+def test_a_crash_before_the_edit_is_recorded_re_applies_a_new_object_once(labeled, loaded, monkeypatch):
+    """The masklets parts are written, then the process dies before the masklet_edits commit marker:
+    the next run re-applies the correction without a second new object (same id, one edit row)."""
+    lake, video = labeled
+    before_m = _masklets(lake, "synth")
+    append_verdicts(lake, [correction_row("synth", None, GRID[T_ANN], box=[10.0, 80.0, 40.0, 110.0])])
+    real_write = Lake.write_part
+
+    def crash_on_commit(self, table, batch, part, tbl, **kw):
+        if table == "masklet_edits" and ".edits." in part:
+            raise RuntimeError("killed before the commit marker")
+        return real_write(self, table, batch, part, tbl, **kw)
+
+    monkeypatch.setattr(Lake, "write_part", crash_on_commit)
+    with pytest.raises(RuntimeError, match="killed"):
+        _apply(lake, video, loaded)
+    monkeypatch.setattr(Lake, "write_part", real_write)
+    crashed_m = _masklets(lake, "synth")
+    assert len(crashed_m) == len(before_m) + 1                      # the masks were written, not the edit
+    assert lake.read_table("masklet_edits", schema=MASKLET_EDITS).num_rows == 0
+
+    s = _apply(lake, video, loaded)
+    assert s.applied == 1 and s.errors == []
+    after_m = _masklets(lake, "synth")
+    (new,) = set(after_m) - set(before_m)                           # one new object, not two
+    assert new == ("prompted", max(k[1] for k in before_m) + 1)
+    assert set(after_m) == set(crashed_m)
+    assert after_m[new]["masklet_edited_frame_count"] == 1
+    f = _frames(lake, "synth")
+    assert sorted(k[2] for k in f if k[:2] == new) == list(range(len(GRID)))   # one row per annotated frame
+    (e,) = lake.read_table("masklet_edits", schema=MASKLET_EDITS).to_pylist()
+    assert (e["status"], e["masklet_type"], e["masklet_id"]) == ("applied", *new)
+    assert _apply(lake, video, loaded).applied == 0                 # and committed: not again
+    assert set(_masklets(lake, "synth")) == set(after_m)
