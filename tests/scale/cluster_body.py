@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -89,7 +90,9 @@ def _tables(root: Path, batch_id: str) -> dict:
     return {"label_runs": [{k: r[k] for k in ("video_id", "status", "error_class", "label_key")} for r in runs],
             "masklet_frames": sorted([r["video_id"], r["masklet_type"], r["masklet_id"], r["frame_idx"], r["counts"]]
                                      for r in frames),
-            "parts": sorted(lk.table_parts("masklet_frames", [batch_id]))}
+            # a consolidated part is named by its generation: compared by folder
+            "parts": sorted(re.sub(r"/consolidated/[^/]+$", "/consolidated/*", p)
+                            for p in lk.table_parts("masklet_frames", [batch_id]))}
 
 
 def _kill_node_while_running(node_name: str, done: threading.Event, out: dict) -> None:
