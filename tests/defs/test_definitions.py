@@ -46,6 +46,7 @@ def test_definitions_load_with_groups_and_checks():
         "splits": "dataset", "eval_layout": "dataset", "training_shards": "dataset",
         "dataset_statistics": "analytics", "compacted_tables": "analytics",
         "takedowns": "governance",
+        "sam2_finetune": "training", "model_evaluation": "training",
     }
     for table in ("videos", "video_quality", "masklets", "masklet_frames", "masklet_qc", "splits", "shards"):
         assert f"gx_{table}" in info["checks"], table
