@@ -3,7 +3,9 @@
 ``LabelingConfig`` takes every labeling default from ``LabelerConfig`` (lib/label/config.py).
 ``masklets`` carries a code_version derived from the SAM 2 spec and the labeling defaults
 (``labels_code_version``), applied when the definitions are built, so the UI marks the labels stale
-after a model swap.
+after a model swap. After labeling, ``masklets`` applies the corrections found under
+``<root>/reviews/`` (lib/label/corrections.py) and only then consolidates the batch's per-video parts,
+so the merge takes the rewritten parts.
 """
 
 import base64
@@ -100,8 +102,8 @@ def annotation_uris(videos: list[dict], objects: list[dict], prefix: str | None)
     pool="gpu",
     description="SAM 2 masklets for the batch's videos that passed quality: automatic (seeded by the mask "
                 "generator, propagated by the video predictor, re-seeded for objects that enter later), "
-                "prompted, and imported SA-V manual/auto annotations. Tables: masklets, masklet_frames, "
-                "label_runs.",
+                "prompted, and imported SA-V manual/auto annotations; reviewers' corrections (<root>/reviews/) "
+                "re-propagate the corrected masklets. Tables: masklets, masklet_frames, label_runs, masklet_edits.",
 )
 def masklets(context: dg.AssetExecutionContext, config: LabelingConfig, lake: LakeResource,
              source: SourceResource, sam2: SAM2Resource) -> dg.MaterializeResult:
@@ -141,6 +143,7 @@ def masklets(context: dg.AssetExecutionContext, config: LabelingConfig, lake: La
                                        log=context.log.info, progress=progress)
     finally:
         runner.close()
+    fixes = apply_review_corrections(lk, batch_id, videos, sam2.load, config.labeler_config(), opener, context.log.info)
     from sav_assets.lib.store.consolidation import consolidate_label_batch
 
     consolidate_label_batch(lk, batch_id, log=context.log.info)   # per-video parts -> one file per batch
@@ -158,8 +161,31 @@ def masklets(context: dg.AssetExecutionContext, config: LabelingConfig, lake: La
         "videos_to_label": len(todo),
         **_summary_metadata(summary),
         **runner_metadata(report),
+        **correction_metadata(fixes),
         **filmstrip_metadata(lk, batch_id, strips),
     })
+
+
+def apply_review_corrections(lk, batch_id: str, videos: list[dict], load_model, cfg, opener, log):
+    """Corrections dropped under <root>/reviews/ (lib/label/corrections.py), applied to the batch's
+    labeled videos before its parts are consolidated (so the merge takes the rewritten parts)."""
+    from sav_assets.lib.label.corrections import apply_corrections
+    from sav_assets.lib.qc.reviews import review_items
+    from sav_assets.lib.store.tables import VIDEOS
+
+    ok = [v for v in lk.read_table("videos", schema=VIDEOS).to_pylist() if v["status"] == "ok"]
+    return apply_corrections(lk, batch_id, [v for v in videos if v["status"] == "ok"], review_items(lk), load_model,
+                             cfg, all_videos=ok, opener=opener, log=log)
+
+
+def correction_metadata(fixes) -> dict:
+    """Corrections applied by this run, masklets re-propagated, and the corrections refused."""
+    md = {"corrections_applied": fixes.applied, "masklets_repropagated": len(fixes.masklets),
+          "correction_errors": len(fixes.errors)}
+    if fixes.errors:
+        md["correction_error_details"] = dg.MetadataValue.md(
+            "\n".join(f"- `{r['error_class']}`: {r['error_message']}" for r in fixes.errors))
+    return md
 
 
 def connect_runner(lk, source: SourceResource):

@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("sam2")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _video_util import make_video  # noqa: E402
+from _video_util import make_video as synth_video  # noqa: E402
 
 from sav_assets.lib.label.batch import label_batch  # noqa: E402
 from sav_assets.lib.label.config import LabelerConfig  # noqa: E402
@@ -51,7 +51,7 @@ def _masklets(lake: Lake, vid: str) -> dict:
 
 @pytest.fixture()
 def labeled(tmp_path, loaded):
-    v = make_video(tmp_path / "synth.mp4", n=N, w=W, h=H, fps=FPS, late_square_from=16)
+    v = synth_video(tmp_path / "synth.mp4", n=N, w=W, h=H, fps=FPS, late_square_from=16)
     video = {**v, "content_sha256": "ab" * 32, "source_uri": str(tmp_path / "synth.mp4"),
              "source_key": "synth.mp4", "batch_id": "b1", "status": "ok"}
     lake = Lake(tmp_path / "lake")
@@ -196,3 +196,94 @@ def test_a_crash_before_the_edit_is_recorded_re_applies_a_new_object_once(labele
     assert (e["status"], e["masklet_type"], e["masklet_id"]) == ("applied", *new)
     assert _apply(lake, video, loaded).applied == 0                 # and committed: not again
     assert set(_masklets(lake, "synth")) == set(after_m)
+
+
+@pytest.mark.timeout(1200)
+def test_masklets_asset_applies_a_correction_file_to_its_consolidated_parts(tmp_path, make_video):
+    """Through the ``masklets`` asset: label two videos (their per-video parts consolidated into one file
+    per table), drop a correction in <root>/reviews/, materialize again: SQL shows the new masks from t
+    on, edited count 1, no duplicate rows, one live file per table; ``masklet_qc`` re-checks the masklet."""
+    import dagster as dg
+
+    from sav_assets.defs.ingest import IngestConfig, QualityConfig, raw_videos, video_quality
+    from sav_assets.defs.label import LabelingConfig, masklets
+    from sav_assets.defs.partitions import batches
+    from sav_assets.defs.qc import QCConfig, masklet_qc
+    from sav_assets.lib.ingest.batches import claim_batch, plan_batch
+    from sav_assets.lib.store.catalog import query
+    from sav_assets.lib.store.lake import is_consolidated
+    from sav_assets.lib.store.tables import MASKLET_QC
+    from sav_assets.resources import LakeResource, SAM2Resource, SourceResource
+
+    src = tmp_path / "src"
+    make_video(src / "Street Cam.mp4", seconds=1.0, width=320, height=240, seed=3)
+    make_video(src / "other.mp4", seconds=1.0, width=320, height=240, seed=4)
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"file_name": "Street Cam.mp4", "frame_idx": 0, "obj_id": 5,
+                                   "box": [40, 40, 200, 180]}) + "\n")
+    lake_res, source_res = LakeResource(root=str(tmp_path / "lake")), SourceResource(uri=str(src), settle_seconds=0)
+    lk = lake_res.lake()
+    batch_id = claim_batch(lk, plan_batch(source_res.source(), lk, settle_seconds=0).manifest()).batch_id
+    res = {"lake": lake_res, "source": source_res, "sam2": SAM2Resource(config="tiny", image_size=128, device="cpu")}
+    labeling = LabelingConfig(prompts_uri=str(prompts), points_per_side=2, points_per_batch=4, max_objects=1,
+                              reseed_every=0, cycle_check=False, isolate_decode=False, prefetch=False, overlay_width=0)
+    frames_sql = ("SELECT masklet_id, ann_idx, frame_idx, area, visible, counts FROM masklet_frames "
+                  "WHERE video_id = ? AND masklet_type = 'prompted' ORDER BY masklet_id, ann_idx")
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(batches.name, [batch_id])
+
+        def run(asset, config):
+            ctx = dg.build_asset_context(partition_key=batch_id, instance=instance)
+            out = asset(context=ctx, config=config, **{k: res[k] for k in asset.required_resource_keys if k in res})
+            return {k: getattr(v, "value", v) for k, v in out.metadata.items()}
+
+        run(raw_videos, IngestConfig())
+        run(video_quality, QualityConfig(min_short_side=200, min_duration_s=0.5))
+        first = run(masklets, labeling)
+        assert first["videos_labeled"] == 2 and first["corrections_applied"] == 0
+        qc_before = run(masklet_qc, QCConfig())
+        (vid,) = [r["video_id"] for r in query(lk, "SELECT video_id FROM videos WHERE source_key = ?",
+                                                    ["Street Cam.mp4"]).to_pylist()]
+        before = query(lk, frames_sql, [vid]).to_pylist()
+        total = query(lk, "SELECT count(*) AS n FROM masklet_frames").to_pylist()[0]["n"]
+        grid = [r["frame_idx"] for r in before]
+        assert [r["masklet_id"] for r in before] == [5] * len(grid) and len(grid) >= 4
+        for table in ("masklets", "masklet_frames"):
+            assert len(lk.table_parts(table)) == 1 and is_consolidated(lk.table_parts(table)[0])
+
+        t = 2                                               # annotated frame 2 (source frame grid[2])
+        append_verdicts(lk, [correction_row("Street Cam.mp4", 5, grid[t], masklet_type="prompted",
+                                            points=[[300.0, 220.0], [100.0, 100.0]], labels=[1, 0],
+                                            reviewer="ana", note="misses the corner")])
+        second = run(masklets, labeling)
+        assert second["videos_labeled"] == 0 and second["videos_skipped_already_labeled"] == 2
+        assert (second["corrections_applied"], second["masklets_repropagated"], second["correction_errors"]) == (1, 1, 0)
+        qc_after = run(masklet_qc, QCConfig())
+
+    after = query(lk, frames_sql, [vid]).to_pylist()
+    assert [(r["ann_idx"], r["frame_idx"]) for r in after] == [(r["ann_idx"], r["frame_idx"]) for r in before]
+    assert after[:t] == before[:t]                                             # unchanged before t
+    assert after[t] != before[t]                                               # the click changed frame t
+    assert query(lk, "SELECT count(*) AS n FROM masklet_frames").to_pylist()[0]["n"] == total
+    dups = query(lk, "SELECT video_id, masklet_type, masklet_id, ann_idx, count(*) AS n FROM masklet_frames "
+                     "GROUP BY ALL HAVING count(*) > 1").num_rows
+    assert dups == 0
+    counts = query(lk, "SELECT video_id, masklet_type, masklet_id, masklet_edited_frame_count AS e, count(*) AS n "
+                       "FROM masklets GROUP BY ALL ORDER BY ALL").to_pylist()
+    assert all(r["n"] == 1 for r in counts)
+    assert [(r["masklet_id"], r["e"]) for r in counts if r["video_id"] == vid and r["masklet_type"] == "prompted"] \
+        == [(5, 1)]
+    assert all(r["e"] == 0 for r in counts if (r["video_id"], r["masklet_type"]) != (vid, "prompted"))
+    (edit,) = query(lk, "SELECT status, masklet_id, frame_idx, reviewer FROM masklet_edits").to_pylist()
+    assert edit == {"status": "applied", "masklet_id": 5, "frame_idx": grid[t], "reviewer": "ana"}
+    for table in ("masklets", "masklet_frames"):                               # merged again: one live file
+        assert len(lk.table_parts(table)) == 1 and is_consolidated(lk.table_parts(table)[0])
+
+    # masklet_qc re-checked the corrected masklet on its new masks
+    qc = {(r["video_id"], r["masklet_type"], r["masklet_id"]): r
+          for r in lk.read_table("masklet_qc", schema=MASKLET_QC).to_pylist()}
+    row = qc[(vid, "prompted", 5)]
+    visible = [r["area"] for r in after if r["visible"]]
+    assert row["visible_frames"] == len(visible)
+    assert row["mean_area"] == pytest.approx(sum(visible) / len(visible) if visible else 0.0)
+    assert qc_before["masklets_checked"] == qc_after["masklets_checked"] == len(counts)
