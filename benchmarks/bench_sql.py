@@ -4,8 +4,8 @@ read-only connection `sav-assets sql` uses; the lookup also through the pipeline
 Targets: each statistic < 1 s, ``select * from masklet_frames where video_id = ?`` < 20 ms (2 cores).
 First the lake's big tables are compacted (``sav-assets compact``: a few globally sorted files with
 64Ki-row groups; timed and printed), then every query runs through the views. The lookup is also
-timed over the batch parts as the pipeline writes them (one file per batch, each sorted, i.e. the
-view before compaction) and over the baseline ``tables/masklet_frames_unsorted`` (the same rows
+timed over the files labeling leaves (``gen_savscale.py --layout``: one consolidated part per batch
+now, one part per video before consolidation; i.e. the view before compaction) and over the baseline ``tables/masklet_frames_unsorted`` (the same rows
 shuffled within each batch, pyarrow's default 1Mi-row row groups: a writer that neither sorts nor
 sizes row groups, nor compacts). Prints Markdown tables; ratios are baseline time / ours.
 
@@ -97,7 +97,8 @@ def main(argv=None) -> int:
     piped, n_piped = lookups(LOOKUP, lambda v: [v], "pipeline view", pipeline)
     assert n_piped == n_ours, (n_piped, n_ours)
     parts_sql = "select * from read_parquet(?, union_by_name = true) where video_id = ?"
-    parts, n_parts = lookups(parts_sql, lambda v: [lake.table_glob("masklet_frames"), v], "parts", pipeline)
+    live = [lake.uri(r) for r in lake.table_parts("masklet_frames")]   # the files labeling left (any layout)
+    parts, n_parts = lookups(parts_sql, lambda v: [live, v], "parts", pipeline)
     assert n_parts == n_ours, (n_parts, n_ours)
     base_glob = lake.uri("tables/masklet_frames_unsorted") + "/*/*.parquet"
     have_base = any(Path(lake.uri("tables/masklet_frames_unsorted")).glob("*/*.parquet"))
@@ -129,6 +130,10 @@ def main(argv=None) -> int:
                       "target": f"< {target * 1e3:.0f} ms", "pass": "pass" if passed else "FAIL", "rows": f"{nr:,}"})
     print_table(table)
     n_files = len(lake.table_parts("masklet_frames"))
+    merged = sum("/consolidated/" in r for r in lake.table_parts("masklet_frames"))
+    files_layout = ("one consolidated part per batch, 128Ki-row groups" if merged == n_files else
+                    "one part per batch" if all(r.endswith("/part-0.parquet") for r in lake.table_parts("masklet_frames"))
+                    else "one part per video (before consolidation)")
     ptr = read_pointer(lake, "masklet_frames")
 
     def ms(xs):
@@ -147,7 +152,7 @@ def main(argv=None) -> int:
         ("view through the pipeline's connection (DuckDB's own Parquet reader)", ms(piped),
          ratio(base, piped) if have_base else "-"),
         ("view, fresh read-only connection per lookup (one-shot CLI cost)", ms(oneshot), "-"),
-        (f"batch parts as written ({n_files} files, each sorted, 64Ki-row groups)", ms(parts),
+        (f"labeling's files as written ({n_files} files: {files_layout}, no compaction)", ms(parts),
          ratio(base, parts) if have_base else "-"),
     ]
     if have_base:

@@ -8,6 +8,14 @@ with ``--row-group-size`` rows per row group for masklet_frames. RLE ``counts`` 
 the RLE alphabet with a log-normal length (median ``--counts-median`` characters), so they compress
 like real counts do (hardly at all); the sizes are consistent with the chosen resolution.
 
+``--layout`` picks the files labeling leaves: ``per-batch`` (default, what the pipeline writes now:
+after a batch's labeling its per-video parts of masklets / masklet_frames are merged into one
+``tables/<table>/<batch>/consolidated/<generation>.parquet`` with the per-video manifest in its footer,
+128Ki-row groups, see ``sav_assets.lib.store.consolidation``), ``per-video`` (what labeling wrote
+before: one ``<video_id>.sam2.parquet`` per video and table, ~51k files per table at scale 1.0) or
+``part-0`` (one ``part-0.parquet`` per batch, the layout earlier SQL figures assumed). The other
+tables are one part per batch in every layout.
+
 ``--baseline`` also writes ``tables/masklet_frames_unsorted/``: the same rows shuffled within each
 batch, with pyarrow's default (1Mi-row) row groups, for the lookup baseline in bench_sql.py.
 
@@ -168,6 +176,33 @@ def conform(tbl: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.table(cols, schema=schema)
 
 
+PER_VIDEO_TABLES = ("masklets", "masklet_frames")     # written per video by lib/label/batch.py
+
+
+def write_labels(lake: Lake, name: str, batch: str, tbl: pa.Table, layout: str, rg: int) -> None:
+    """One batch of a per-video table in ``layout`` (rows sorted by video_id: each video is one run)."""
+    import json
+    import os
+
+    from sav_assets.lib.store.consolidation import ROW_GROUP_ROWS
+    from sav_assets.lib.store.lake import MANIFEST_KEY
+
+    vids = np.asarray(tbl.column("video_id").to_numpy(zero_copy_only=False))
+    _, starts = np.unique(vids, return_index=True)
+    bounds = sorted(starts.tolist()) + [tbl.num_rows]
+    runs = [(str(vids[a]), a, b - a) for a, b in zip(bounds, bounds[1:])]
+    if layout == "per-video":
+        for vid, a, n in runs:
+            lake.write_part(name, batch, f"{vid}.sam2", tbl.slice(a, n), row_group_size=rg)
+        return
+    parts = {f"{vid}.sam2": {"rows": [a, n], "version": "generated"} for vid, a, n in runs}
+    out = lake.local_path(f"tables/{name}/{batch}/consolidated/00000000T000000000000Z-generated.parquet")
+    os.makedirs(out.parent, exist_ok=True)
+    with pq.ParquetWriter(str(out), tbl.schema, compression="zstd", write_statistics=True) as w:
+        w.write_table(tbl, row_group_size=ROW_GROUP_ROWS)
+        w.add_key_value_metadata({MANIFEST_KEY: json.dumps({"files": {}, "parts": parts})})
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="lake root to write (a local folder)")
@@ -177,6 +212,8 @@ def main(argv=None) -> int:
     ap.add_argument("--counts-median", type=float, default=40.0, help="median RLE counts length (chars)")
     ap.add_argument("--baseline", action="store_true", help="also write the shuffled, big-row-group copy")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--layout", choices=["per-batch", "per-video", "part-0"], default="per-batch",
+                    help="files of masklets / masklet_frames (see the docstring)")
     args = ap.parse_args(argv)
 
     lake = Lake(args.out)
@@ -193,7 +230,10 @@ def main(argv=None) -> int:
         for name, tbl in tbls.items():
             tbl = conform(tbl, tables.SCHEMAS[name])
             rg = args.row_group_size if name == "masklet_frames" else 128 * 1024
-            lake.write_part(name, batch, "part-0", tbl, row_group_size=rg)   # already sorted
+            if name in PER_VIDEO_TABLES and args.layout != "part-0":
+                write_labels(lake, name, batch, tbl, args.layout, rg)
+            else:
+                lake.write_part(name, batch, "part-0", tbl, row_group_size=rg)   # already sorted
             totals[name] = totals.get(name, 0) + tbl.num_rows
         if args.baseline:
             fr = conform(tbls["masklet_frames"], tables.MASKLET_FRAMES)
@@ -208,8 +248,10 @@ def main(argv=None) -> int:
     for name, n in totals.items():
         print(f"  {name:16s} {n:>12,} rows")
     print(f"  masklet_frames on disk: {size / 1e9:.2f} GB, row groups of {args.row_group_size:,} rows")
-    meta = pq.ParquetFile(lake.uri("tables/masklet_frames/sav_000/part-0.parquet")).metadata
-    print(f"  first part: {meta.num_rows:,} rows in {meta.num_row_groups} row groups")
+    first = lake.table_parts("masklet_frames", ["sav_000"])[0]
+    meta = pq.ParquetFile(lake.uri(first)).metadata
+    print(f"  layout {args.layout}: {len(lake.table_parts('masklet_frames')):,} masklet_frames files; "
+          f"first: {first} ({meta.num_rows:,} rows in {meta.num_row_groups} row groups)")
     return 0
 
 
