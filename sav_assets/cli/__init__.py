@@ -9,6 +9,8 @@
   sav-assets export-sav --train [--masklet-type auto]   SAM 2's training layout (24 fps JPEGs + JSON + list)
   sav-assets compact [--root URI]                 rewrite the big tables into a few sorted files
   sav-assets review accept|reject VIDEO TYPE ID  a human verdict on a masklet (VIDEO: id, file name, URI, SHA-256)
+  sav-assets review correct VIDEO ID|new --frame T --point X,Y[,L] | --box X0,Y0,X1,Y1
+                                                  clicks on frame T: the next run re-propagates the masklet
   sav-assets takedown TARGET --reason TEXT       remove a video (id, URI or SHA-256) and all derived from it
   sav-assets init-home [--postgres-url URL]       write $DAGSTER_HOME/dagster.yaml (gpu pool limit; PostgreSQL
                                                   storage with a URL) if missing, initialise the instance once

@@ -200,6 +200,18 @@ def check(c: dict, masklets: dict, grid: list[int], n_frames: int, hw: tuple[int
     return None
 
 
+def correction_problem(raw: dict, video_id: str, masklets, grid: list[int], n_frames: int,
+                       hw: tuple[int, int]) -> str | None:
+    """What the next run would refuse in the correction row ``raw`` for video ``video_id`` (its
+    ``(masklet_type, masklet_id)`` keys, annotation grid, frame count and ``(H, W)``), or None: the
+    checks ``sav-assets review correct`` runs before writing anything."""
+    try:
+        c = _parse("", 0, raw)
+    except (ValueError, TypeError) as e:
+        return str(e)
+    return check({**c, "video_id": video_id}, set(masklets), grid, n_frames, hw)
+
+
 def correct_video(lake: Lake, batch_id: str, video: dict, corrections: list[dict], load_model, cfg, state: _State,
                   opener=None) -> list[dict]:
     """Apply one video's pending corrections (see the module docstring); returns their ``masklet_edits``
