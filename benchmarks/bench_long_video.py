@@ -39,6 +39,9 @@ frame), alternating, ``--repeats`` times; it prints each one's median seconds an
 
     .venv/bin/python benchmarks/bench_long_video.py --decode --seconds 20 --width 640 --height 360
 
+(Both measurements live in this one script, past ~400 lines, because they share the rendered and
+cached long video and its helpers.)
+
 Needs only torch, sam2, numpy, PIL, psutil, decord, av and ``sav_assets.lib`` (no Dagster).
 """
 
