@@ -82,7 +82,7 @@ MASKLETS = pa.schema([
     ("masklet_edited_frame_count", pa.int32()),
     ("masklet_stability_mean", pa.float64()),
     ("masklet_stability_min", pa.float64()),
-    ("source", pa.string()),          # sam2_auto | sam2_prompted | sav_import
+    ("source", pa.string()),          # sam2_auto | sam2_prompted | sav_import | sam2_correction (a new object)
     ("model_name", pa.string()),
     ("checkpoint_sha256", pa.string()),
     ("config_sha256", pa.string()),
