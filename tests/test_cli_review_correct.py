@@ -38,7 +38,9 @@ def test_review_correct_writes_a_file_that_the_next_run_applies(lake_with_videos
     assert main(["review", "correct", "synth.mp4", str(mid), "--frame", str(t), "--point", "80,50",
                  "--point", "20,20,0", "--masklet-type", mtype, "--reviewer", "ana", "--note", "leaks",
                  "--root", root]) == 0
-    assert f"correct synth {mtype} masklet {mid} from frame {t}: written to" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"correct synth {mtype} masklet {mid} from frame {t}: written to" in out
+    assert "applied by the next masklets run of batch b1: sav-assets run --batch b1" in out
     (f,) = lake.list("reviews")
     (row,) = [json.loads(line) for line in lake.get_bytes(f).decode().splitlines()]
     assert {k: row[k] for k in ("kind", "video", "masklet_type", "masklet_id", "frame_idx", "points", "labels",

@@ -12,8 +12,8 @@ it in ``masklet_reviews`` and splits and shards honour it (:mod:`sav_assets.lib.
 run will check it (the video, the masklet, T on the video's annotation grid, points and box inside
 the frame: :func:`sav_assets.lib.label.corrections.correction_problem`); a problem is one line on
 stderr, exit code 2, nothing written. Else one correction row goes to a new file under
-``<root>/reviews/``; the next run's ``masklets`` step re-propagates the masklet from T on
-(:mod:`sav_assets.lib.label.corrections`).
+``<root>/reviews/``; the next ``masklets`` run of the video's batch (``sav-assets run --batch B``, or
+the partition in the UI) re-propagates the masklet from T on (:mod:`sav_assets.lib.label.corrections`).
 """
 
 from __future__ import annotations
@@ -158,6 +158,6 @@ def cmd_correct(args) -> int:
         raise UsageError(problem)
     uri = append_verdicts(lk, [row])
     what = "new object" if mid is None else f"{row['masklet_type']} masklet {mid}"
-    print(f"correct {vid} {what} from frame {frame}: written to {uri} "
-          "(applied by the next run's masklets step)")
+    print(f"correct {vid} {what} from frame {frame}: written to {uri} (applied by the next masklets run "
+          f"of batch {video['batch_id']}: sav-assets run --batch {video['batch_id']})")
     return 0
