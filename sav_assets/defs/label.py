@@ -42,6 +42,8 @@ class LabelingConfig(dg.Config):
     min_area_frac: float = lib_field(L, "min_area_frac", "seeds smaller than this fraction of the frame are dropped")
     max_objects: int = lib_field(L, "max_objects", "masklets per video at most (prompted ones are always kept)")
     reseed_every: int = lib_field(L, "reseed_every", "annotated frames between re-seeding; 0: seed on frame 0 only")
+    seed_policy: str = lib_field(L, "seed_policy", "where re-seeding prompts the mask generator: uncovered (grid "
+                                 "points no tracked mask covers), grid (every point), first_frame (frame 0 only)")
     new_object_max_overlap: float = lib_field(L, "new_object_max_overlap", "a seed covered by tracked masks "
                                               "below this fraction starts a new masklet")
     chunk_frames: int = lib_field(L, "chunk_frames", "annotated frames decoded and held at once")
@@ -49,10 +51,13 @@ class LabelingConfig(dg.Config):
     offload_state_to_cpu: bool = lib_field(L, "offload_state_to_cpu", "keep the tracking state on the host")
     max_memory_frames: int = lib_field(L, "max_memory_frames", "non-conditioning frame outputs kept per cohort")
     cycle_check: bool = lib_field(L, "cycle_check", "backward propagation agreement (masklet_cycle_iou)")
+    cycle_frames: int = lib_field(L, "cycle_frames", "annotated frames the backward check covers from the last one, "
+                                  "on the forward pass's features; 0: the whole video, re-encoded")
     isolate_decode: bool = lib_field(L, "isolate_decode", "decode in a subprocess (crash/hang isolation)")
     decode_timeout_s: float = lib_field(L, "decode_timeout_s", "per chunk, isolated decoding only")
     prefetch: bool = lib_field(L, "prefetch", "decode the next chunk while the current one is tracked")
     overlay_width: int = lib_field(L, "overlay_width", "sample overlay PNG width (0: no overlay)")
+    writer_depth: int = lib_field(L, "writer_depth", "frames of masks queued to the host-copy / RLE thread (0: inline)")
     import_max_masklets: int = lib_field(L, "import_max_masklets", "an SA-V file with more masklets is refused")
     import_max_frames: int = lib_field(L, "import_max_frames", "an SA-V file with more annotated frames is refused")
     prompts_uri: str | None = Field(default=None, description="JSONL/CSV/JSON of point/box prompts; unset: "

@@ -55,6 +55,11 @@ class BatchLabelSummary:
     overlay_video: str | None = None
 
 
+# label_runs columns copied from label_video's stats (what labeling the video cost)
+_COST_COLUMNS = ("seed_policy", "encoder_calls", "encoder_calls_per_frame", "decoder_passes", "seed_prompts",
+                 "prompts", "decode_wait_s", "host_copy_s", "rle_s")
+
+
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
@@ -239,7 +244,7 @@ def label_batch(lake: Lake, batch_id: str, videos: list[dict], annotations: dict
                    "frames_labeled": int(st.get("frames_labeled", 0)), "seconds": secs,
                    "peak_host_mb": st.get("peak_host_mb"), "peak_gpu_mb": st.get("peak_gpu_mb"),
                    "model_name": loaded.model_name, "random_weights": loaded.random_weights,
-                   "finished_at": _now()}
+                   "finished_at": _now(), **{c: st.get(c) for c in _COST_COLUMNS}}
         _write_video_parts(lake, batch_id, vid, "sam2", res.masklets, res.frames, run_row)
         summary.labeled.append(vid)
         for m in res.masklets:

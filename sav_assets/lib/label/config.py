@@ -31,6 +31,7 @@ class LabelerConfig:
     min_area_frac: float = 1e-4          # seeds smaller than this fraction of the frame are dropped
     max_objects: int = 64                # cap on masklets per video (prompted ones are always kept)
     reseed_every: int = 8                # annotated frames between re-seeding; 0 = seed on frame 0 only
+    seed_policy: str = "uncovered"       # uncovered (grid points no tracked mask covers) | grid | first_frame
     new_object_max_overlap: float = 0.3  # seed starts a new masklet if covered by tracked masks below this
     # execution
     chunk_frames: int = 16               # annotated frames decoded and held at once (x3 in flight)
@@ -38,10 +39,13 @@ class LabelerConfig:
     offload_state_to_cpu: bool = False   # keep memory features / mask logits of the state on the host
     max_memory_frames: int = 16          # non-conditioning frame outputs kept per cohort
     cycle_check: bool = True             # backward propagation agreement -> masklet_cycle_iou
+    cycle_frames: int = 16               # annotated frames the backward pass covers, from the last one, on
+    #                                      the forward pass's cached features; 0 = the whole video, re-encoded
     isolate_decode: bool = True          # decode in a subprocess (crash/hang isolation)
     decode_timeout_s: float = 300.0      # per chunk, isolated decoding only
     prefetch: bool = True                # decode the next chunk while the current one is tracked
     overlay_width: int = 512             # sample overlay PNG width (0 = no overlay)
+    writer_depth: int = 4                # frames of masks queued to the host-copy / RLE thread (0 = inline)
     # SA-V annotation import: what one file may add (SA-V: a few dozen masklets, <= ~2 min at 6 fps)
     import_max_masklets: int = 256       # masklets per video in one _manual/_auto.json
     import_max_frames: int = 1800        # annotated frames per masklet (5 min at 6 fps)
@@ -51,7 +55,7 @@ class LabelerConfig:
 _RESULT_FIELDS = (
     "target_fps", "points_per_side", "pred_iou_thresh", "stability_score_thresh", "box_nms_thresh",
     "min_mask_region_area", "min_area_frac", "max_objects", "reseed_every", "new_object_max_overlap",
-    "max_memory_frames", "cycle_check",
+    "max_memory_frames", "cycle_check", "seed_policy", "cycle_frames",
 )
 
 

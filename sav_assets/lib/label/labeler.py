@@ -20,7 +20,9 @@ How it works
   normalised on the compute device when it is processed; no float copy of the video ever exists.
   The tracker sees the annotated frames as consecutive frames, which is how SAM 2 was trained on SA-V.
 * Auto masklets: the mask generator seeds objects where the :class:`SeedPolicy` says (annotated
-  frame 0 and every ``cfg.reseed_every`` annotated frames, reusing the tracker's backbone features);
+  frame 0 and every ``cfg.reseed_every`` annotated frames, reusing the tracker's backbone features;
+  with the default ``cfg.seed_policy`` ``uncovered`` it is prompted only at the grid points no
+  tracked mask covers, ``grid`` prompts every point, ``first_frame`` seeds frame 0 only);
   a generated mask covered by the union of the tracked masks by less than
   ``cfg.new_object_max_overlap`` starts a new masklet, so objects entering later get
   ``masklet_first_appeared_frame > 0``. Auto masklet ids follow the prompted objects' ids.
@@ -35,7 +37,17 @@ How it works
   frames live one chunk at a time, and ``offload_state_to_cpu`` keeps memory features on the host.
   Because the tracking state is carried across chunks, chunking never changes the labels: identity
   is kept across chunk boundaries exactly.
-* Cycle check (``cfg.cycle_check``): see :mod:`sav_assets.lib.label.cycle`.
+* Cycle check (``cfg.cycle_check``): see :mod:`sav_assets.lib.label.cycle`; it runs on the forward
+  pass's cached backbone features (the last ``cfg.cycle_frames`` annotated frames), so labeling runs
+  ONE image-encoder pass per annotated frame.
+* Off the critical path: each frame's masks are upsampled and copied to the host (on CUDA: pinned
+  memory, ``non_blocking`` copies behind an event) and RLE-encoded on one :class:`RecordWriter`
+  thread behind a queue of ``cfg.writer_depth`` frames; only a seeding frame waits for its masks (the
+  generator needs their union). ``torch.compile`` of the image encoder is the model's
+  (``ModelSpec.compile`` / ``SAV_SAM2_COMPILE``): it belongs to the loaded model, not to one run.
+* Cost counters (``stats``, ``label_runs`` columns): ``encoder_calls`` (and per annotated frame),
+  ``decoder_passes`` (tracking steps + generator batches), ``seed_prompts`` / ``prompts``,
+  ``decode_wait_s``, ``host_copy_s``, ``rle_s``.
 * Failures are :class:`LabelingFailed` with an error class of :mod:`sav_assets.lib.video.errors`:
   the decoder's own (``decode_error``, ``decoder_timeout``, ``decoder_crash``), ``empty_video``,
   ``bad_prompt``; CUDA out-of-memory is retried once with offloading on and smaller chunks, then
@@ -44,11 +56,14 @@ How it works
   SAM 2 / torch) is a bug, not data: it is raised as it is and fails the step, because it would fail
   every video the same way (``tests/lib/label/test_batch_errors.py`` pins this).
 
-torch / sam2 / decord are imported inside functions: importing this module is cheap.
+A little over the house's ~400 lines: the forward pass and the callbacks it hands to the writer
+thread share its state and read best side by side. torch / sam2 / decord are imported inside
+functions: importing this module is cheap.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -62,8 +77,8 @@ from sav_assets.lib.label.config import MODES, LabelerConfig, LabelingFailed, La
 from sav_assets.lib.label.cycle import cycle_ious
 from sav_assets.lib.label.planning import PromptPlan, plan_prompts, point_inputs
 from sav_assets.lib.label.prompts import Prompt
-from sav_assets.lib.label.records import MaskletRecords, rows
-from sav_assets.lib.label.tracker import Tracker, to_video_res
+from sav_assets.lib.label.records import MaskletRecords, RecordWriter, rows
+from sav_assets.lib.label.tracker import FeatureCache, HostMasks, Tracker
 from sav_assets.lib.sav import fields as masklet_fields
 from sav_assets.lib.sav import rle
 from sav_assets.lib.util import sha256_file
@@ -188,9 +203,16 @@ class _Sample(NamedTuple):
 
 
 class _ForwardPass:
-    """The forward pass over the annotated frames: tracking, prompts, seeding, records."""
+    """The forward pass over the annotated frames: tracking, prompts, seeding, records.
+
+    One image-encoder pass per annotated frame that has work; its features are cached for the
+    cycle pass (:class:`FeatureCache`, the last ``cfg.cycle_frames``). Masks go to the host and to
+    RLE on the :class:`RecordWriter` thread, which alone changes the records.
+    """
 
     def __init__(self, loaded, job: _Job, cfg: LabelerConfig, meter: _Meter):
+        import torch
+
         self.job, self.cfg, self.meter = job, cfg, meter
         self.S = int(loaded.image_size)
         self.device = loaded.model.device
@@ -198,23 +220,42 @@ class _ForwardPass:
         T = len(job.grid)
         self.tracker = Tracker(loaded, T, offload_state=cfg.offload_state_to_cpu,
                                max_memory_frames=cfg.max_memory_frames)
+        self.cache = FeatureCache(cfg.cycle_frames if cfg.cycle_check else 0, self.tracker.storage, self.device)
         self.policy = seeding.SeedPolicy.from_config(cfg, enabled=job.use_auto)
         self.gen = seeding.make_generator(loaded, cfg) if job.use_auto else None
         self.recs = MaskletRecords(T)
+        self.masklets = 0                            # masklets started so far (the driver's count)
         self.next_auto = job.plan.next_free_id
         self.sample = _Sample(-1, None, None)
         self.hw: tuple[int, int] | None = None       # decoded frame size (masks use it)
-        self.last_masks: dict[int, np.ndarray] = {}  # forward masks on the last annotated frame
+        self.counters = {"seed_prompts": 0, "prompts": 0, "decode_wait_s": 0.0, "host_copy_s": 0.0,
+                         "rle_s": 0.0}
+        self.writer = RecordWriter(cfg.writer_depth, init=torch.inference_mode)
         self.decode_stats: dict = {}
         self.decode_kw = {"isolate": cfg.isolate_decode, "timeout_s": cfg.decode_timeout_s,
                           "prefetch": cfg.prefetch, "stats": self.decode_stats}
 
     def run(self, video_path: str) -> None:
+        ok = False
+        try:
+            self._run(video_path)
+            ok = True
+        finally:
+            self.writer.close(raise_error=ok)
+        if self.hw is None:
+            raise LabelingFailed(DECODE_ERROR, f"{self.job.video_id}: no frames decoded")
+
+    def _run(self, video_path: str) -> None:
         import torch
 
         cfg = self.cfg
-        for chunk in iter_frame_chunks(video_path, self.job.grid, cfg.chunk_frames, first_chunk=8,
-                                       **self.decode_kw):
+        chunks = iter_frame_chunks(video_path, self.job.grid, cfg.chunk_frames, first_chunk=8, **self.decode_kw)
+        while True:
+            t0 = time.perf_counter()
+            chunk = next(chunks, None)
+            self.counters["decode_wait_s"] += time.perf_counter() - t0
+            if chunk is None:
+                break
             frames = chunk.frames
             if not cfg.offload_video_to_cpu and self.cuda:
                 frames = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device, non_blocking=True)
@@ -222,8 +263,6 @@ class _ForwardPass:
                 self.frame(chunk.start + j, frames[j], chunk.frames[j])
                 self.meter.tick()
             del frames
-        if self.hw is None:
-            raise LabelingFailed(DECODE_ERROR, f"{self.job.video_id}: no frames decoded")
 
     def _set_hw(self, frame: np.ndarray) -> None:
         self.hw = (int(frame.shape[0]), int(frame.shape[1]))
@@ -236,54 +275,86 @@ class _ForwardPass:
         """Annotated frame ``a`` (on the compute device, and on the host for seeding / the overlay)."""
         if self.hw is None:
             self._set_hw(frame_host)
-        seeds_here = self.policy.seeds_at(a, len(self.recs))
+        seeds_here = self.policy.seeds_at(a, self.masklets)
         todo = self.job.plan.at(a)
         if not self.tracker.cohorts and not seeds_here and not todo:
             return
         bb = self.tracker.backbone(frame_dev)
+        self.cache.put(a, bb)
         per_obj = self.tracker.track(a, bb)
         self._apply_prompts(a, bb, todo, per_obj)
         ids = self.tracker.ids
-        masks, stab, ious = to_video_res(per_obj, ids, self.hw)
-        for k, (oid, enc) in enumerate(zip(ids, rle.encode_many_wh(masks))):
-            self.recs.put(oid, a, enc, ious[k], stab[k])
+        host = HostMasks(per_obj, ids, self.hw)
+        union = None
+        if seeds_here and ids:          # the seeding needs this frame's masks now
+            union = host.get()[0].any(axis=0).T
+        self.writer.submit(functools.partial(self._record, a, host))
         if seeds_here:
-            self._seed(a, bb, frame_host, [masks[k].T for k in range(len(ids))])
-        nvis = len(self.recs.visible_at(a))
-        if nvis > self.sample.visible and self.cfg.overlay_width:
-            self.sample = _Sample(nvis, a, _small(frame_host, self.cfg.overlay_width))
-        if a == len(self.job.grid) - 1:
-            self.last_masks = {oid: masks[k].T for k, oid in enumerate(ids)}
+            self._seed(a, bb, frame_host, union)
+        if self.cfg.overlay_width:
+            self.writer.submit(functools.partial(self._pick_sample, a, frame_host))
 
+    # -- on the writer thread --------------------------------------------------------------------
+    def _record(self, a: int, host: HostMasks) -> None:
+        masks, stab, ious = host.get()
+        t0 = time.perf_counter()
+        encs = rle.encode_many_wh(masks)
+        self.counters["rle_s"] += time.perf_counter() - t0
+        self.counters["host_copy_s"] += host.seconds
+        for k, (oid, enc) in enumerate(zip(host.ids, encs)):
+            self.recs.put(oid, a, enc, ious[k], stab[k])
+
+    def _record_seeds(self, a: int, ids: list[int], seeds: list) -> None:
+        t0 = time.perf_counter()
+        encs = [rle.encode(s.mask) for s in seeds]
+        self.counters["rle_s"] += time.perf_counter() - t0
+        for oid, s, r in zip(ids, seeds, encs):
+            self.recs.new(oid, "auto", a)
+            self.recs.put(oid, a, (r, rle.area(r), rle.bbox(r)), s.predicted_iou, s.stability_score)
+
+    def _pick_sample(self, a: int, frame_host: np.ndarray) -> None:
+        nvis = len(self.recs.visible_at(a))
+        if nvis > self.sample.visible:
+            self.sample = _Sample(nvis, a, _small(frame_host, self.cfg.overlay_width))
+
+    # -- on the driver's thread ------------------------------------------------------------------
     def _apply_prompts(self, a: int, bb: dict, todo: list, per_obj: dict) -> None:
         """New prompted objects start a cohort on frame ``a``; prompts for tracked ones correct them."""
         H0, W0 = self.job.row_hw
         new_items = []
         for pp in todo:
             pin = point_inputs(pp.prompt, H0, W0, self.S, self.device)
+            self.counters["prompts"] += 1
             if pp.is_new:
                 new_items.append((pp.obj_id, pin))
             else:
                 per_obj[pp.obj_id] = self.tracker.correct(a, bb, pp.obj_id, pin)
         if new_items:
             per_obj.update(self.tracker.add_points(a, bb, new_items))
+            self.masklets += len(new_items)
             for oid, _ in new_items:
-                self.recs.new(oid, "prompted", a)
+                self.writer.submit(functools.partial(self.recs.new, oid, "prompted", a))
 
-    def _seed(self, a: int, bb: dict, frame_host: np.ndarray, tracked: list[np.ndarray]) -> None:
-        """Run the mask generator on frame ``a``; the seeds the policy picks start auto masklets."""
-        seeds = seeding.generate_seeds(self.gen, self.tracker, bb, frame_host, self.policy)
-        pick = self.policy.pick(seeds, tracked, len(self.recs))
+    def _seed(self, a: int, bb: dict, frame_host: np.ndarray, union: np.ndarray | None) -> None:
+        """Run the mask generator on frame ``a`` at the policy's points; the seeds the policy picks
+        start auto masklets."""
+        points = self.policy.prompt_points(union)
+        self.counters["seed_prompts"] += len(points)
+        seeds = seeding.generate_seeds(self.gen, self.tracker, bb, frame_host, self.policy, points)
+        pick = self.policy.pick(seeds, [] if union is None else [union], self.masklets)
         if not pick:
             return
         new_ids = list(range(self.next_auto, self.next_auto + len(pick)))
         self.next_auto += len(pick)
+        self.masklets += len(pick)
         self.tracker.add_masks(a, bb, np.stack([seeds[i].mask for i in pick]), new_ids)
-        for oid, i in zip(new_ids, pick):
-            self.recs.new(oid, "auto", a)
-            r = rle.encode(seeds[i].mask)
-            self.recs.put(oid, a, (r, rle.area(r), rle.bbox(r)), seeds[i].predicted_iou,
-                          seeds[i].stability_score)
+        self.writer.submit(functools.partial(self._record_seeds, a, new_ids, [seeds[i] for i in pick]))
+
+    def cost(self) -> dict:
+        """This pass's counters for ``label_runs`` (the cycle pass adds its own)."""
+        return {**self.counters, "encoder_calls": self.tracker.encoder_calls,
+                "decoder_passes": self.tracker.decoder_passes
+                + (self.gen.predictor.decoder_passes if self.gen is not None else 0)}
 
 
 def _label(loaded, video_path: str, video: dict, cfg: LabelerConfig, prompts: list[Prompt],
@@ -295,13 +366,15 @@ def _label(loaded, video_path: str, video: dict, cfg: LabelerConfig, prompts: li
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     job = _Job.create(loaded, video_path, video, cfg, prompts, mode)
-    meter = _Meter(len(job.grid) * (2 if cfg.cycle_check else 1), progress)
+    T = len(job.grid)
+    meter = _Meter(T + (min(T, cfg.cycle_frames or T) if cfg.cycle_check else 0), progress)
     fwd = _ForwardPass(loaded, job, cfg, meter)
     with torch.inference_mode(), loaded.autocast():
         fwd.run(video_path)
         t_forward = time.perf_counter() - t_start
-        cycle = cycle_ious(loaded, video_path, job.grid, fwd.recs, fwd.hw, cfg, fwd.decode_kw,
-                           fwd.last_masks, meter.tick)
+        cost = fwd.cost()
+        cycle = cycle_ious(loaded, video_path, job.grid, fwd.recs, fwd.hw, cfg, fwd.decode_kw, fwd.cache,
+                           meter.tick, cost)
         meter.finish()
 
     masklets, frame_rows = rows(job.video_id, job.grid, fwd.recs, fwd.hw, loaded, job.key, cycle,
@@ -310,7 +383,6 @@ def _label(loaded, video_path: str, video: dict, cfg: LabelerConfig, prompts: li
     elapsed = time.perf_counter() - t_start
     meter.sample()
     H, W = fwd.hw
-    T = len(job.grid)
     stats = {
         "frames_labeled": T,
         "seconds": elapsed,
@@ -331,6 +403,17 @@ def _label(loaded, video_path: str, video: dict, cfg: LabelerConfig, prompts: li
         "random_weights": bool(loaded.random_weights),
         "oom_retried": retried,
         "video_hw": [H, W],
+        # what the labeling cost (label_runs columns): one image-encoder pass per annotated frame
+        "seed_policy": cfg.seed_policy,
+        "encoder_calls": cost["encoder_calls"],
+        "encoder_calls_per_frame": cost["encoder_calls"] / T,
+        "decoder_passes": cost["decoder_passes"],
+        "seed_prompts": cost["seed_prompts"],
+        "prompts": cost["seed_prompts"] + cost["prompts"],
+        "decode_wait_s": cost["decode_wait_s"],
+        "host_copy_s": cost["host_copy_s"],
+        "rle_s": cost["rle_s"],
+        "writer_wait_s": fwd.writer.wait_s,
     }
     return LabelResult(masklets=masklets, frames=frame_rows, stats=stats, sample_overlay_png=overlay_png,
                        label_key=job.key)

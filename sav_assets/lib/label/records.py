@@ -6,11 +6,19 @@ a video (``None`` before a masklet's first frame) with each masklet's type and c
 :func:`rows` turns them into ``masklets`` / ``masklet_frames`` rows (``tables.MASKLETS`` /
 ``tables.MASKLET_FRAMES`` columns minus ``batch_id`` / ``created_at``), SA-V fields derived by
 :func:`sav_assets.lib.sav.fields.derive`.
+
+:class:`RecordWriter` applies the driver's record updates in order on one worker thread behind a
+bounded queue, so that copying masks to the host and RLE-encoding them stay off the tracking loop
+(the queue's bound keeps at most ``depth`` frames of masks in flight).
 """
 
 from __future__ import annotations
 
 import math
+import queue
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -117,3 +125,65 @@ def rows(video_id: str, grid: list[int], recs: MaskletRecords, hw: tuple[int, in
                 "stability_score": r.stability_score,
             })
     return masklets, frames
+
+
+class RecordWriter:
+    """Runs ``submit``-ted callables in order on one worker thread (a bounded queue of ``depth``).
+
+    Everything that changes the :class:`MaskletRecords` goes through it, so the records have one
+    writer. An exception in the worker (a bug: it fails loudly) is raised again by the next
+    :meth:`submit` or by :meth:`close`. ``wait_s`` is the time the driver spent blocked on a full
+    queue; with ``depth`` 0 everything runs inline on the caller's thread.
+    """
+
+    def __init__(self, depth: int = 4, init: Callable[[], object] | None = None):
+        self.depth, self.wait_s = int(depth), 0.0
+        self._error: BaseException | None = None
+        self._thread = None
+        if self.depth > 0:
+            self._q: queue.Queue = queue.Queue(maxsize=self.depth)
+            self._thread = threading.Thread(target=self._loop, args=(init,), name="sav-record-writer",
+                                            daemon=True)
+            self._thread.start()
+
+    def _loop(self, init) -> None:
+        ctx = init() if init is not None else None
+        if ctx is not None:
+            ctx.__enter__()
+        try:
+            while True:
+                fn = self._q.get()
+                if fn is None:
+                    return
+                if self._error is None:
+                    try:
+                        fn()
+                    except BaseException as e:  # noqa: BLE001 - re-raised on the driver's thread
+                        self._error = e
+        finally:
+            if ctx is not None:
+                ctx.__exit__(None, None, None)
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise err
+
+    def submit(self, fn: Callable[[], None]) -> None:
+        self._raise()
+        if self._thread is None:
+            fn()
+            return
+        t0 = time.perf_counter()
+        self._q.put(fn)
+        self.wait_s += time.perf_counter() - t0
+
+    def close(self, *, raise_error: bool = True) -> None:
+        """Wait for everything submitted; raise the worker's exception, if any (unless the caller is
+        already failing: ``raise_error=False``)."""
+        if self._thread is not None:
+            self._q.put(None)
+            self._thread.join()
+            self._thread = None
+        if raise_error:
+            self._raise()

@@ -7,7 +7,15 @@ tests check this against ``propagate_in_video``). Non-conditioning outputs older
 ``max_memory_frames`` frames are pruned (SAM 2 reads at most 15 past frames), and with
 ``offload_state`` the memory features live on the host.
 
-Also here: :func:`preprocess` (resize + normalise one uint8 frame on the device), :class:`LazyFrames`
+``encoder_calls`` / ``decoder_passes`` count the image-encoder and mask-decoder passes a tracker ran
+(``label_runs`` reports them). A caller that needs to revise an object on frame t (a correction)
+calls :meth:`Tracker.correct` with that frame's features and then :meth:`Tracker.track` on the
+following frames: tracking continues from t with the corrected output as that object's memory.
+
+Also here: :class:`HostMasks` (one frame's masks to the host off the critical path: pinned memory and
+non-blocking copies on CUDA), :class:`FeatureCache` (the forward pass's backbone features of the last
+frames, which the backward cycle pass reuses instead of encoding again), :func:`preprocess`
+(resize + normalise one uint8 frame on the device), :class:`LazyFrames`
 and :func:`init_video_state` (SAM2VideoPredictor's own API on in-memory frames, used by the tests and
 benchmarks as the reference), :func:`to_video_res` (low-res logits to video-resolution masks) and
 :func:`image_predictor` (a SAM2ImagePredictor that reuses the tracker's backbone features, for the
@@ -26,8 +34,9 @@ re-run ``tests/lib/label``):
 * ``sam2._C`` / ``sam2.utils.misc.fill_holes_in_mask_scores`` (hole filling, when the CUDA
   extension is built) and ``sam2.utils.amg.calculate_stability_score``.
 
-It is a little over the house's ~400 lines on purpose: splitting it would spread SAM 2's internals
-over two files. torch / sam2 are imported inside functions: importing this module is cheap.
+It is over the house's ~400 lines on purpose: splitting it would spread SAM 2's internals (the
+layout of ``forward_image``'s output that :class:`FeatureCache` keeps, the mask post-processing of
+:class:`HostMasks`) over two files. torch / sam2 are imported inside functions: importing this module is cheap.
 """
 
 from __future__ import annotations
@@ -186,15 +195,22 @@ class Tracker:
         self.constants: dict = {}
         self.fill_hole_area = int(getattr(self.m, "fill_hole_area", 0) or 0)
         self._fill = _hole_filler(self.m)
+        self._feat_bb: dict | None = None
         self._feat_cache: dict = {}
+        self.encoder_calls = 0       # image-encoder passes (forward_image) this tracker ran
+        self.decoder_passes = 0      # SAM mask-decoder passes (one per tracking / prompted step)
 
     # -- per-frame features --------------------------------------------------------------------
     def backbone(self, frame) -> dict:
-        self._feat_cache = {}
+        """The image encoder on one uint8 frame (SAM 2's ``forward_image``): the frame's backbone
+        features ``bb``, which every other call of this frame takes."""
+        self.encoder_calls += 1
         return self.m.forward_image(preprocess(frame, self.S, self.device))
 
     def feats(self, bb: dict, B: int):
-        key = (id(bb), B)
+        if bb is not self._feat_bb:    # a new frame's features (computed here or cached by the caller)
+            self._feat_bb, self._feat_cache = bb, {}
+        key = B
         hit = self._feat_cache.get(key)
         if hit is None:
             exp = {
@@ -219,6 +235,7 @@ class Tracker:
     def _step(self, t, is_init, feats, point_inputs, mask_inputs, output_dict, run_mem, prev_logits=None):
         vf, vp, sizes = feats
         m = self.m
+        self.decoder_passes += 1
         cur, sam_out, _, _ = m._track_step(t, is_init, vf, vp, sizes, point_inputs, mask_inputs, output_dict,
                                            self.num_frames, self.reverse, prev_logits)
         _, _, ious, low_res, high_res, obj_ptr, scores = sam_out
@@ -363,17 +380,13 @@ def _slice_out(o: dict, i: int) -> dict:
     }
 
 
-def to_video_res(per_obj: dict[int, tuple], ids: list[int], hw: tuple[int, int], group: int = 16):
-    """(masks ``[N, W, H]`` bool, transposed for zero-copy RLE; stability ``[N]``; predicted IoU ``[N]``).
-
-    A mask is empty where SAM 2's object score logit is <= 0 ("not visible")."""
+def _upsampled(per_obj: dict[int, tuple], ids: list[int], hw: tuple[int, int], group: int):
+    """Device tensors: masks ``[N, W, H]`` bool (transposed for zero-copy RLE), stability, IoU."""
     import torch
     import torch.nn.functional as F
     from sam2.utils.amg import calculate_stability_score
 
     H, W = hw
-    if not ids:
-        return np.zeros((0, W, H), dtype=bool), np.zeros(0), np.zeros(0)
     pred = torch.cat([per_obj[i][0] for i in ids], dim=0).float()          # [N,1,h,w]
     scores = torch.cat([per_obj[i][1] for i in ids], dim=0).float()        # [N]
     ious = torch.cat([per_obj[i][2] for i in ids], dim=0).float()          # [N]
@@ -383,9 +396,92 @@ def to_video_res(per_obj: dict[int, tuple], ids: list[int], hw: tuple[int, int],
     for g in range(0, pred.shape[0], group):
         up = F.interpolate(pred[g:g + group], size=(H, W), mode="bilinear", align_corners=False)[:, 0] > 0
         up &= vis[g:g + group, None, None]
-        parts.append(up.transpose(1, 2).contiguous().cpu())
-    masks = torch.cat(parts, dim=0).numpy()
-    return masks, stab.cpu().numpy(), ious.cpu().numpy()
+        parts.append(up.transpose(1, 2))
+    return torch.cat(parts, dim=0), stab, ious
+
+
+def to_video_res(per_obj: dict[int, tuple], ids: list[int], hw: tuple[int, int], group: int = 16):
+    """(masks ``[N, W, H]`` bool, transposed for zero-copy RLE; stability ``[N]``; predicted IoU ``[N]``).
+
+    A mask is empty where SAM 2's object score logit is <= 0 ("not visible")."""
+    H, W = hw
+    if not ids:
+        return np.zeros((0, W, H), dtype=bool), np.zeros(0), np.zeros(0)
+    up, stab, ious = _upsampled(per_obj, ids, hw, group)
+    return up.contiguous().cpu().numpy(), stab.cpu().numpy(), ious.cpu().numpy()
+
+
+class HostMasks:
+    """One frame's masks on their way to the host, off the critical path.
+
+    On CUDA the masks are upsampled on the device at once and copied into pinned host memory with
+    ``non_blocking`` copies behind a CUDA event, so the next frame's work is queued before the copy
+    ends; on the CPU the upsampling itself is deferred. :meth:`get` (called by the record writer's
+    thread, or by the driver on a seeding frame that needs the masks now) waits for the copy and
+    returns what :func:`to_video_res` returns, once; ``seconds`` is the time it spent.
+    """
+
+    def __init__(self, per_obj: dict[int, tuple], ids: list[int], hw: tuple[int, int], group: int = 16):
+        import torch
+
+        self.ids, self.hw, self.seconds = list(ids), hw, 0.0
+        self._res = None
+        self._event = None
+        self._lazy = (per_obj, group)
+        dev = per_obj[ids[0]][0].device if ids else torch.device("cpu")
+        if ids and dev.type == "cuda":
+            up, stab, ious = _upsampled(per_obj, ids, hw, group)
+            self._lazy = None
+            self._host = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True).copy_(t, non_blocking=True)
+                          for t in (up.contiguous(), stab, ious)]
+            self._event = torch.cuda.Event()
+            self._event.record()
+
+    def get(self):
+        import time
+
+        if self._res is None:
+            t0 = time.perf_counter()
+            if self._event is not None:
+                self._event.synchronize()
+                self._res = tuple(t.numpy() for t in self._host)
+            else:
+                per_obj, group = self._lazy
+                self._res = to_video_res(per_obj, self.ids, self.hw, group)
+            self._lazy = None
+            self.seconds += time.perf_counter() - t0
+        return self._res
+
+
+class FeatureCache:
+    """The backbone features of the last ``size`` encoded frames, for the backward cycle pass.
+
+    Only ``backbone_fpn`` is kept per frame (on ``storage``: the host when state is offloaded); the
+    position encodings depend on the input size alone, so one copy serves every frame. ``size`` 0
+    keeps nothing."""
+
+    def __init__(self, size: int, storage, device):
+        from collections import OrderedDict
+
+        self.size, self.storage, self.device = max(0, int(size)), storage, device
+        self.frames: OrderedDict = OrderedDict()
+        self.pos = None
+
+    def put(self, a: int, bb: dict) -> None:
+        if self.size == 0:
+            return
+        if self.pos is None:
+            self.pos = bb["vision_pos_enc"]
+        self.frames[a] = [f.to(self.storage, non_blocking=True) for f in bb["backbone_fpn"]]
+        while len(self.frames) > self.size:
+            self.frames.popitem(last=False)
+
+    def get(self, a: int) -> dict | None:
+        fpn = self.frames.get(a)
+        if fpn is None:
+            return None
+        fpn = [f.to(self.device, non_blocking=True) for f in fpn]
+        return {"vision_features": fpn[-1], "vision_pos_enc": self.pos, "backbone_fpn": fpn}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -400,6 +496,11 @@ def image_predictor(loaded):
 
     class _PresetFeaturePredictor(SAM2ImagePredictor):
         preset: tuple | None = None
+        decoder_passes = 0
+
+        def _predict(self, *args, **kwargs):
+            self.decoder_passes += 1
+            return super()._predict(*args, **kwargs)
 
         def set_image(self, image):
             p = self.preset

@@ -125,6 +125,16 @@ LABEL_RUNS = pa.schema([
     ("model_name", pa.string()),
     ("random_weights", pa.bool_()),
     ("finished_at", TS),
+    # what labeling the video cost (sav_assets.lib.label.labeler stats; null for imports and failures)
+    ("seed_policy", pa.string()),             # LabelerConfig.seed_policy
+    ("encoder_calls", pa.int32()),            # image-encoder passes, cycle check included
+    ("encoder_calls_per_frame", pa.float64()),  # ... per annotated frame (1.0: each frame encoded once)
+    ("decoder_passes", pa.int32()),           # SAM mask-decoder passes (tracking steps + generator batches)
+    ("seed_prompts", pa.int32()),             # points given to the automatic mask generator
+    ("prompts", pa.int32()),                  # seed_prompts + user prompts applied
+    ("decode_wait_s", pa.float64()),          # labeling blocked waiting for decoded frames
+    ("host_copy_s", pa.float64()),            # masks device -> host (off the tracking loop)
+    ("rle_s", pa.float64()),                  # RLE encoding (off the tracking loop)
 ])
 
 # Video-level header of an imported SA-V JSON file (for exact export).

@@ -272,7 +272,7 @@ def test_reseeding_starts_new_masklet_for_object_entering_later(loaded, video, m
     red[30:70, 20:56] = True
     calls = []
 
-    def fake_seeds(gen, tracker, bb, frame, policy):
+    def fake_seeds(gen, tracker, bb, frame, policy, points=None):
         calls.append(frame.shape)
         blue_visible = frame[y0 + 5:y1 - 5, x0 + 5:x1 - 5, 2].mean() > 150
         out = [seeding.Seed(red, 0.9, 0.97)]
@@ -281,7 +281,7 @@ def test_reseeding_starts_new_masklet_for_object_entering_later(loaded, video, m
         return out
 
     monkeypatch.setattr(seeding, "generate_seeds", fake_seeds)
-    cfg = fast_cfg(reseed_every=4, new_object_max_overlap=1.01)  # every uncovered-enough seed is new
+    cfg = fast_cfg(reseed_every=4, new_object_max_overlap=1.01, seed_policy="grid")  # every seed is new
     res = label_video(loaded, path, v, cfg, prompts=[Prompt("synth", 0, 3, [[150.0, 60.0]], [1], None)])
     check_invariants(res, v, GRID)
     assert len(calls) == 2  # annotated frames 0 and 4
@@ -366,3 +366,120 @@ def test_label_key_is_stable_and_tracks_what_changes_labels(loaded):
     # speed/memory knobs do not change the labels, so they keep the key
     assert k == label_key("abc", loaded, LabelerConfig(chunk_frames=8, offload_state_to_cpu=True,
                                                            isolate_decode=False, points_per_batch=16))
+
+
+# ---------------------------------------------------------------------------------------------
+# what labeling costs: encoder calls, decoder passes, prompts (counted on the real model)
+
+
+@pytest.fixture(scope="module")
+def long_video(tmp_path_factory):
+    """80 frames at 24 fps: 20 annotated frames, so re-seeding (every 8th) and the 16-frame cycle
+    window both happen with the default workload."""
+    d = tmp_path_factory.mktemp("labeler_long")
+    v = make_video(d / "synth.mp4", n=80, w=W, h=H, fps=FPS, late_square_from=LATE)
+    return str(d / "synth.mp4"), v
+
+
+def _count_calls(monkeypatch, obj, name) -> list:
+    calls = []
+    real = getattr(obj, name)
+
+    def counted(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(obj, name, counted)
+    return calls
+
+
+def test_default_workload_runs_one_image_encoder_pass_per_annotated_frame(loaded, long_video, monkeypatch):
+    """The full default workload (re-seeding and the cycle check on, LabelerConfig's defaults) encodes
+    every annotated frame exactly once: the cycle check reuses the forward pass's features. The
+    encoder and mask-decoder calls are counted on the real SAM 2 model and match label_runs' counters."""
+    path, v = long_video
+    enc = _count_calls(monkeypatch, loaded.model, "forward_image")
+    dec = []
+    hook = loaded.model.sam_mask_decoder.register_forward_hook(lambda *a: dec.append(1))
+    prompts = [Prompt("synth", 0, 1, None, None, [20.0, 30.0, 56.0, 70.0]),
+               Prompt("synth", 76, 1, [[40.0, 50.0]], [1], None)]     # correction on the last annotated frame
+    try:
+        res = label_video(loaded, path, v, LabelerConfig(), prompts=prompts)
+    finally:
+        hook.remove()
+    T = len(masklet_fields.annotation_grid(80, FPS))
+    assert T == 20
+    assert len(enc) == T, f"{len(enc)} image-encoder passes for {T} annotated frames"
+    st = res.stats
+    assert st["encoder_calls"] == T and st["encoder_calls_per_frame"] == 1.0
+    assert st["decoder_passes"] == len(dec)
+    # the cycle check ran (on cached features): the prompted masklet visible on the last frame has a value
+    by = {m["masklet_id"]: m for m in res.masklets}
+    last = {r["masklet_id"]: r["visible"] for r in res.frames if r["ann_idx"] == T - 1}
+    assert last[1] and by[1]["masklet_cycle_iou"] is not None
+    assert st["seed_policy"] == "uncovered" and st["prompts"] == st["seed_prompts"] + 2
+    for k in ("decode_wait_s", "host_copy_s", "rle_s"):
+        assert st[k] >= 0.0
+    assert st["host_copy_s"] > 0 and st["rle_s"] > 0
+    check_invariants(res, v, masklet_fields.annotation_grid(80, FPS))
+
+
+def test_whole_video_cycle_check_re_encodes_and_agrees_with_the_cached_one(loaded, video):
+    """cycle_frames=0 (the whole video, frames decoded and encoded again) gives the same cycle IoUs
+    as the cached features when the window covers the video: only the encoder work differs."""
+    path, v = video
+    cfg = fast_cfg(cycle_check=True, reseed_every=0)
+    a = label_video(loaded, path, v, cfg, prompts=PROMPTS[:2], mode="prompted")
+    b = label_video(loaded, path, v, fast_cfg(cycle_check=True, reseed_every=0, cycle_frames=0),
+                    prompts=PROMPTS[:2], mode="prompted")
+    T = len(GRID)
+    assert a.stats["encoder_calls"] == T
+    assert T < b.stats["encoder_calls"] <= 2 * T
+    assert [r["counts"] for r in a.frames] == [r["counts"] for r in b.frames]
+    for ma, mb in zip(a.masklets, b.masklets):
+        assert ma["masklet_cycle_iou"] == mb["masklet_cycle_iou"]
+
+
+def _union_on(rows: list[dict], ids: list[int], a: int, hw) -> np.ndarray | None:
+    u = None
+    for r in rows:
+        if r["masklet_id"] in ids and r["ann_idx"] == a:
+            m = rle.decode(r).astype(bool)
+            u = m if u is None else u | m
+    return u
+
+
+@pytest.mark.parametrize("policy", ["uncovered", "grid", "first_frame"])
+def test_seed_prompt_accounting_with_the_real_generator(loaded, long_video, monkeypatch, policy):
+    """Each seeding prompts the real SAM 2 generator at exactly the policy's points (for ``uncovered``:
+    the grid points outside the union of the masks tracked on that frame, read back from the
+    rows), and label_runs' prompt and decoder counters are what the model ran."""
+    path, v = long_video
+    calls = []
+    real = seeding.generate_seeds
+
+    def spy(gen, tracker, bb, frame, pol, points=None):
+        calls.append((len(calls), list(tracker.ids), np.asarray(points)))
+        return real(gen, tracker, bb, frame, pol, points)
+
+    monkeypatch.setattr(seeding, "generate_seeds", spy)
+    dec = []
+    hook = loaded.model.sam_mask_decoder.register_forward_hook(lambda *a: dec.append(1))
+    cfg = fast_cfg(points_per_side=8, reseed_every=8, max_objects=64, seed_policy=policy)
+    try:
+        res = label_video(loaded, path, v, cfg, prompts=[Prompt("synth", 0, 1, None, None, [20.0, 30.0, 90.0, 80.0])])
+    finally:
+        hook.remove()
+    st = res.stats
+    seeding_frames = [0] if policy == "first_frame" else [0, 8, 16]
+    assert len(calls) == len(seeding_frames)
+    pol = seeding.SeedPolicy.from_config(cfg)
+    for (k, ids, pts), a in zip(calls, seeding_frames):
+        expect = pol.prompt_points(_union_on(res.frames, ids, a, (H, W)) if policy == "uncovered" else None)
+        assert np.array_equal(pts, expect), (policy, a)
+    assert st["seed_prompts"] == sum(len(p) for _, _, p in calls)
+    assert st["decoder_passes"] == len(dec)
+    if policy != "uncovered":
+        assert st["seed_prompts"] == 64 * len(seeding_frames)
+    else:
+        assert st["seed_prompts"] < 64 * len(seeding_frames)  # the prompted box covers part of frame 0
