@@ -16,7 +16,7 @@ after its own baseline (``--rounds`` pairs, medians). Printed per configuration:
 annotated frames/s of both, ``speedup`` = baseline wall / Ray wall, ``efficiency`` = speedup / N,
 and ``overhead per unit`` = (N x Ray wall - baseline wall) / units: the seconds a unit costs beyond
 the in-process work (task start, lake and model rebuilt in the worker, Ray's scheduling). The
-embedded Ray is started (and warmed by one one-video run) outside the timed region. Label keys
+embedded Ray is started and both paths are warmed by one one-video run outside the timed region. Label keys
 and masklet RLEs of every run are checked equal to the baseline's (one torch thread on both sides).
 
     python benchmarks/bench_scaleout.py --workers 1 2                      # CPU (~3-6 min on 2 cores)
@@ -131,6 +131,7 @@ def main() -> int:
     try:
         w, h = (int(x) for x in args.size.split("x"))
         videos, _ = build_batch(work, args.videos, args.seconds, (w, h))
+        label_once(InlineRunner(), videos[:1], work / "inline_warm", args)   # imports and caches, as on Ray
         runs: dict[int, list[tuple[dict, dict]]] = {n: [] for n in args.workers}   # n -> [(baseline, ray)]
         for _ in range(args.rounds):     # each configuration right after its own baseline: same machine load
             for n in args.workers:
