@@ -28,17 +28,18 @@ $(RAY_STAMP): $(STAMP)
 	touch $(RAY_STAMP)
 
 # System packages the tests need, from Debian (CI runs `make test` as root on a fresh machine):
-# PostgreSQL's server (tests/test_postgres_instance.py) and Chromium (the headless-browser test, driven
-# by pip's playwright through executable_path: never `playwright install`). Nothing to do, and no apt,
-# when both are there; `make demo` never needs them. Without apt-get it only warns (CI=true: fails).
+# PostgreSQL's server (tests/test_postgres_instance.py), Chromium (the headless-browser test, driven
+# by pip's playwright through executable_path: never `playwright install`) and iproute2 (`ip`: the Ray
+# cluster tests bring loopback up in a private network namespace). Nothing to do, and no apt,
+# when all are there; `make demo` never needs them. Without apt-get it only warns (CI=true: fails).
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 sysdeps:
-	@if { command -v pg_ctl || ls /usr/lib/postgresql/*/bin/pg_ctl; } >/dev/null 2>&1 && command -v chromium >/dev/null; then \
-	  echo "sysdeps: postgresql and chromium already installed"; \
+	@if { command -v pg_ctl || ls /usr/lib/postgresql/*/bin/pg_ctl; } >/dev/null 2>&1 && command -v chromium >/dev/null && command -v ip >/dev/null; then \
+	  echo "sysdeps: postgresql, chromium and iproute2 already installed"; \
 	elif command -v apt-get >/dev/null; then \
-	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q postgresql chromium; \
+	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q postgresql chromium iproute2; \
 	else \
-	  echo "sysdeps: no apt-get here: install PostgreSQL's server and Chromium yourself" >&2; \
+	  echo "sysdeps: no apt-get here: install PostgreSQL's server, Chromium and iproute2 yourself" >&2; \
 	  test "$${CI:-}" != true; \
 	fi
 
