@@ -6,6 +6,18 @@ part is written last and is the commit marker a re-run reads to skip finished wo
 hashes the video content, model, checkpoint, config and labeler settings, so a re-run with the same
 model skips the video and a different model relabels it.
 
+Labels of two models coexist. The plain parts ``<video_id>.sam2`` hold the video's *current* labels
+(its latest committed labeling run: after a relabel, the promoted model's), so every reader of
+``masklets`` / ``masklet_frames`` (QC, splits, shards, exports, ad hoc SQL) sees one label set per
+video and never double counts. Before a relabel with another label key overwrites them, the current
+labels are copied to ``masklets_archive`` / ``masklet_frames_archive`` / ``label_runs_archive`` as
+part ``<video_id>.sam2.<tag>`` (tag: the first 16 hex digits of their label key; frames carry the
+``label_key`` there), the ``label_runs_archive`` row last: it is the archive's commit marker, so an
+interrupted relabel re-run never archives half-written labels under the old key. Relabeling with a
+key whose labels are archived restores them instead of running SAM 2 again (resume by label key,
+across models). The ``all_masklets`` / ``all_masklet_frames`` / ``label_sets`` views
+(``sql/views/``) show every model's labels with a ``current`` flag.
+
 A video's own failure becomes a ``label_runs`` row with an error class and the other videos go on:
 the :class:`LabelingFailed` classes (decoder errors, ``empty_video``, ``bad_prompt``, ``oom`` after the
 offloading retry) and ``unreadable`` when the video is gone from the source since ingestion. Any
@@ -30,10 +42,21 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+import pyarrow as pa
+
 from sav_assets.lib.sav.fields import annotation_grid, annotation_times
 from sav_assets.lib.store.lake import Lake
 from sav_assets.lib.store.source import SourceOpener
-from sav_assets.lib.store.tables import LABEL_RUNS, MASKLET_FRAMES, MASKLETS, SAV_ANNOTATIONS, to_table
+from sav_assets.lib.store.tables import (
+    LABEL_RUNS,
+    LABEL_RUNS_ARCHIVE,
+    MASKLET_FRAMES,
+    MASKLET_FRAMES_ARCHIVE,
+    MASKLETS,
+    MASKLETS_ARCHIVE,
+    SAV_ANNOTATIONS,
+    to_table,
+)
 from sav_assets.lib.video.errors import BAD_ANNOTATION, UNREADABLE, VideoError
 
 
@@ -73,6 +96,50 @@ def _existing_run(lake: Lake, batch_id: str, video_id: str) -> dict | None:
     tbl = lake.part_rows("label_runs", batch_id, _part(video_id, "sam2"))
     rows = tbl.to_pylist() if tbl is not None else []
     return rows[0] if rows else None
+
+
+def model_tag(key: str) -> str:
+    """The part-name tag of a label set: the first 16 hex digits of its label key."""
+    return key[:16]
+
+
+def _archive_part(video_id: str, key: str) -> str:
+    return f"{_part(video_id, 'sam2')}.{model_tag(key)}"
+
+
+def archive_current(lake: Lake, batch_id: str, video_id: str, prev: dict) -> bool:
+    """Copy the video's committed labels (``prev``: their ``label_runs`` row) to the archive tables.
+
+    Nothing is written when that label set is archived already (its ``label_runs_archive`` part, the
+    marker written last, exists): the current parts may then hold half of an interrupted relabel."""
+    key, part, cur = prev["label_key"], _archive_part(video_id, prev["label_key"]), _part(video_id, "sam2")
+    if lake.part_rows("label_runs_archive", batch_id, part) is not None:
+        return False
+    m = lake.part_rows("masklets", batch_id, cur)
+    f = lake.part_rows("masklet_frames", batch_id, cur)
+    m = m.to_pylist() if m is not None else []
+    f = f.to_pylist() if f is not None else []
+    for r in m + f:
+        r["label_key"] = key
+    lake.write_part("masklets_archive", batch_id, part, to_table(m, MASKLETS_ARCHIVE))
+    lake.write_part("masklet_frames_archive", batch_id, part, to_table(f, MASKLET_FRAMES_ARCHIVE))
+    lake.write_part("label_runs_archive", batch_id, part, to_table([prev], LABEL_RUNS_ARCHIVE))
+    return True
+
+
+def _restore_archived(lake: Lake, batch_id: str, video_id: str, key: str) -> dict | None:
+    """The archived label set of ``key`` made current again (its ``label_runs`` row last); None if none."""
+    part = _archive_part(video_id, key)
+    runs = lake.part_rows("label_runs_archive", batch_id, part)
+    run = runs.to_pylist()[0] if runs is not None and runs.num_rows else None
+    if run is None or run["label_key"] != key or run["status"] != "labeled":
+        return None
+    m = lake.part_rows("masklets_archive", batch_id, part)
+    f = lake.part_rows("masklet_frames_archive", batch_id, part)
+    f = f.drop_columns(["label_key"]) if f is not None else pa.table({})
+    _write_video_parts(lake, batch_id, video_id, "sam2", m.to_pylist() if m is not None else [], f.to_pylist(),
+                       run)
+    return run
 
 
 def _write_video_parts(lake: Lake, batch_id: str, video_id: str, kind: str, masklets: list[dict],
@@ -228,6 +295,12 @@ def label_batch(lake: Lake, batch_id: str, videos: list[dict], annotations: dict
         if prev and prev.get("status") == "labeled" and prev.get("label_key") == key:
             summary.skipped.append(vid)
             log(f"[{i}/{len(videos)}] {vid}: already labeled with this model/config, skipped")
+            continue
+        if prev and prev.get("status") == "labeled" and prev.get("label_key"):
+            archive_current(lake, batch_id, vid, prev)     # another model's labels: kept, not overwritten
+        if _restore_archived(lake, batch_id, vid, key) is not None:
+            summary.skipped.append(vid)
+            log(f"[{i}/{len(videos)}] {vid}: labels of this model/config restored from the archive")
             continue
         t0 = time.time()
         try:

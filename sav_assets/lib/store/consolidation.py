@@ -44,7 +44,8 @@ from sav_assets.lib.store.lake import (
 from sav_assets.lib.store.tables import SCHEMAS
 
 # the tables labeling writes one part per video into (lib/label/batch.py)
-LABEL_TABLES = ("masklets", "masklet_frames", "sav_annotations", "label_runs")
+LABEL_TABLES = ("masklets", "masklet_frames", "sav_annotations", "label_runs",
+                "masklets_archive", "masklet_frames_archive", "label_runs_archive")
 ROW_GROUP_ROWS = 128 * 1024     # as Lake.write_part; pieces are buffered up to it (one row group, not one per video)
 
 

@@ -316,6 +316,13 @@ SHARD_SAMPLES = pa.schema([
     ("created_at", TS),
 ])
 
+# Labels a relabel with another model or labeler config superseded (lib/label/batch.py): the same rows
+# as masklets / masklet_frames / label_runs, one part per video and label key
+# (``<video_id>.sam2.<tag>``), so two models' labels coexist; the plain tables hold the current ones.
+MASKLETS_ARCHIVE = MASKLETS
+MASKLET_FRAMES_ARCHIVE = MASKLET_FRAMES.append(pa.field("label_key", pa.string()))
+LABEL_RUNS_ARCHIVE = LABEL_RUNS
+
 SCHEMAS: dict[str, pa.Schema] = {
     "videos": VIDEOS,
     "source_objects": SOURCE_OBJECTS,
@@ -332,6 +339,9 @@ SCHEMAS: dict[str, pa.Schema] = {
     "shard_samples": SHARD_SAMPLES,
     "takedowns": TAKEDOWNS,
     "models": MODELS,
+    "masklets_archive": MASKLETS_ARCHIVE,
+    "masklet_frames_archive": MASKLET_FRAMES_ARCHIVE,
+    "label_runs_archive": LABEL_RUNS_ARCHIVE,
 }
 
 

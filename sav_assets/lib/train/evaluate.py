@@ -14,6 +14,11 @@ frame to frame exactly as much as the object does; flicker and drift lower it). 
 of per-frame J&F (mean over its objects, :func:`sav_assets.lib.sav.jf.db_eval_iou` and
 ``db_eval_boundary``) with one line per model.
 
+:func:`compare_label_sets` compares two models' *automatic* labels on the same videos, as stored in
+the lake (the current set in ``masklets``, the superseded one in ``masklets_archive``,
+lib/label/batch.py): per video, masklet counts, the J&F of the previous set's masklets against their
+best-matching current masklet, and, where the video has manual masklets, each set's J&F against them.
+
 Episodes come from the lake's SA-V val layout (:func:`load_layout_episodes`, written by the
 ``eval_layout`` asset) or from :func:`sav_assets.lib.train.synthetic.demo_episodes`.
 """
@@ -159,3 +164,72 @@ def load_layout_episodes(layout_dir: str | os.PathLike, split: str = "val", max_
         masks = np.stack([np.stack([np.asarray(Image.open(adir / o / n)) > 0 for o in objs]) for n in names])
         out.append(Episode(video_id=vid, frames=frames, masks=masks, obj_ids=objs))
     return out
+
+
+def _masklet_masks(frames: list[dict]) -> dict[tuple, dict[int, dict]]:
+    """``{(masklet_type, masklet_id): {ann_idx: rle}}`` of some ``masklet_frames`` rows."""
+    from sav_assets.lib.sav.rle import from_row
+
+    out: dict[tuple, dict[int, dict]] = {}
+    for f in frames:
+        out.setdefault((f["masklet_type"], f["masklet_id"]), {})[f["ann_idx"]] = from_row(f)
+    return out
+
+
+def _best_jf(ref: dict[int, dict], cands: list[dict[int, dict]]) -> float:
+    """J&F of ``ref`` against its best-matching candidate masklet over ``ref``'s annotated frames
+    (a frame a candidate lacks is an empty mask); 0 with no candidate."""
+    from sav_assets.lib.sav.jf import jf_for_masklet
+    from sav_assets.lib.sav.rle import decode
+
+    idx = sorted(ref)
+    gt = [decode(ref[t]).astype(bool) for t in idx]
+    best = 0.0
+    for c in cands:
+        pred = [decode(c[t]).astype(bool) if t in c else np.zeros_like(g) for t, g in zip(idx, gt, strict=True)]
+        j, f = jf_for_masklet(gt, pred)
+        best = max(best, (j + f) / 2)
+    return best
+
+
+def _mean_best(refs: list[dict[int, dict]], cands: list[dict[int, dict]]) -> float | None:
+    return round(float(np.mean([_best_jf(r, cands) for r in refs])), 4) if refs else None
+
+
+def compare_label_sets(lake, video_ids: list[str] | None = None) -> list[dict]:
+    """One row per video that has a current label set and an archived (superseded) one: the two
+    label keys and models, their automatic masklet counts, ``jf_previous_vs_current`` (mean over
+    the previous set's automatic masklets of the J&F against the best-matching current one) and,
+    with manual masklets, ``jf_manual_current`` / ``jf_manual_previous`` (mean over manual masklets
+    of the J&F of the best-matching automatic masklet of each set). The newest archived set other
+    than the current one is compared."""
+    from sav_assets.lib.store.tables import MASKLET_FRAMES, MASKLET_FRAMES_ARCHIVE, MASKLETS, MASKLETS_ARCHIVE
+
+    cur_m = lake.read_table("masklets", schema=MASKLETS).to_pylist()
+    arc_m = lake.read_table("masklets_archive", schema=MASKLETS_ARCHIVE).to_pylist()
+    wanted = set(video_ids) if video_ids is not None else {m["video_id"] for m in arc_m}
+    cur_key = {m["video_id"]: m["label_key"] for m in cur_m if m["label_key"] and m["video_id"] in wanted}
+    prev: dict[str, dict] = {}
+    for m in arc_m:
+        v = m["video_id"]
+        if v in cur_key and m["label_key"] != cur_key[v] and (v not in prev or m["created_at"] > prev[v]["created_at"]):
+            prev[v] = m
+    rows = []
+    frames = lake.read_table("masklet_frames", schema=MASKLET_FRAMES).to_pylist()
+    arc_f = lake.read_table("masklet_frames_archive", schema=MASKLET_FRAMES_ARCHIVE).to_pylist()
+    for vid in sorted(prev):
+        key_p = prev[vid]["label_key"]
+        cur = _masklet_masks([f for f in frames if f["video_id"] == vid])
+        old = _masklet_masks([f for f in arc_f if f["video_id"] == vid and f["label_key"] == key_p])
+        mine = {(m["masklet_type"], m["masklet_id"]) for m in cur_m if m["video_id"] == vid and m["label_key"]}
+        auto_c = [m for k, m in cur.items() if k[0] == "auto" and k in mine]     # not an imported SA-V auto file
+        auto_p = [m for (t, _), m in old.items() if t == "auto"]
+        manual = [m for (t, _), m in cur.items() if t == "manual"]
+        rows.append({"video_id": vid, "current_key": cur_key[vid][:16], "previous_key": key_p[:16],
+                     "current_model": next(m["model_name"] for m in cur_m if m["video_id"] == vid and m["label_key"]),
+                     "previous_model": prev[vid]["model_name"],
+                     "auto_current": len(auto_c), "auto_previous": len(auto_p),
+                     "jf_previous_vs_current": _mean_best(auto_p, auto_c),
+                     "jf_manual_current": _mean_best(manual, auto_c),
+                     "jf_manual_previous": _mean_best(manual, auto_p)})
+    return rows
