@@ -474,7 +474,7 @@ def test_seed_prompt_accounting_with_the_real_generator(loaded, long_video, monk
     seeding_frames = [0] if policy == "first_frame" else [0, 8, 16]
     assert len(calls) == len(seeding_frames)
     pol = seeding.SeedPolicy.from_config(cfg)
-    for (k, ids, pts), a in zip(calls, seeding_frames):
+    for (_k, ids, pts), a in zip(calls, seeding_frames):
         expect = pol.prompt_points(_union_on(res.frames, ids, a, (H, W)) if policy == "uncovered" else None)
         assert np.array_equal(pts, expect), (policy, a)
     assert st["seed_prompts"] == sum(len(p) for _, _, p in calls)

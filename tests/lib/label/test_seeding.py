@@ -13,7 +13,13 @@ import pytest
 
 from sav_assets.lib.ingest.demo import Scene
 from sav_assets.lib.label.config import LabelerConfig
-from sav_assets.lib.label.seeding import SEED_POLICIES, Seed, SeedPolicy, clean_regions, new_masklet_candidates
+from sav_assets.lib.label.seeding import (
+    SEED_POLICIES,
+    Seed,
+    SeedPolicy,
+    clean_regions,
+    new_masklet_candidates,
+)
 from sav_assets.lib.sav import fields as masklet_fields
 from sav_assets.lib.sav import rle
 
