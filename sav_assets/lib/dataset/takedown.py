@@ -15,7 +15,7 @@
    way and their ``CURRENT.json`` follows the rewritten parts, so the views stay compacted;
 3. rewrites the WebDataset shards holding one of its samples
    (:func:`sav_assets.lib.dataset.publisher.rewrite_shards`: new shard names, new manifest last) and
-   the matching ``shards`` rows;
+   the matching ``shards`` rows; ``shard_samples`` rows of other videos follow their shard's new name;
 4. removes its files under ``exports/`` (SA-V JSON, evaluation and training layouts, filmstrips) and
    its lines from list files (``sav_<split>.txt``, ``*.jsonl``); a page (HTML, Markdown, CSV) that
    names it is deleted, to be rebuilt by the next run; its content claim goes too;
@@ -24,6 +24,9 @@
 Rows of *other* videos are never changed: their splits do not move, and references to the removed id
 (a near-duplicate link, a group key) stay as they were. :func:`apply_requests` serves takedown request
 files dropped in the lake (``takedowns/requests/*.json``), for the ``takedowns`` asset.
+
+Past ~400 lines because removal is one contract across every table, shard and export: split up, a
+new derived artefact would be easier to forget in one of the parts.
 """
 
 from __future__ import annotations
