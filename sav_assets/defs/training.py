@@ -5,7 +5,9 @@ random weights) on clips of the published training shards (lib/dataset/sampler.p
 loss (lib/train/finetune.py), writes the checkpoint content-addressed into the lake and registers it
 in the ``models`` table; the same parent, config and shard manifests skip the run. ``model_evaluation``
 scores the current labeling model and the newest candidates on the val layout (``eval_layout``) side
-by side and, with ``auto_promote``, promotes a candidate that beats the current model by ``margin``.
+by side and, with ``auto_promote``, promotes a candidate that beats the current model by ``margin``
+(:class:`sav_assets.lib.train.registry.EvaluationPolicy`); its ``label_sets`` metadata compares each
+relabeled video's current automatic masklets with the superseded model's (``masklets_archive``).
 Neither asset is in the default demo selection (``make demo-loop`` runs them).
 """
 
@@ -14,11 +16,12 @@ import tempfile
 from pathlib import Path
 
 import dagster as dg
-from pydantic import Field
 
 from sav_assets.defs.metadata import refresh_views
 from sav_assets.defs.tunables import lib_field, to_lib
+from sav_assets.lib.dataset.sampler import SamplerConfig
 from sav_assets.lib.train.finetune import FinetuneConfig
+from sav_assets.lib.train.registry import EvaluationPolicy
 from sav_assets.lib.util import markdown_table, sha256_json
 from sav_assets.resources import LakeResource, SAM2Resource
 
@@ -43,9 +46,9 @@ class FinetuneRunConfig(dg.Config):
     save_every: int = lib_field(C, "save_every", "steps between resumable states")
     max_seconds: float | None = lib_field(C, "max_seconds", "wall-clock budget; unset: none")
     seed: int = lib_field(C, "seed", "random seed")
-    clip_min_frames: int = Field(default=8, description="shortest clip (annotated frames)")
-    clip_max_frames: int = Field(default=8, description="longest clip (annotated frames)")
-    clip_max_masklets: int = Field(default=3, description="masklets per clip")
+    clip_min_frames: int = lib_field(SamplerConfig, "min_frames", "shortest clip (annotated frames)")
+    clip_max_frames: int = lib_field(SamplerConfig, "max_frames", "longest clip (annotated frames)")
+    clip_max_masklets: int = lib_field(SamplerConfig, "max_masklets", "masklets per clip")
 
     def finetune_config(self) -> FinetuneConfig:
         return to_lib(FinetuneConfig, self)
@@ -60,7 +63,7 @@ def _shard_manifests(lk) -> dict[str, bytes]:
                       "models/checkpoints/<sha256>.pt, a row in the models table.")
 def sam2_finetune(context: dg.AssetExecutionContext, config: FinetuneRunConfig, lake: LakeResource,
                   sam2: SAM2Resource) -> dg.MaterializeResult:
-    from sav_assets.lib.dataset.sampler import SamplerConfig, ShardClipDataset
+    from sav_assets.lib.dataset.sampler import ShardClipDataset
     from sav_assets.lib.label.model import load_model
     from sav_assets.lib.train import registry
     from sav_assets.lib.train.finetune import describe_result, finetune, loss_plot_png, run_key
@@ -111,11 +114,15 @@ def sam2_finetune(context: dg.AssetExecutionContext, config: FinetuneRunConfig, 
 class EvaluationConfig(dg.Config):
     """Which candidates are compared with the current labeling model, and when one is promoted."""
 
-    split: str = Field(default="val", description="eval layout split (exports/sav_<split>)")
-    candidates: int = Field(default=1, description="newest unpromoted models evaluated")
-    max_videos: int | None = Field(default=None, description="at most this many val videos")
-    auto_promote: bool = Field(default=False, description="promote the best candidate beating the current model")
-    margin: float = Field(default=0.02, description="J&F gain (0..1) needed for automatic promotion")
+    split: str = lib_field(EvaluationPolicy, "split", "eval layout split (exports/sav_<split>)")
+    candidates: int = lib_field(EvaluationPolicy, "candidates", "newest unpromoted models evaluated")
+    max_videos: int | None = lib_field(EvaluationPolicy, "max_videos", "at most this many val videos; unset: all")
+    auto_promote: bool = lib_field(EvaluationPolicy, "auto_promote",
+                                   "promote the best candidate beating the current model")
+    margin: float = lib_field(EvaluationPolicy, "margin", "J&F gain (0..1) needed for automatic promotion")
+
+    def policy(self) -> EvaluationPolicy:
+        return to_lib(EvaluationPolicy, self)
 
 
 def _local_layout(lk, split: str, tmp: str) -> Path:
@@ -136,7 +143,7 @@ def model_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig
                      sam2: SAM2Resource) -> dg.MaterializeResult:
     from sav_assets.lib.label.model import ModelSpec, load_model
     from sav_assets.lib.train import registry
-    from sav_assets.lib.train.evaluate import evaluate_models, load_layout_episodes
+    from sav_assets.lib.train.evaluate import compare_label_sets, evaluate_models, load_layout_episodes
 
     lk = lake.lake()
     spec = sam2.spec()
@@ -152,21 +159,22 @@ def model_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig
         raise dg.Failure(f"model_evaluation: no videos in exports/sav_{config.split} (materialize eval_layout)")
     res = evaluate_models(models, episodes)
     cur = res["models"]["current"]["J&F"]
-    promoted = None
-    for r in cands:
-        jf = res["models"][r["sha256"][:12]]["J&F"]
-        registry.update_metrics(lk, r["sha256"], {"val_jf": round(jf, 4), "val_jf_current": round(cur, 4)})
-        if config.auto_promote and jf - cur >= config.margin and (promoted is None or jf > promoted[1]):
-            promoted = (r["sha256"], jf)
+    cand_jf = {r["sha256"]: res["models"][r["sha256"][:12]]["J&F"] for r in cands}
+    for sha, jf in cand_jf.items():
+        registry.update_metrics(lk, sha, {"val_jf": round(jf, 4), "val_jf_current": round(cur, 4)})
+    promoted = config.policy().choose(cur, cand_jf)
     if promoted:
         registry.promote(lk, promoted[0])
         context.log.info(f"promoted {promoted[0][:16]}: val J&F {promoted[1]:.4f} vs {cur:.4f}; masklets are stale")
     refresh_views(context, lk)
+    label_sets = compare_label_sets(lk)     # the current vs the superseded model's automatic masklets
     plots = "\n\n".join(f"`{v}`\n\n![{v}](data:image/png;base64,{base64.b64encode(p).decode()})"
                         for v, p in list(res["plots"].items())[:8])
     return dg.MaterializeResult(metadata={
         "jf_table": dg.MetadataValue.md(markdown_table(res["rows"])),
         "per_video": dg.MetadataValue.md(markdown_table(res["per_video"])),
+        "label_sets": dg.MetadataValue.md(markdown_table(label_sets) if label_sets else
+                                          "no video has labels of two models yet"),
         "plots": dg.MetadataValue.md(plots),
         "current_jf": round(cur, 4), "videos": len(episodes),
         "promoted": promoted[0] if promoted else "",

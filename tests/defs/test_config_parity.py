@@ -10,7 +10,9 @@ from sav_assets.defs.dataset import ShardsConfig, SplitsConfig
 from sav_assets.defs.ingest import IngestConfig, QualityConfig
 from sav_assets.defs.label import LabelingConfig
 from sav_assets.defs.qc import QCConfig
+from sav_assets.defs.training import EvaluationConfig, FinetuneRunConfig
 from sav_assets.defs.tunables import lib_default
+from sav_assets.lib.dataset.sampler import SamplerConfig
 from sav_assets.lib.dataset.selection import train_inputs
 from sav_assets.lib.dataset.shards import ShardConfig
 from sav_assets.lib.dataset.splits import SplitConfig
@@ -18,8 +20,11 @@ from sav_assets.lib.ingest.ingest_batch import ingest_batch
 from sav_assets.lib.ingest.quality import QualityThresholds
 from sav_assets.lib.label.batch import label_batch
 from sav_assets.lib.label.config import LabelerConfig
+from sav_assets.lib.label.runners import run_labeling
 from sav_assets.lib.qc.masklet_qc import QCThresholds
 from sav_assets.lib.store.compaction import DEFAULT_TABLES, compact_table
+from sav_assets.lib.train.finetune import FinetuneConfig
+from sav_assets.lib.train.registry import EvaluationPolicy
 from sav_assets.lib.video.probe import ProbeLimits
 
 # (run config, lib dataclass, how the run config builds it, run-config names of renamed lib fields)
@@ -31,13 +36,20 @@ PAIRS = [
     (QCConfig, QCThresholds, lambda c: c.thresholds(), {}),
     (SplitsConfig, SplitConfig, lambda c: c.split_config(), {}),
     (ShardsConfig, ShardConfig, lambda c: c.shard_config(), {}),
+    (FinetuneRunConfig, FinetuneConfig, lambda c: c.finetune_config(), {}),
+    (EvaluationConfig, EvaluationPolicy, lambda c: c.policy(), {}),
 ]
 # run-config fields fed to a lib function's keyword instead of a dataclass
 KEYWORDS = [
     (IngestConfig, "workers", ingest_batch, "workers"),
     (LabelingConfig, "run_sam2", label_batch, "run_sam2"),
+    (LabelingConfig, "unit_frames", run_labeling, "unit_frames"),
     (ShardsConfig, "include_random_weight_masklets", train_inputs, "include_random_weights"),
     (CompactionConfig, "memory_limit", compact_table, "memory_limit"),
+    # the training clips (lib/dataset/sampler.py); the rest of SamplerConfig comes from the model and seed
+    (FinetuneRunConfig, "clip_min_frames", SamplerConfig, "min_frames"),
+    (FinetuneRunConfig, "clip_max_frames", SamplerConfig, "max_frames"),
+    (FinetuneRunConfig, "clip_max_masklets", SamplerConfig, "max_masklets"),
 ]
 # run-config fields that are not a lib default, each with the reason
 OWN = {
@@ -91,3 +103,12 @@ def test_run_config_values_reach_the_lib_object():
     assert (limits.timeout_s, limits.memory_mb) == (5.0, 512)
     assert QualityConfig(licence_allowlist=["mit"]).thresholds().licence_allowlist == ("mit",)
     assert SplitsConfig(stratify_by=["environment"]).split_config().stratify_by == ("environment",)
+
+
+def test_training_run_config_values_reach_the_lib_objects():
+    assert FinetuneRunConfig(steps=5, lr=0.01).finetune_config() == FinetuneConfig(steps=5, lr=0.01)
+    policy = EvaluationConfig(auto_promote=True, margin=0.1).policy()
+    assert policy == EvaluationPolicy(auto_promote=True, margin=0.1)
+    assert policy.choose(0.2, {"a": 0.25, "b": 0.35, "c": 0.31}) == ("b", 0.35)
+    assert policy.choose(0.2, {"a": 0.25}) is None                        # under the margin
+    assert EvaluationPolicy(margin=0.0).choose(0.2, {"a": 0.9}) is None   # no auto_promote: never

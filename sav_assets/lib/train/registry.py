@@ -10,13 +10,15 @@ promotion flag and time.
 unmarked, so a crash in between leaves two promoted rows and :func:`current_labeling_model` still
 picks the latest promotion). :func:`current_labeling_model` is the promoted row with the latest
 ``promoted_at`` or None: the labeling model then comes from it (``SAM2Resource.spec``), else from
-``SAV_SAM2_CHECKPOINT`` / random weights.
+``SAV_SAM2_CHECKPOINT`` / random weights. :class:`EvaluationPolicy` says which candidates
+``model_evaluation`` compares and which one it promotes.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+from dataclasses import dataclass
 
 from sav_assets.lib.store.lake import Lake
 from sav_assets.lib.store.tables import MODELS, to_table
@@ -91,3 +93,24 @@ def current_labeling_model(lake: Lake) -> dict | None:
     """The promoted model (latest promotion), or None: labeling uses the configured checkpoint."""
     rows = [r for r in list_models(lake) if r["promoted"]]
     return max(rows, key=lambda r: r["promoted_at"]) if rows else None
+
+
+@dataclass
+class EvaluationPolicy:
+    """Which candidates ``model_evaluation`` compares with the current labeling model, and when one is
+    promoted; every default written here once (defs/training.py reads them)."""
+
+    split: str = "val"                 # eval layout split (exports/sav_<split>)
+    candidates: int = 1                # newest unpromoted models evaluated
+    max_videos: int | None = None      # at most this many val videos; None: all
+    auto_promote: bool = False         # promote the best candidate beating the current model
+    margin: float = 0.02               # J&F gain (0..1) needed for automatic promotion
+
+    def choose(self, current_jf: float, candidate_jf: dict[str, float]) -> tuple[str, float] | None:
+        """The candidate to promote (``(sha256, J&F)``): the best one beating ``current_jf`` by
+        ``margin``, only with ``auto_promote``; None otherwise."""
+        ok = [(jf, sha) for sha, jf in candidate_jf.items() if jf - current_jf >= self.margin]
+        if not self.auto_promote or not ok:
+            return None
+        jf, sha = max(ok)
+        return sha, jf
