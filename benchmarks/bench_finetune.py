@@ -1,21 +1,22 @@
 """Fine-tuning closes the loop: validation J&F of SAM 2.1 tiny before and after training on the demo scenes.
 
-No arguments. Defaults: CPU (2 threads), SAM 2.1 tiny from random weights at a 128 px input, trained on
-clips of the demo corpus's synthetic scenes (exact masks, :mod:`sav_assets.lib.train.synthetic`) for
-at most 15 minutes, then both models (the random-weight parent and the fine-tuned one) evaluated side
-by side on held-out scenes (other seeds) with the SA-V val protocol (first-frame mask prompt, our
-J&F evaluator). Prints the loss curve (every 10 steps), steps/s, peak memory, the evaluation table, and
-as its LAST line ``val J&F before <x> after <y> gain <y-x>`` (fractions 0..1).
+No arguments needed. Defaults: CPU, ONE torch thread (on a shared 2-core box two OpenMP threads spin
+against other processes: a 64 px step took 6-10 s with 2 threads and 1.1 s with 1 under load average
+5), SAM 2.1 tiny from random weights at a ``--size`` input, image encoder frozen (its features cached
+per distinct frame), trained on clips of the demo corpus's synthetic scenes (exact masks,
+:mod:`sav_assets.lib.train.synthetic`) for at most ``--seconds`` (900 = 15 minutes) of training; then
+both models (the random-weight parent and the fine-tuned one) evaluated side by side on held-out
+scenes (other seeds, never trained on) with the SA-V val protocol (first-frame mask prompt, our J&F
+evaluator). Prints the loss curve (every 25 steps, and a PNG at ``--png``), steps/s, peak memory, the
+evaluation tables, and as its LAST line ``val J&F before <x> after <y> gain <y-x>`` (fractions 0..1).
 
-Environment knobs for development runs (not needed for the figure): BENCH_FT_SECONDS (training budget,
-900), BENCH_FT_STEPS (step cap, 100000), BENCH_FT_SIZE (input size, 128), BENCH_FT_DEVICE (cpu),
-BENCH_FT_FREEZE (1: image encoder frozen), BENCH_FT_VAL (held-out videos, 4). On a GPU machine
-(BENCH_FT_DEVICE=cuda) it reports steps/s for tiny and large (BENCH_FT_CONFIGS=tiny,large).
+On a GPU machine (``--device cuda``) it reports steps/s for each of ``--configs`` (e.g. tiny,large);
+the evaluation is of the first.
 """
 
 from __future__ import annotations
 
-import os
+import argparse
 import sys
 import tempfile
 import time
@@ -26,53 +27,74 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._harness import PeakRSS, machine, print_table  # noqa: E402
 
 
-def _env(name: str, default: str) -> str:
-    return os.environ.get(name, default)
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=900.0, help="training wall-clock budget (15 min)")
+    ap.add_argument("--steps", type=int, default=100_000, help="optimizer step cap")
+    ap.add_argument("--size", type=int, default=128, help="input size (multiple of 32, >= 64)")
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--train-encoder", action="store_true", help="train the image encoder too (no cache)")
+    ap.add_argument("--frames", type=int, default=6, help="annotated frames per training clip")
+    ap.add_argument("--objects", type=int, default=3, help="objects per training clip")
+    ap.add_argument("--videos", type=int, default=24, help="synthetic training scenes")
+    ap.add_argument("--val", type=int, default=4, help="held-out validation scenes")
+    ap.add_argument("--point-prob", type=float, default=0.0, help="first frame prompted by a click instead")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads on the CPU")
+    ap.add_argument("--configs", default="tiny", help="comma-separated SAM 2.1 sizes (GPU: tiny,large)")
+    ap.add_argument("--png", default=str(Path(tempfile.gettempdir()) / "bench_finetune_loss.png"),
+                    help="loss-curve PNG ('' = none)")
+    return ap.parse_args(argv)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    import numpy as np
     import torch
 
     from sav_assets.lib.label.model import ModelSpec, load_model
     from sav_assets.lib.store.lake import Lake
     from sav_assets.lib.train.evaluate import evaluate_models
-    from sav_assets.lib.train.finetune import FinetuneConfig, finetune
+    from sav_assets.lib.train.finetune import FinetuneConfig, finetune, loss_plot_png
     from sav_assets.lib.train.synthetic import demo_clips, demo_episodes
 
-    device = _env("BENCH_FT_DEVICE", "cpu")
-    if device == "cpu":
-        torch.set_num_threads(int(_env("BENCH_FT_THREADS", "2")))
-    size = int(_env("BENCH_FT_SIZE", "128"))
-    configs = _env("BENCH_FT_CONFIGS", "tiny").split(",")
-    print(f"# bench_finetune: {machine()}; device {device}, input {size}px, {time.strftime('%Y-%m-%d %H:%M')}",
-          flush=True)
-    cfg = FinetuneConfig(steps=int(_env("BENCH_FT_STEPS", "100000")), max_seconds=float(_env("BENCH_FT_SECONDS", "900")),
-                         lr=float(_env("BENCH_FT_LR", "1e-3")), freeze_image_encoder=_env("BENCH_FT_FREEZE", "1") == "1",
-                         point_prob=0.3, save_every=0)
-    clips = demo_clips(n_videos=24, clip_frames=int(_env("BENCH_FT_FRAMES", "6")), max_objects=2)
-    episodes = demo_episodes(n_videos=int(_env("BENCH_FT_VAL", "4")), n_frames=96)
-    rows, result = [], None
-    for name in configs:
-        spec = ModelSpec(config=name, image_size=size, device=device)
+    a = parse_args(argv)
+    if a.device == "cpu":
+        torch.set_num_threads(a.threads)
+    print(f"# bench_finetune: {machine()}; device {a.device}, input {a.size}px, {a.threads} thread(s), "
+          f"{time.strftime('%Y-%m-%d %H:%M')}", flush=True)
+    cfg = FinetuneConfig(steps=a.steps, max_seconds=a.seconds, lr=a.lr, warmup_steps=a.warmup,
+                         freeze_image_encoder=not a.train_encoder, point_prob=a.point_prob, save_every=0)
+    clips = demo_clips(n_videos=a.videos, clip_frames=a.frames, max_objects=a.objects)
+    episodes = demo_episodes(n_videos=a.val, n_frames=96)
+    rows, result, curve = [], None, None
+    for name in a.configs.split(","):
+        spec = ModelSpec(config=name, image_size=a.size, device=a.device)
         parent, model = load_model(spec), load_model(spec)
         with tempfile.TemporaryDirectory() as tmp, PeakRSS() as rss:
             def progress(step, steps, loss, sps):
-                if step % 10 == 0 or step == 1:
+                if step % 25 == 0 or step == 1:
                     print(f"step {step:5d} loss {loss:8.4f} {sps:.3f} steps/s", flush=True)
             res = finetune(model, clips, cfg, Lake(tmp), data_version="demo-synthetic", progress=progress)
+        ma = [round(float(np.mean(res.losses[max(0, i - 25):i])), 3) for i in range(25, len(res.losses) + 1, 25)]
+        print(f"loss, mean of each 25 steps ({name}): {ma}", flush=True)
         rows.append({"model": model.model_name, "steps": res.steps, "seconds": round(res.seconds, 1),
                      "steps/s": round(res.steps_per_s, 4), "peak RSS MB": round(rss.peak_mb, 1),
                      "peak GPU MB": round(res.peak_gpu_mb, 1),
-                     "loss first 10": round(sum(res.losses[:10]) / max(1, len(res.losses[:10])), 4),
-                     "loss last 10": round(sum(res.losses[-10:]) / max(1, len(res.losses[-10:])), 4)})
+                     "loss first 25": round(float(np.mean(res.losses[:25])), 4),
+                     "loss last 25": round(float(np.mean(res.losses[-25:])), 4)})
         if result is None:
+            curve = res.losses
             result = evaluate_models({"before (random weights)": parent, "after (fine-tuned)": model}, episodes,
                                      plots=False)
+    if a.png and curve:
+        Path(a.png).write_bytes(loss_plot_png(curve, f"SAM 2.1 {a.configs.split(',')[0]} @{a.size}px, {a.device}"))
+        print(f"loss curve: {a.png}")
     print_table(rows)
     print_table(result["rows"])
     print_table(result["per_video"])
-    b, a = (result["models"][k]["J&F"] for k in ("before (random weights)", "after (fine-tuned)"))
-    print(f"val J&F before {b:.4f} after {a:.4f} gain {a - b:.4f}")
+    b, f = (result["models"][k]["J&F"] for k in ("before (random weights)", "after (fine-tuned)"))
+    print(f"val J&F before {b:.4f} after {f:.4f} gain {f - b:.4f}")
     return 0
 
 

@@ -9,6 +9,8 @@ configured checkpoint, or random weights) on clips of frames ``[T,3,S,S]`` and m
   click, the rest propagated from memory);
 * loss: sam2's ``training/loss_fns.py`` ``MultiStepMultiMasksAndIous`` (focal + dice on the best of the
   multimask outputs, IoU prediction, object score), with SAM 2.1's training weights (20 / 1 / 1 / 1);
+* with ``freeze_image_encoder`` the encoder's outputs are cached per distinct frame
+  (:class:`~sav_assets.lib.train.forward.EncoderCache`): clips reuse a fixed set of frames;
 * AdamW with gradient clipping; on CUDA bf16 autocast and ``grad_accum`` clips per optimizer step;
 * ``progress(step, steps, loss, steps_per_s)`` after every optimizer step.
 
@@ -168,7 +170,7 @@ def finetune(loaded: Any, clips: Callable[[int], Iterable[Any]], cfg: FinetuneCo
     checkpoint into the lake; resumes from ``models/runs/<run_key>/state.pt`` when it exists."""
     import torch
 
-    from sav_assets.lib.train.forward import clip_forward, prepare_clip
+    from sav_assets.lib.train.forward import EncoderCache, clip_forward, prepare_clip
 
     key = run_key(loaded, cfg, data_version)
     torch.manual_seed(cfg.seed)
@@ -186,6 +188,7 @@ def finetune(loaded: Any, clips: Callable[[int], Iterable[Any]], cfg: FinetuneCo
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     data = _cycle(clips)
+    cache = EncoderCache() if cfg.freeze_image_encoder else None
     t0 = time.time()
     while step < cfg.steps and (cfg.max_seconds is None or time.time() - t0 < cfg.max_seconds):
         for g in opt.param_groups:
@@ -195,7 +198,7 @@ def finetune(loaded: Any, clips: Callable[[int], Iterable[Any]], cfg: FinetuneCo
         for _ in range(max(1, cfg.grad_accum)):
             frames, masks = prepare_clip(*_clip_tensors(next(data)), loaded.image_size, loaded.device)
             with loaded.autocast():
-                outs = clip_forward(model, frames, masks, point_prob=cfg.point_prob, rng=rng)
+                outs = clip_forward(model, frames, masks, point_prob=cfg.point_prob, rng=rng, cache=cache)
             loss = loss_fn([{k: _f32(v) for k, v in o.items()} for o in outs], masks)["core_loss"]
             (loss / max(1, cfg.grad_accum)).backward()
             total += float(loss.detach()) / max(1, cfg.grad_accum)

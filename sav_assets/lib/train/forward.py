@@ -7,7 +7,8 @@ on that model, through ``SAM2Base``'s pieces (``forward_image``, ``_prepare_back
 ``_track_step``, ``_encode_memory_in_output``), so the weights that are trained are exactly the ones
 the labeler and ``SAV_SAM2_CHECKPOINT`` load:
 
-* the image encoder runs once over the clip's frames;
+* the image encoder runs once over the clip's frames (with the encoder frozen, an
+  :class:`EncoderCache` runs it once per distinct frame over the whole training run);
 * frame 0 is the conditioning frame, prompted by the ground-truth mask (SA-V val's semi-supervised
   protocol) or, with probability ``point_prob``, by one positive click sampled inside the mask (so
   point-prompted decoding, which the automatic mask generator uses, is trained too);
@@ -49,6 +50,62 @@ def prepare_clip(frames, masks, image_size: int, device: str):
     return f, m
 
 
+class EncoderCache:
+    """Outputs of a FROZEN image encoder per frame, keyed by the prepared frame's bytes.
+
+    Training clips are cut from a fixed set of rendered frames, so with the encoder frozen every
+    frame's features are computed once and reused by every later clip that contains it (the trainable
+    ``conv_s0`` / ``conv_s1`` projections of the mask decoder still run, with gradients, on every
+    step). Positional encodings depend only on the feature shapes and are kept once. At most
+    ``max_frames`` frames are kept; later ones are computed every time."""
+
+    def __init__(self, max_frames: int = 4096):
+        self.max_frames = int(max_frames)
+        self.fpn: dict[bytes, list] = {}
+        self.pos: list | None = None
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def key(frame) -> bytes:
+        import hashlib
+
+        return hashlib.blake2b(frame.detach().cpu().contiguous().numpy().tobytes(), digest_size=16).digest()
+
+    def encode(self, image_encoder, frames) -> dict:
+        """``image_encoder(frames)``'s dict, from the cache where possible."""
+        import torch
+
+        keys = [self.key(f) for f in frames]
+        missing = [i for i, k in enumerate(keys) if k not in self.fpn]
+        self.hits += len(keys) - len(missing)
+        self.misses += len(missing)
+        fresh = {}
+        if missing:
+            with torch.no_grad():
+                out = image_encoder(frames[missing])
+            self.pos = self.pos or [p[:1].clone() for p in out["vision_pos_enc"]]
+            for j, i in enumerate(missing):
+                fresh[keys[i]] = [x[j:j + 1].clone() for x in out["backbone_fpn"]]
+                if len(self.fpn) < self.max_frames:
+                    self.fpn[keys[i]] = fresh[keys[i]]
+        per_frame = [self.fpn.get(k) or fresh[k] for k in keys]
+        fpn = [torch.cat([f[lvl] for f in per_frame]) for lvl in range(len(per_frame[0]))]
+        pos = [p.expand(len(keys), -1, -1, -1) for p in self.pos]
+        return {"vision_features": fpn[-1], "vision_pos_enc": pos, "backbone_fpn": fpn}
+
+
+def image_features(model: Any, frames, cache: EncoderCache | None = None) -> dict:
+    """``model.forward_image(frames)``; with a cache the frozen image encoder's part comes from it."""
+    if cache is None:
+        return model.forward_image(frames)
+    out = cache.encode(model.image_encoder, frames)
+    if model.use_high_res_features_in_sam:
+        out["backbone_fpn"][0] = model.sam_mask_decoder.conv_s0(out["backbone_fpn"][0])
+        out["backbone_fpn"][1] = model.sam_mask_decoder.conv_s1(out["backbone_fpn"][1])
+    return out
+
+
 def _first_click(mask0, rng: np.random.Generator):
     """One positive click per object, uniformly inside its frame-0 mask (the mask's centre pixel
     grid when it is empty): SAM 2's point_inputs dict."""
@@ -70,15 +127,15 @@ def _first_click(mask0, rng: np.random.Generator):
 
 
 def clip_forward(model: Any, frames, masks, *, point_prob: float = 0.0,
-                 rng: np.random.Generator | None = None) -> list[dict]:
+                 rng: np.random.Generator | None = None, cache: EncoderCache | None = None) -> list[dict]:
     """Per-frame outputs of SAM 2 tracking the clip's ``N`` objects from frame 0's prompt.
 
     ``frames`` ``[T,3,S,S]`` and ``masks`` ``[T,N,S,S]`` as :func:`prepare_clip` returns them. Each
     output holds ``pred_masks_high_res`` ``[N,1,S,S]`` logits, ``object_score_logits`` and the
-    multistep lists the SAM 2 loss reads."""
+    multistep lists the SAM 2 loss reads. ``cache``: see :class:`EncoderCache` (frozen encoder only)."""
     rng = rng or np.random.default_rng(0)
     t_len, n_obj = int(frames.shape[0]), int(masks.shape[1])
-    backbone_out = model.forward_image(frames)
+    backbone_out = image_features(model, frames, cache)
     _, vision_feats, vision_pos, feat_sizes = model._prepare_backbone_features(backbone_out)
     use_points = point_prob > 0 and rng.random() < point_prob
     point0 = _first_click(masks[0], rng) if use_points else None

@@ -69,11 +69,14 @@ def demo_clips(n_videos: int = 16, clip_frames: int = 8, max_objects: int = 3, s
 
 def demo_episodes(n_videos: int = 4, n_frames: int = 96, seed: int = 0,
                   size: tuple[int, int] = (160, 120)) -> list[Episode]:
-    """Held-out validation videos (seeds disjoint from :func:`demo_clips`'): every object of the
-    scene with its exact masks on every annotated frame."""
+    """Held-out validation videos (seeds disjoint from :func:`demo_clips`'): every object visible on
+    the first annotated frame (the prompt frame of the first-frame-mask protocol; the diamond, which
+    enters later, has no prompt there and would score 0 for every model) with its exact masks on
+    every annotated frame."""
     out = []
     for i in range(n_videos):
         frames, masks = render_video(VAL_SEED_BASE + seed * 1000 + i, n_frames, size[0], size[1])
-        out.append(Episode(video_id=f"synthetic_val_{i:02d}", frames=frames, masks=masks,
-                           obj_ids=[str(j) for j in range(masks.shape[1])]))
+        keep = np.flatnonzero(masks[0].reshape(masks.shape[1], -1).any(1))
+        out.append(Episode(video_id=f"synthetic_val_{i:02d}", frames=frames, masks=masks[:, keep],
+                           obj_ids=[str(int(j)) for j in keep]))
     return out

@@ -107,3 +107,38 @@ def test_evaluation_numbers_on_a_known_case(monkeypatch):
     assert res["models"]["perfect"]["stability"] == pytest.approx(1.0)
     assert res["models"]["half"]["J"] == pytest.approx(0.5)
     assert res["plots"]["v0"][:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_frozen_encoder_cache_gives_the_same_outputs_and_encodes_each_frame_once():
+    import torch
+
+    from sav_assets.lib.train.forward import EncoderCache, clip_forward, prepare_clip
+
+    torch.set_num_threads(1)
+    loaded = load_model(ModelSpec(config="tiny", image_size=64, device="cpu"))
+    clip = next(iter(demo_clips(n_videos=1, clip_frames=3, max_objects=2, size=(64, 48))(0)))
+    frames, masks = prepare_clip(clip.frames, clip.masks, 64, "cpu")
+    cache = EncoderCache()
+    with torch.no_grad():
+        plain = clip_forward(loaded.model, frames, masks)
+        first = clip_forward(loaded.model, frames, masks, cache=cache)
+        assert (cache.hits, cache.misses) == (0, 3)
+        again = clip_forward(loaded.model, frames[1:], masks[1:], cache=cache)
+        assert (cache.hits, cache.misses) == (2, 3)
+        direct = clip_forward(loaded.model, frames[1:], masks[1:])
+    for a, b in zip(plain, first):
+        torch.testing.assert_close(a["pred_masks_high_res"], b["pred_masks_high_res"], rtol=1e-4, atol=1e-4)
+    for a, b in zip(direct, again):
+        torch.testing.assert_close(a["pred_masks_high_res"], b["pred_masks_high_res"], rtol=1e-4, atol=1e-4)
+
+
+def test_validation_episodes_are_held_out_and_promptable():
+    from sav_assets.lib.train import synthetic
+
+    eps = synthetic.demo_episodes(n_videos=2, n_frames=32, size=(64, 48))
+    train = synthetic.render_video(synthetic.TRAIN_SEED_BASE, n_frames=32, width=64, height=48)
+    for ep in eps:
+        # every scored object has a frame-0 prompt (the late diamond, obj 2, has none there)
+        assert ep.masks[0].reshape(len(ep.obj_ids), -1).any(1).all()
+        assert "2" not in ep.obj_ids and ep.masks.shape[1] == len(ep.obj_ids) == 3
+        assert not np.array_equal(ep.frames, train[0])
