@@ -76,10 +76,13 @@ def cmd_run(args) -> int:
     source_res = SourceResource(uri=args.source, settle_seconds=args.settle)
     lk = lake_res.lake()
     _check_run_args(args, source_res.source(), lk)   # bad arguments: one line, exit 2, nothing claimed
-    resources = {"lake": lake_res, "source": source_res, "sam2": SAM2Resource()}
+    # the promoted labeling model comes from --root's models table (not only $SAV_DATA_ROOT's)
+    resources = {"lake": lake_res, "source": source_res, "sam2": SAM2Resource(registry_root=args.root)}
     # Entering the instance makes it the process's current one while definitions load and run.
     with dg.DagsterInstance.get() as instance:
-        if args.batch:
+        if args.select and _job_def(build_definitions(resources), args.select).partitions_def is None:
+            batch_ids = [None]    # only global assets (e.g. group training): one run, no batch claimed
+        elif args.batch:
             _report_orphans(args.batch, fail_orphaned_runs(instance, args.batch))
             batch_ids = [args.batch]
         else:
@@ -93,7 +96,8 @@ def cmd_run(args) -> int:
     status = 0
     for batch_id, result in results:
         if result.success:
-            print(f"run {result.run_id} succeeded (batch {batch_id}); DAGSTER_HOME={os.environ['DAGSTER_HOME']}")
+            print(f"run {result.run_id} succeeded{f' (batch {batch_id})' if batch_id else ''}; "
+                  f"DAGSTER_HOME={os.environ['DAGSTER_HOME']}")
             continue
         failed = [e.step_key for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
         print(f"run {result.run_id} failed at: {', '.join(failed) or 'unknown step'}", file=sys.stderr)
@@ -166,13 +170,13 @@ def cmd_batches(args) -> int:
 def _execute(dg, instance, defs, batch_id, args, pipeline_job, batches):
     from sav_assets.defs.automation import cli_run_tags
 
-    if not instance.has_dynamic_partition(batches.name, batch_id):
+    if batch_id is not None and not instance.has_dynamic_partition(batches.name, batch_id):
         instance.add_dynamic_partitions(batches.name, [batch_id])
     job_def = _job_def(defs, args.select)
     run_config = _run_config(args, defs) if args.config else None
     result = job_def.execute_in_process(partition_key=batch_id, instance=instance, raise_on_error=False,
                                         run_config=run_config,
-                                        tags={"sav/batch": batch_id, **cli_run_tags()})
+                                        tags={**({"sav/batch": batch_id} if batch_id else {}), **cli_run_tags()})
     evaluations = [e.event_specific_data for e in result.all_events
                    if e.event_type_value == "ASSET_CHECK_EVALUATION"]
     for ev in evaluations:

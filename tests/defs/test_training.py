@@ -83,3 +83,42 @@ def test_finetune_evaluate_promote_relabel(lake):
     runs = {r["video_id"]: r for r in _runs(t) if r["status"] == "labeled"}
     vid = next(iter(key_before))
     assert runs[vid]["label_key"] != key_before[vid] and runs[vid]["random_weights"] is False
+
+    # item 6: the random-weight labels survive the relabel beside the promoted model's; the plain
+    # table and its view hold the promoted model's only; model_evaluation compares the two label sets
+    from sav_assets.lib.store.catalog import query
+    cur = query(t.lake, "select distinct checkpoint_sha256 c, random_weights r from masklets where video_id = ? "
+                        "and label_key is not null", [vid]).to_pylist()
+    assert cur == [{"c": sha, "r": False}]
+    sets = query(t.lake, "select label_key, current, random_weights from label_sets where video_id = ? "
+                         "order by current", [vid]).to_pylist()
+    assert sets == [{"label_key": key_before[vid], "current": False, "random_weights": True},
+                    {"label_key": runs[vid]["label_key"], "current": True, "random_weights": False}]
+    ev2 = _call(t, model_evaluation, EvaluationConfig())
+    assert f"| {vid} | {runs[vid]['label_key'][:16]} | {key_before[vid][:16]} |" in ev2["label_sets"]
+
+
+def test_the_cli_runs_the_training_group_without_a_batch(lake, tmp_path, capsys):
+    """`sav-assets run --select model_evaluation` (global assets only): one run, no batch claimed or
+    needed; it used to print "nothing new" (no batch to run) or fail on the batch partition key. The
+    promoted model is read from --root's models table."""
+    import json
+
+    from sav_assets.cli import main
+
+    t = lake
+    cfg = tmp_path / "eval.yaml"
+    cfg.write_text(json.dumps({"resources": {"sam2": {"config": {"device": "cpu", "image_size": 128}}},
+                               "ops": {"model_evaluation": {"config": {"max_videos": 1}}}}))
+    batches_before = sorted(p.name for p in (t.root / "batches").glob("*.json"))
+    rc = main(["run", "--root", str(t.root), "--source", str(t.src), "--select", "model_evaluation",
+               "--config", str(cfg)])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "nothing new" not in out and "succeeded;" in out and "(batch" not in out
+    assert sorted(p.name for p in (t.root / "batches").glob("*.json")) == batches_before
+    with dg.DagsterInstance.get() as instance:
+        ev = instance.get_latest_materialization_event(dg.AssetKey("model_evaluation"))
+    md = ev.asset_materialization.metadata
+    assert md["videos"].value == 1 and 0.0 <= md["current_jf"].value <= 1.0
+    assert md["promoted"].value == ""        # no unpromoted candidate: nothing to promote
