@@ -59,7 +59,12 @@ demo: $(STAMP) instance
 demo-loop: $(STAMP) instance
 	$(BIN)/sav-assets run --source $(DEMO_SOURCE) --root $(SAV_DATA_ROOT) --select sam2_finetune,model_evaluation --config configs/demo_loop.yaml
 	$(BIN)/sav-assets sql --root $(SAV_DATA_ROOT) "select sha256, steps, promoted, json_extract(metrics_json, '$$.val_jf_current') as jf_before, json_extract(metrics_json, '$$.val_jf') as jf_after from models order by created_at"
-	$(BIN)/sav-assets run --source $(DEMO_SOURCE) --root $(SAV_DATA_ROOT) --config configs/demo.yaml
+	# relabel every labeled batch with the promoted model (a plain run only takes newly landed videos);
+	# the previous model's labels are kept beside them (label_sets, all_masklets)
+	for b in $$($(BIN)/sav-assets sql --root $(SAV_DATA_ROOT) --format csv "select distinct batch_id from label_runs order by 1" | tail -n +2 | tr -d '"'); do \
+	  $(BIN)/sav-assets run --source $(DEMO_SOURCE) --root $(SAV_DATA_ROOT) --config configs/demo.yaml --batch $$b || exit 1; \
+	done
+	$(BIN)/sav-assets sql --root $(SAV_DATA_ROOT) "select video_id, model_name, left(checkpoint_sha256, 12) as checkpoint, current, auto_masklets from label_sets order by video_id, current"
 
 test: $(STAMP) $(RAY_STAMP) sysdeps instance
 	$(BIN)/python -m pytest -q tests

@@ -196,6 +196,11 @@ def _mean_best(refs: list[dict[int, dict]], cands: list[dict[int, dict]]) -> flo
     return round(float(np.mean([_best_jf(r, cands) for r in refs])), 4) if refs else None
 
 
+def _model(m: dict) -> str:
+    """``model_name@<checkpoint sha256 prefix>``, or ``@random`` for random weights."""
+    return f"{m['model_name']}@{(m['checkpoint_sha256'] or 'random')[:12]}"
+
+
 def compare_label_sets(lake, video_ids: list[str] | None = None) -> list[dict]:
     """One row per video that has a current label set and an archived (superseded) one: the two
     label keys and models, their automatic masklet counts, ``jf_previous_vs_current`` (mean over
@@ -226,8 +231,8 @@ def compare_label_sets(lake, video_ids: list[str] | None = None) -> list[dict]:
         auto_p = [m for (t, _), m in old.items() if t == "auto"]
         manual = [m for (t, _), m in cur.items() if t == "manual"]
         rows.append({"video_id": vid, "current_key": cur_key[vid][:16], "previous_key": key_p[:16],
-                     "current_model": next(m["model_name"] for m in cur_m if m["video_id"] == vid and m["label_key"]),
-                     "previous_model": prev[vid]["model_name"],
+                     "current_model": _model(next(m for m in cur_m if m["video_id"] == vid and m["label_key"])),
+                     "previous_model": _model(prev[vid]),
                      "auto_current": len(auto_c), "auto_previous": len(auto_p),
                      "jf_previous_vs_current": _mean_best(auto_p, auto_c),
                      "jf_manual_current": _mean_best(manual, auto_c),

@@ -113,6 +113,8 @@ def test_a_relabel_with_another_model_keeps_both_and_the_views_show_the_current_
         assert r["auto_current"] == sum(1 for m in b_masklets if m["video_id"] == r["video_id"])
         assert r["auto_previous"] == sum(1 for m in a_masklets if m["video_id"] == r["video_id"])
         assert 0.0 <= r["jf_previous_vs_current"] <= 1.0 and r["jf_manual_current"] is None
+        assert r["current_model"] == r["previous_model"] == "sam2.1_hiera_tiny@random"   # two seeds, no checkpoint
+        assert r["current_key"] in {k[:16] for k in key_b} and r["previous_key"] in {k[:16] for k in key_a}
 
     # back to the first model: its labels come back from the archive, SAM 2 is not run, nothing doubles
     s = _label(lake, videos, a)
