@@ -31,6 +31,7 @@ new derived artefact would be easier to forget in one of the parts.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import io
 import json
@@ -45,7 +46,7 @@ import pyarrow.parquet as pq
 from sav_assets.lib.dataset.publisher import MANIFEST, rewrite_shards
 from sav_assets.lib.dataset.shard_samples import sample_key
 from sav_assets.lib.store.compaction import COMPACTED, COMPRESSION, ROW_GROUP_SIZE, pointer_rel, read_pointer
-from sav_assets.lib.store.lake import Lake
+from sav_assets.lib.store.lake import MANIFEST_KEY, Lake
 from sav_assets.lib.store.tables import SCHEMAS, SOURCE_OBJECTS, TAKEDOWNS, VIDEOS, to_table
 from sav_assets.lib.video.errors import TAKEN_DOWN
 
@@ -199,11 +200,39 @@ def _rewrite_parquet(lake: Lake, rel: str, edit: Callable[[pa.Table], tuple[pa.T
         if not edit(cols)[1]:
             return 0
         tbl = pq.read_table(path)
+        meta = pq.ParquetFile(path).metadata.metadata or {}
+    manifest = json.loads(meta[MANIFEST_KEY]) if MANIFEST_KEY in meta else None
+    if manifest is not None:         # a consolidated part: its footer's row ranges must follow the rows
+        tbl = tbl.append_column(_ROW, pa.array(range(tbl.num_rows), pa.int64()))
     tbl, n = edit(tbl)
+    if manifest is not None:
+        kept = tbl.column(_ROW).to_pylist()
+        tbl = tbl.drop_columns([_ROW]).replace_schema_metadata(
+            {**(tbl.schema.metadata or {}), MANIFEST_KEY: json.dumps(_shift_ranges(manifest, kept)).encode()})
+        lake.__dict__.pop("_manifests", None)          # the lake's footer cache: this name now says otherwise
     buf = io.BytesIO()
     pq.write_table(tbl, buf, compression=compression, row_group_size=row_group_size, write_statistics=True)
     lake.put_bytes(rel, buf.getvalue())
     return n
+
+
+_ROW = "__sav_row"
+
+
+def _shift_ranges(manifest: dict, kept: list[int]) -> dict:
+    """A consolidated part's manifest after its rows were filtered to ``kept`` (old row numbers, in
+    order): each merged part's ``[start, n]`` becomes its range among the kept rows; a part that lost
+    every row (the video's own) leaves the manifest, with its entry among the merged files."""
+    parts, gone = {}, set()
+    for name, e in manifest.get("parts", {}).items():
+        start, n = e["rows"]
+        lo, hi = bisect.bisect_left(kept, start), bisect.bisect_left(kept, start + n)
+        if n and hi == lo:
+            gone.add(f"{name}.parquet")
+            continue
+        parts[name] = {**e, "rows": [lo, hi - lo]}
+    files = {rel: v for rel, v in manifest.get("files", {}).items() if rel.rsplit("/", 1)[-1] not in gone}
+    return {**manifest, "files": files, "parts": parts}
 
 
 def _drop_rows(lake: Lake, ids: set[str], sha: str, rep: TakedownReport) -> None:
@@ -237,18 +266,28 @@ def _filter_compacted(lake: Lake, table: str, edit, before: dict[str, str], rep:
     if ptr is None:
         return
     after = lake.signatures(Lake.table_dir(table))
-    sources = {}
-    for rel, v in ptr["sources"].items():
-        if before.get(rel) != v or after.get(rel) == v:
-            sources[rel] = v                 # untouched (or already stale): as it was
-        elif rel in after:
-            sources[rel] = after[rel]        # rewritten by this takedown: its compacted rows match again
-        # else: a per-video part this takedown deleted, its compacted rows with it
+
+    def follow(srcs: dict[str, str]) -> dict[str, str]:
+        out = {}
+        for rel, v in srcs.items():
+            if before.get(rel) != v or after.get(rel) == v:
+                out[rel] = v                 # untouched (or already stale): as it was
+            elif rel in after:
+                out[rel] = after[rel]        # rewritten by this takedown: its compacted rows match again
+            # else: a per-video part this takedown deleted, its compacted rows with it
+        return out
+
+    counted = table != "source_objects"      # marked rows stay rows
+    sources = follow(ptr["sources"])
+    segs = [{**sg, "sources": follow(sg["sources"]),
+             "rows": sg.get("rows", 0) - (sum(removed.get(f, 0) for f in sg["files"]) if counted else 0)}
+            for sg in ptr.get("segments", [])]
     current = sum(n for r, n in removed.items() if r in set(ptr["files"]))
-    if sources != ptr["sources"] or current:
-        rows = ptr.get("rows", 0) - (current if table != "source_objects" else 0)
-        lake.put_bytes(pointer_rel(table), json.dumps({**ptr, "sources": sources, "rows": rows}, indent=1).encode(),
-                       "application/json")
+    if sources != ptr["sources"] or current or segs != ptr.get("segments", []):
+        new = {**ptr, "sources": sources, "rows": ptr.get("rows", 0) - (current if counted else 0)}
+        if "segments" in ptr:
+            new["segments"] = segs
+        lake.put_bytes(pointer_rel(table), json.dumps(new, indent=1).encode(), "application/json")
 
 
 # ---- shards -------------------------------------------------------------------------------------
