@@ -175,6 +175,19 @@ def test_a_fixed_file_replaces_its_failure_row(tmp_path, video):
     assert lake.read_table("masklets", schema=MASKLETS).num_rows == 2
 
 
+def test_a_fixed_file_replaces_its_failure_row_after_the_batch_was_consolidated(tmp_path, video):
+    from sav_assets.lib.store.consolidation import consolidate_batch
+
+    lake, summary, _ = _run(tmp_path, video, _doc(10, 10))
+    assert consolidate_batch(lake, "label_runs", "b1", min_parts=1, log=lambda m: None).consolidated
+    assert [r["error_class"] for r in _label_runs(lake)] == [BAD_ANNOTATION]      # now inside the merged part
+    lake, summary, _ = _run(tmp_path, video, _doc(720, 1280))                    # the file fixed
+    assert summary.imported == {VID: ["manual"]}
+    consolidate_batch(lake, "label_runs", "b1", min_parts=1, log=lambda m: None)  # what the masklets step does
+    assert _label_runs(lake) == []
+    assert lake.read_table("masklets", schema=MASKLETS).num_rows == 2
+
+
 def test_warnings_reach_the_asset_metadata(tmp_path, video):
     from sav_assets.defs.label import _summary_metadata
 
