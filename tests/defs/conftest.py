@@ -52,19 +52,24 @@ class TinyLake:
         return {k: getattr(v, "value", v) for k, v in (self.results[asset_name].metadata or {}).items()}
 
 
+def run_pipeline(t: TinyLake) -> None:
+    """Every asset body of one batch, in order, on imported SA-V masks (no SAM 2): ingest to shards."""
+    t.run(raw_videos, config=IngestConfig())
+    t.run(video_quality, config=QUALITY)
+    t.run(masklets, config=LabelingConfig(run_sam2=False))
+    t.run(sav_export)
+    t.run(masklet_qc, config=QCConfig())
+    t.run(splits, config=SplitsConfig(val_target=1))
+    t.run(eval_layout)
+    t.run(training_shards, config=ShardsConfig(window=4))
+
+
 @pytest.fixture(scope="session")
 def tiny_lake(tmp_path_factory):
     base = tmp_path_factory.mktemp("tiny_lake")
     with dg.instance_for_test() as instance:
         t = TinyLake(base, instance)
-        t.run(raw_videos, config=IngestConfig())
-        t.run(video_quality, config=QUALITY)
-        t.run(masklets, config=LabelingConfig(run_sam2=False))
-        t.run(sav_export)
-        t.run(masklet_qc, config=QCConfig())
-        t.run(splits, config=SplitsConfig(val_target=1))
-        t.run(eval_layout)
-        t.run(training_shards, config=ShardsConfig(window=4))
+        run_pipeline(t)
         t.run(compacted_tables, config=CompactionConfig(min_new_parts=1))
         t.run(dataset_statistics)
         yield t

@@ -31,7 +31,7 @@ import io
 import json
 import posixpath
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from sav_assets.lib.label.corrections import is_correction
 from sav_assets.lib.label.prompts import resolve_video, video_key_of
@@ -129,16 +129,23 @@ def review_items(lake: Lake) -> list[tuple[str, int, object]]:
     """``(file, line, raw row)`` of every row of every reviews file, verdicts and corrections alike
     (a file that cannot be parsed: one row, its error text)."""
     out = []
+    for rel, text, error in _review_files(lake):
+        if error:
+            out.append((rel, 0, error))
+            continue
+        out += [(rel, line, raw) for line, raw in _items(rel, text)]
+    return out
+
+
+def _review_files(lake: Lake) -> Iterator[tuple[str, str, str | None]]:
+    """``(file, text, None)`` for every reviews file, or ``(file, "", error)`` when it is not UTF-8."""
     for rel in lake.list(REVIEWS_PREFIX):
         if not rel.endswith(SUFFIXES) or posixpath.basename(rel).startswith("."):
             continue
         try:
-            text = lake.get_bytes(rel).decode("utf-8-sig")
+            yield rel, lake.get_bytes(rel).decode("utf-8-sig"), None
         except UnicodeDecodeError as e:
-            out.append((rel, 0, f"{rel}: not UTF-8 text ({e.reason})"))
-            continue
-        out += [(rel, line, raw) for line, raw in _items(rel, text)]
-    return out
+            yield rel, "", f"{rel}: not UTF-8 text ({e.reason})"
 
 
 def read_verdicts(lake: Lake) -> list[dict]:
@@ -146,14 +153,10 @@ def read_verdicts(lake: Lake) -> list[dict]:
     ``source_line`` and either the verdict's fields or ``error_class`` / ``error_message``. Corrections
     (:mod:`sav_assets.lib.label.corrections`) are not verdicts: the ``masklets`` step reads them."""
     out = []
-    for rel in lake.list(REVIEWS_PREFIX):
-        if not rel.endswith(SUFFIXES) or posixpath.basename(rel).startswith("."):
-            continue
-        try:
-            text = lake.get_bytes(rel).decode("utf-8-sig")
-        except UnicodeDecodeError as e:
+    for rel, text, error in _review_files(lake):
+        if error:
             out.append({"review_id": sha256_text(rel)[:32], "source_file": rel, "source_line": 0,
-                        "error_class": BAD_REVIEW, "error_message": f"{rel}: not UTF-8 text ({e.reason})"})
+                        "error_class": BAD_REVIEW, "error_message": error})
             continue
         for line, raw in _items(rel, text):
             if is_correction(raw):

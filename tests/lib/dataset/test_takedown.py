@@ -12,12 +12,10 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from defs.conftest import QUALITY, TinyLake
+from defs.conftest import QUALITY, TinyLake, run_pipeline
 
 from sav_assets.defs.analytics import CompactionConfig, compacted_tables, dataset_statistics
-from sav_assets.defs.dataset import ShardsConfig, SplitsConfig, eval_layout, splits, training_shards
 from sav_assets.defs.ingest import IngestConfig, raw_videos, video_quality
-from sav_assets.defs.label import LabelingConfig, masklets, sav_export
 from sav_assets.defs.partitions import batches
 from sav_assets.defs.qc import QCConfig, masklet_qc
 from sav_assets.lib.dataset import takedown as td
@@ -36,17 +34,6 @@ def new_batch(t: TinyLake) -> str:
     t.batch_id = claim_batch(t.lake, plan.manifest()).batch_id
     t.instance.add_dynamic_partitions(batches.name, [t.batch_id])
     return t.batch_id
-
-
-def run_pipeline(t: TinyLake) -> None:
-    t.run(raw_videos, config=IngestConfig())
-    t.run(video_quality, config=QUALITY)
-    t.run(masklets, config=LabelingConfig(run_sam2=False))
-    t.run(sav_export)
-    t.run(masklet_qc, config=QCConfig())
-    t.run(splits, config=SplitsConfig(val_target=1))
-    t.run(eval_layout)
-    t.run(training_shards, config=ShardsConfig(window=4))
 
 
 def rows_without(lake, table: str, vids: set[str]) -> list:
