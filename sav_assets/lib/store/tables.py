@@ -270,20 +270,6 @@ TAKEDOWNS = pa.schema([
     ("taken_down_at", TS),
 ])
 
-# One row per sample (a temporal window of one video) of a published shard: which shard holds which
-# video's windows (the licence ledger, takedown).
-SHARD_SAMPLES = pa.schema([
-    ("key", pa.string()),                 # the sample's __key__ in the tar
-    ("shard", pa.string()),               # file name of the shard holding it
-    ("batch_id", pa.string()),
-    ("video_id", pa.string()),
-    ("split", pa.string()),
-    ("start_frame", pa.int64()),          # source frame index of the window's first frame
-    ("frames", pa.int32()),
-    ("masklets", pa.int32()),
-    ("created_at", TS),
-])
-
 # One row per fine-tuned SAM 2 checkpoint (lib/train/registry.py): where it is, what it was trained
 # from and on, and whether it is the labeling model.
 MODELS = pa.schema([
