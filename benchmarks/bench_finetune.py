@@ -43,6 +43,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1, help="torch threads on the CPU")
     ap.add_argument("--configs", default="tiny", help="comma-separated SAM 2.1 sizes (GPU: tiny,large)")
+    ap.add_argument("--loss-mask", type=float, default=20.0, help="focal-loss weight (SAM 2.1 training: 20)")
+    ap.add_argument("--loss-dice", type=float, default=1.0, help="dice-loss weight (SAM 2.1 training: 1)")
+    ap.add_argument("--multimask", action="store_true",
+                    help="keep sam2's 3 multimask outputs for tracking (default: one mask, in training AND evaluation)")
     ap.add_argument("--png", default=str(Path(tempfile.gettempdir()) / "bench_finetune_loss.png"),
                     help="loss-curve PNG ('' = none)")
     return ap.parse_args(argv)
@@ -56,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     from sav_assets.lib.store.lake import Lake
     from sav_assets.lib.train.evaluate import evaluate_models
     from sav_assets.lib.train.finetune import FinetuneConfig, finetune, loss_plot_png
+    from sav_assets.lib.train.forward import single_mask_tracking
     from sav_assets.lib.train.synthetic import demo_clips, demo_episodes
 
     a = parse_args(argv)
@@ -64,13 +69,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# bench_finetune: {machine()}; device {a.device}, input {a.size}px, {a.threads} thread(s), "
           f"{time.strftime('%Y-%m-%d %H:%M')}", flush=True)
     cfg = FinetuneConfig(steps=a.steps, max_seconds=a.seconds, lr=a.lr, warmup_steps=a.warmup,
-                         freeze_image_encoder=not a.train_encoder, point_prob=a.point_prob, save_every=0)
+                         freeze_image_encoder=not a.train_encoder, point_prob=a.point_prob, save_every=0,
+                         loss_mask=a.loss_mask, loss_dice=a.loss_dice)
     clips = demo_clips(n_videos=a.videos, clip_frames=a.frames, max_objects=a.objects)
     episodes = demo_episodes(n_videos=a.val, n_frames=96)
     rows, result, curve = [], None, None
     for name in a.configs.split(","):
         spec = ModelSpec(config=name, image_size=a.size, device=a.device)
         parent, model = load_model(spec), load_model(spec)
+        if not a.multimask:
+            for m in (parent, model):
+                single_mask_tracking(m.model)
         with tempfile.TemporaryDirectory() as tmp, PeakRSS() as rss:
             def progress(step, steps, loss, sps):
                 if step % 25 == 0 or step == 1:

@@ -142,3 +142,23 @@ def test_validation_episodes_are_held_out_and_promptable():
         assert ep.masks[0].reshape(len(ep.obj_ids), -1).any(1).all()
         assert "2" not in ep.obj_ids and ep.masks.shape[1] == len(ep.obj_ids) == 3
         assert not np.array_equal(ep.frames, train[0])
+
+
+def test_single_mask_tracking_supervises_the_mask_that_is_output():
+    """bench_finetune's default: one mask per propagated frame in training AND evaluation, so the loss
+    sees exactly the mask the evaluator scores (sam2's default keeps 3 and outputs the best-IoU one)."""
+    import torch
+
+    from sav_assets.lib.train.forward import clip_forward, prepare_clip, single_mask_tracking
+
+    torch.set_num_threads(1)
+    loaded = load_model(ModelSpec(config="tiny", image_size=64, device="cpu"))
+    clip = next(iter(demo_clips(n_videos=1, clip_frames=3, max_objects=2, size=(64, 48))(0)))
+    frames, masks = prepare_clip(clip.frames, clip.masks, 64, "cpu")
+    with torch.no_grad():
+        multi = clip_forward(loaded.model, frames, masks)
+        single_mask_tracking(loaded.model)
+        one = clip_forward(loaded.model, frames, masks)
+    assert multi[1]["multistep_pred_multimasks_high_res"][0].shape[1] == 3
+    assert one[1]["multistep_pred_multimasks_high_res"][0].shape[1] == 1
+    torch.testing.assert_close(one[1]["pred_masks_high_res"], one[1]["multistep_pred_multimasks_high_res"][0])
