@@ -3,7 +3,11 @@
 No arguments needed. Defaults: CPU, ONE torch thread (on a shared 2-core box two OpenMP threads spin
 against other processes: a 64 px step took 6-10 s with 2 threads and 1.1 s with 1 under load average
 5), SAM 2.1 tiny from random weights at a ``--size`` input, image encoder frozen (its features cached
-per distinct frame), trained on clips of the demo corpus's synthetic scenes (exact masks,
+per distinct frame), tracking with ONE mask per object in training and in both evaluations
+(``multimask_output_for_tracking=False`` and no stability-based token switch, set on the model object
+by :func:`sav_assets.lib.train.forward.single_mask_tracking`; ``--multimask`` keeps sam2's three) and
+SAM 2's loss with dice weight 5 and focal weight 0 (``--loss-dice`` / ``--loss-mask``; SAM 2.1
+trained with 1 / 20), trained on clips of the demo corpus's synthetic scenes (exact masks,
 :mod:`sav_assets.lib.train.synthetic`) for at most ``--seconds`` (900 = 15 minutes) of training; then
 both models (the random-weight parent and the fine-tuned one) evaluated side by side on held-out
 scenes (other seeds, never trained on) with the SA-V val protocol (first-frame mask prompt, our J&F
@@ -43,8 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1, help="torch threads on the CPU")
     ap.add_argument("--configs", default="tiny", help="comma-separated SAM 2.1 sizes (GPU: tiny,large)")
-    ap.add_argument("--loss-mask", type=float, default=20.0, help="focal-loss weight (SAM 2.1 training: 20)")
-    ap.add_argument("--loss-dice", type=float, default=1.0, help="dice-loss weight (SAM 2.1 training: 1)")
+    ap.add_argument("--loss-mask", type=float, default=0.0, help="focal-loss weight (SAM 2.1 training: 20)")
+    ap.add_argument("--loss-dice", type=float, default=5.0, help="dice-loss weight (SAM 2.1 training: 1)")
     ap.add_argument("--multimask", action="store_true",
                     help="keep sam2's 3 multimask outputs for tracking (default: one mask, in training AND evaluation)")
     ap.add_argument("--png", default=str(Path(tempfile.gettempdir()) / "bench_finetune_loss.png"),
