@@ -55,7 +55,6 @@ from sav_assets.lib.store.tables import (
     MASKLETS,
     MASKLETS_ARCHIVE,
     SAV_ANNOTATIONS,
-    SCHEMAS,
     to_table,
 )
 from sav_assets.lib.video.errors import BAD_ANNOTATION, UNREADABLE, VideoError
@@ -235,15 +234,7 @@ def import_annotations(lake: Lake, batch_id: str, video: dict, annotation_uris: 
         _write_video_parts(lake, batch_id, vid, "import", all_m, all_f, None)
         lake.write_part("sav_annotations", batch_id, vid, to_table(headers, SAV_ANNOTATIONS))
         for kind in summary.imported[vid]:   # a file refused by an earlier run and imported now: its failure row goes
-            _clear_part(lake, "label_runs", batch_id, _part(vid, "import_" + kind))
-
-
-def _clear_part(lake: Lake, table: str, batch_id: str, part: str) -> None:
-    """Empty a part wherever its rows are. Deleting the file would not do once the batch's parts are
-    consolidated (its rows live on in the merged file): an empty part of the same name is a newer
-    version, which the next consolidation takes instead of the merged rows."""
-    if lake.part_rows(table, batch_id, part) is not None:
-        lake.write_part(table, batch_id, part, SCHEMAS[table].empty_table())
+            lake.clear_part("label_runs", batch_id, _part(vid, "import_" + kind), LABEL_RUNS)
 
 
 def _record_failure(lake: Lake, batch_id: str, video_id: str, kind: str, error_class: str, message: str,

@@ -410,11 +410,10 @@ def resolve_batch_prompts(lake, batch_id: str, prompts: dict[str, list[Prompt]],
         row = {"video_id": p.get("video_id"), "batch_id": batch_id, "status": "failed",
                "error_class": p["error_class"], "error_message": p["message"][:2000], "masklets": 0,
                "frames_labeled": 0, "finished_at": now}
-        parts.add(problem_part(p["key"]))
-        lake.write_part("label_runs", batch_id, problem_part(p["key"]), to_table([row], LABEL_RUNS))
-    folder = f"tables/label_runs/{batch_id}/"
-    for rel in lake.list(folder):
-        name = rel[len(folder):].removesuffix(".parquet")
+        part = problem_part(p["key"])
+        parts.add(part)
+        lake.write_part("label_runs", batch_id, part, to_table([row], LABEL_RUNS))
+    for name in lake.part_names("label_runs", batch_id):     # merged into a consolidated part too
         if name.startswith("_prompts.") and name not in parts:
-            lake.delete(rel)
+            lake.clear_part("label_runs", batch_id, name, LABEL_RUNS)
     return res

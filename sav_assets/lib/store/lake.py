@@ -156,6 +156,10 @@ class Lake:
             cache[rel] = json.loads(meta.get(MANIFEST_KEY, b'{"files": {}, "parts": {}}'))
         return cache[rel]
 
+    def forget_manifest(self, rel: str) -> None:
+        """Drop one cached footer manifest: for a consolidated part rewritten in place (a takedown)."""
+        self.__dict__.get("_manifests", {}).pop(rel, None)
+
     def live_consolidated(self, rels: Iterable[str]) -> dict[str, list[str]]:
         """``{batch: [live consolidated files]}`` among ``rels`` (those no newer consolidated file replaces)."""
         by_batch: dict[str, list[str]] = {}
@@ -192,6 +196,19 @@ class Lake:
                 start, n = entry["rows"]
                 return self._read_part(c).slice(start, n)
         return None
+
+    def part_names(self, table: str, batch: str) -> set[str]:
+        """The names of a batch's parts, whether in their own file or merged into a consolidated one."""
+        live = self.table_parts(table, [batch])
+        return ({part_name(r) for r in live if not is_consolidated(r)}
+                | {n for r in live if is_consolidated(r) for n in self.manifest(r)["parts"]})
+
+    def clear_part(self, table: str, batch: str, part: str, schema: pa.Schema) -> None:
+        """Remove a part's rows wherever they are. Deleting its file would not do once the batch is
+        consolidated (the rows live on in the merged file): an empty part of the same name is a newer
+        version, which the next consolidation takes instead of the merged rows."""
+        if self.part_rows(table, batch, part) is not None:
+            self.write_part(table, batch, part, schema.empty_table())
 
     def batches(self, table: str) -> list[str]:
         return sorted({r.split("/")[2] for r in self.table_parts(table)})

@@ -116,3 +116,23 @@ def test_masklets_asset_labels_prompts_keyed_by_file_name(tmp_path, make_video):
     assert [(r["video_id"], r["status"]) for r in runs if r["status"] == "labeled"] == [(video["video_id"], "labeled")]
     (bad,) = [r for r in runs if r["status"] == "failed"]
     assert bad["error_class"] == "unresolved_video" and "never_ingested.mp4" in bad["error_message"]
+
+
+def test_a_solved_prompt_problem_leaves_label_runs_after_the_batch_was_consolidated(tmp_path):
+    from sav_assets.lib.label.prompts import resolve_batch_prompts
+    from sav_assets.lib.store.consolidation import consolidate_batch
+    from sav_assets.lib.store.lake import Lake
+    from sav_assets.lib.store.tables import VIDEOS as VIDEOS_SCHEMA
+    from sav_assets.lib.store.tables import to_table
+
+    lake = Lake(tmp_path / "lake")
+    lake.write_part("videos", "b1", "part-0", to_table([{**v, "batch_id": "b1", "status": "ok"} for v in VIDEOS],
+                                                       VIDEOS_SCHEMA))
+    cow = {"file_name": "cow.mp4", "frame_idx": 0, "obj_id": 1, "box": [1, 1, 9, 9]}      # matches no video
+    resolve_batch_prompts(lake, "b1", load_prompts(json.dumps(cow)), VIDEOS)
+    assert consolidate_batch(lake, "label_runs", "b1", min_parts=1, log=lambda m: None).consolidated
+    assert [r["error_class"] for r in lake.read_table("label_runs").to_pylist()] == ["unresolved_video"]
+    fixed = {**cow, "file_name": "My Cat.mp4"}                                             # the file fixed
+    resolve_batch_prompts(lake, "b1", load_prompts(json.dumps(fixed)), VIDEOS)
+    consolidate_batch(lake, "label_runs", "b1", min_parts=1, log=lambda m: None)        # as the masklets step does
+    assert lake.read_table("label_runs").to_pylist() == []
