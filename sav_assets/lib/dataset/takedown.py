@@ -190,7 +190,8 @@ def _rewrite_parquet(lake: Lake, rel: str, edit: Callable[[pa.Table], tuple[pa.T
     """Apply ``edit`` to one Parquet file; rewrite it (one atomic put) only when it changes rows. The
     ``probe`` columns are read first (nulls for those a file lacks), the whole file only on a hit."""
     with lake.store.local_path(rel) as path:
-        names = pq.ParquetFile(path).schema_arrow.names
+        pf = pq.ParquetFile(path)
+        names = pf.schema_arrow.names
         if probe[0] not in names:
             return 0
         cols = pq.read_table(path, columns=[c for c in probe if c in names])
@@ -200,7 +201,7 @@ def _rewrite_parquet(lake: Lake, rel: str, edit: Callable[[pa.Table], tuple[pa.T
         if not edit(cols)[1]:
             return 0
         tbl = pq.read_table(path)
-        meta = pq.ParquetFile(path).metadata.metadata or {}
+        meta = pf.metadata.metadata or {}
     manifest = json.loads(meta[MANIFEST_KEY]) if MANIFEST_KEY in meta else None
     if manifest is not None:         # a consolidated part: its footer's row ranges must follow the rows
         tbl = tbl.append_column(_ROW, pa.array(range(tbl.num_rows), pa.int64()))
@@ -209,7 +210,7 @@ def _rewrite_parquet(lake: Lake, rel: str, edit: Callable[[pa.Table], tuple[pa.T
         kept = tbl.column(_ROW).to_pylist()
         tbl = tbl.drop_columns([_ROW]).replace_schema_metadata(
             {**(tbl.schema.metadata or {}), MANIFEST_KEY: json.dumps(_shift_ranges(manifest, kept)).encode()})
-        lake.__dict__.pop("_manifests", None)          # the lake's footer cache: this name now says otherwise
+        lake.forget_manifest(rel)                       # this name now says otherwise
     buf = io.BytesIO()
     pq.write_table(tbl, buf, compression=compression, row_group_size=row_group_size, write_statistics=True)
     lake.put_bytes(rel, buf.getvalue())
@@ -251,17 +252,20 @@ def _drop_rows(lake: Lake, ids: set[str], sha: str, rep: TakedownReport) -> None
             rep.objects_marked += n
         elif n:
             rep.rows_removed[table] = n
-        _filter_compacted(lake, table, edit, before, rep)
+        _filter_compacted(lake, table, edit, before, rep, counted=table != "source_objects")
 
 
-def _filter_compacted(lake: Lake, table: str, edit, before: dict[str, str], rep: TakedownReport) -> None:
+def _filter_compacted(lake: Lake, table: str, edit, before: dict[str, str], rep: TakedownReport | None,
+                      counted: bool) -> None:
     """Filter every compacted file of ``table`` (any generation); keep its pointer current for the parts
-    this takedown rewrote (those that were fresh stay fresh: their compacted rows match them again)."""
+    this takedown rewrote (those that were fresh stay fresh: their compacted rows match them again).
+    ``counted``: the edit drops the rows it hits (not so when it marks or renames them), so the
+    pointer's row counts go down by as many; ``rep`` (when given) records them."""
     ptr = read_pointer(lake, table)
     files = [r for r in lake.list(f"{COMPACTED}/{table}") if r.endswith(".parquet")]
     removed = {r: _rewrite_parquet(lake, r, edit, (ptr or {}).get("compression", COMPRESSION),
                                    (ptr or {}).get("row_group_size", ROW_GROUP_SIZE)) for r in files}
-    if table != "source_objects" and sum(removed.values()):
+    if rep is not None and counted and sum(removed.values()):
         rep.compacted_rows_removed[table] = sum(removed.values())
     if ptr is None:
         return
@@ -277,7 +281,6 @@ def _filter_compacted(lake: Lake, table: str, edit, before: dict[str, str], rep:
             # else: a per-video part this takedown deleted, its compacted rows with it
         return out
 
-    counted = table != "source_objects"      # marked rows stay rows
     sources = follow(ptr["sources"])
     segs = [{**sg, "sources": follow(sg["sources"]),
              "rows": sg.get("rows", 0) - (sum(removed.get(f, 0) for f in sg["files"]) if counted else 0)}
@@ -370,7 +373,7 @@ def _rename_sample_shards(lake: Lake, replaced: dict[str, str]) -> None:
     before = lake.signatures(Lake.table_dir("shard_samples"))
     for rel in lake.table_parts("shard_samples"):
         _rewrite_parquet(lake, rel, edit, probe=("shard", "batch_id"))
-    _filter_compacted(lake, "shard_samples", edit, before, TakedownReport("", [], already=False))
+    _filter_compacted(lake, "shard_samples", edit, before, None, counted=False)
 
 
 # ---- files --------------------------------------------------------------------------------------
