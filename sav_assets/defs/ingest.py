@@ -61,11 +61,12 @@ def raw_videos(context: dg.AssetExecutionContext, config: IngestConfig, lake: La
     manifest = claim_run_batch(context, lk, config.batch_plan)     # the run's first step: claim the batch
     src = source.source(manifest.get("source_uri"))
     prior = lk.read_table("videos", batches=other_batches(lk, "videos", batch_id), schema=VIDEOS).to_pylist()
+    limits = config.probe_limits()
     runner = connect_runner(lk, source)     # in-process unless SAV_RAY_ADDRESS is set
     try:
         probe = None if runner.kind == "inline" else probe_on(runner, source.source_factory(), src.uri,
-                                                              config.probe_limits(), log=context.log.info)
-        res = ingest_batch(src, manifest, batch_id, prior, config.probe_limits(), workers=config.workers,
+                                                              limits, log=context.log.info)
+        res = ingest_batch(src, manifest, batch_id, prior, limits, workers=config.workers,
                            log=context.log.info, taken_down=tombstones(lk),   # taken-down content: refused rows
                            probe=probe)
     finally:

@@ -174,12 +174,15 @@ def masklets(context: dg.AssetExecutionContext, config: LabelingConfig, lake: La
 def apply_review_corrections(lk, batch_id: str, videos: list[dict], load_model, cfg, opener, log):
     """Corrections dropped under <root>/reviews/ (lib/label/corrections.py), applied to the batch's
     labeled videos before its parts are consolidated (so the merge takes the rewritten parts)."""
-    from sav_assets.lib.label.corrections import apply_corrections
+    from sav_assets.lib.label.corrections import CorrectionSummary, apply_corrections, is_correction
     from sav_assets.lib.qc.reviews import review_items
     from sav_assets.lib.store.tables import VIDEOS
 
+    items = [i for i in review_items(lk) if is_correction(i[2])]
+    if not items:                    # no correction pending: the lake's videos need not be read
+        return CorrectionSummary()
     ok = [v for v in lk.read_table("videos", schema=VIDEOS).to_pylist() if v["status"] == "ok"]
-    return apply_corrections(lk, batch_id, [v for v in videos if v["status"] == "ok"], review_items(lk), load_model,
+    return apply_corrections(lk, batch_id, [v for v in videos if v["status"] == "ok"], items, load_model,
                              cfg, all_videos=ok, opener=opener, log=log)
 
 

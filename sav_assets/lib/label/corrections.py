@@ -115,6 +115,9 @@ def apply_corrections(lake: Lake, batch_id: str, videos: list[dict], items: Iter
                       opener=None, log: Callable[[str], None] = print) -> CorrectionSummary:
     """Apply the corrections among ``items`` (``(file, line, row)`` of the reviews files) that name a
     video of this batch (``videos``), resolved among ``all_videos`` (default: ``videos``)."""
+    items = [(rel, line, raw) for rel, line, raw in items if is_correction(raw)]
+    if not items:                    # the usual run: no correction pending, nothing to read
+        return CorrectionSummary()
     now = _now()
     done = lake.read_table("masklet_edits", schema=MASKLET_EDITS).to_pylist()
     state = _State(applied={(r["correction_id"], r["label_key"]) for r in done if r["status"] == "applied"},
@@ -123,8 +126,6 @@ def apply_corrections(lake: Lake, batch_id: str, videos: list[dict], items: Iter
     in_batch = {v["video_id"]: v for v in videos}
     by_video: dict[str, list[dict]] = {}
     for rel, line, raw in items:
-        if not is_correction(raw):
-            continue
         base = {"correction_id": sha256_json(raw)[:32], "source_file": rel, "source_line": line}
         try:
             c = _parse(rel, line, raw)

@@ -189,13 +189,12 @@ def connect(lake: Lake, read_only: bool = True) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(":memory:")
     if read_only or lake.store.local_root is None:
         _register_arrow_tables(con, lake)
-        _create_derived_views(con)
     else:
         ensure_schemas(lake)
         _create_file_views(con, lake, path=lake.uri)
-        _create_derived_views(con)
         # Parquet footers are cached per connection (DuckDB re-reads a footer whose file changed).
         con.execute("SET parquet_metadata_cache = true")
+    _create_derived_views(con)
     if read_only:
         # spills go to a private folder DuckDB creates only when needed (not ./.tmp), then lock down
         spill = os.path.join(tempfile.gettempdir(), f"sav-duckdb-{os.getpid()}-{uuid.uuid4().hex[:8]}")
