@@ -80,7 +80,8 @@ def cmd_run(args) -> int:
     resources = {"lake": lake_res, "source": source_res, "sam2": SAM2Resource(registry_root=args.root)}
     # Entering the instance makes it the process's current one while definitions load and run.
     with dg.DagsterInstance.get() as instance:
-        if args.select and _job_def(build_definitions(resources), args.select).partitions_def is None:
+        defs = build_definitions(resources) if args.select else None
+        if args.select and _job_def(defs, args.select).partitions_def is None:
             batch_ids = [None]    # only global assets (e.g. group training): one run, no batch claimed
         elif args.batch:
             _report_orphans(args.batch, fail_orphaned_runs(instance, args.batch))
@@ -90,7 +91,7 @@ def cmd_run(args) -> int:
         if not batch_ids:
             _print_summary(lk)
             return 2 if batch_ids is None else 0
-        defs = build_definitions(resources)
+        defs = defs or build_definitions(resources)
         results = [(b, _execute(dg, instance, defs, b, args, PIPELINE_JOB, batches)) for b in batch_ids]
     _print_summary(lk)
     status = 0

@@ -201,6 +201,13 @@ def _model(m: dict) -> str:
     return f"{m['model_name']}@{(m['checkpoint_sha256'] or 'random')[:12]}"
 
 
+def _by_video(rows: list[dict]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for r in rows:
+        out.setdefault(r["video_id"], []).append(r)
+    return out
+
+
 def compare_label_sets(lake, video_ids: list[str] | None = None) -> list[dict]:
     """One row per video that has a current label set and an archived (superseded) one: the two
     label keys and models, their automatic masklet counts, ``jf_previous_vs_current`` (mean over
@@ -220,12 +227,14 @@ def compare_label_sets(lake, video_ids: list[str] | None = None) -> list[dict]:
         if v in cur_key and m["label_key"] != cur_key[v] and (v not in prev or m["created_at"] > prev[v]["created_at"]):
             prev[v] = m
     rows = []
-    frames = lake.read_table("masklet_frames", schema=MASKLET_FRAMES).to_pylist()
-    arc_f = lake.read_table("masklet_frames_archive", schema=MASKLET_FRAMES_ARCHIVE).to_pylist()
+    if not prev:                     # no video relabeled yet: the frame tables need not be read
+        return rows
+    frames = _by_video(lake.read_table("masklet_frames", schema=MASKLET_FRAMES).to_pylist())
+    arc_f = _by_video(lake.read_table("masklet_frames_archive", schema=MASKLET_FRAMES_ARCHIVE).to_pylist())
     for vid in sorted(prev):
         key_p = prev[vid]["label_key"]
-        cur = _masklet_masks([f for f in frames if f["video_id"] == vid])
-        old = _masklet_masks([f for f in arc_f if f["video_id"] == vid and f["label_key"] == key_p])
+        cur = _masklet_masks(frames.get(vid, []))
+        old = _masklet_masks([f for f in arc_f.get(vid, []) if f["label_key"] == key_p])
         mine = {(m["masklet_type"], m["masklet_id"]) for m in cur_m if m["video_id"] == vid and m["label_key"]}
         auto_c = [m for k, m in cur.items() if k[0] == "auto" and k in mine]     # not an imported SA-V auto file
         auto_p = [m for (t, _), m in old.items() if t == "auto"]

@@ -28,8 +28,7 @@ from typing import Any
 
 import numpy as np
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from sav_assets.lib.dataset.augment import normalize
 
 
 def prepare_clip(frames, masks, image_size: int, device: str):
@@ -42,9 +41,7 @@ def prepare_clip(frames, masks, image_size: int, device: str):
     f = torch.as_tensor(frames)
     f = f.float() / 255.0 if f.dtype == torch.uint8 else f.float()
     f = F.interpolate(f, size=(image_size, image_size), mode="bilinear", align_corners=False)
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    f = ((f - mean) / std).to(device)
+    f = normalize(f).to(device)
     m = torch.as_tensor(masks).float()
     m = F.interpolate(m, size=(image_size, image_size), mode="nearest").to(device)
     return f, m
