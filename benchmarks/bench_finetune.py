@@ -4,10 +4,11 @@ No arguments needed. Defaults: CPU, ONE torch thread (on a shared 2-core box two
 against other processes: a 64 px step took 6-10 s with 2 threads and 1.1 s with 1 under load average
 5), SAM 2.1 tiny from random weights at a ``--size`` input, image encoder frozen (its features cached
 per distinct frame), tracking with ONE mask per object in training and in both evaluations
-(``multimask_output_for_tracking=False`` and no stability-based token switch, set on the model object
-by :func:`sav_assets.lib.train.forward.single_mask_tracking`; ``--multimask`` keeps sam2's three) and
-SAM 2's loss with dice weight 5 and focal weight 0 (``--loss-dice`` / ``--loss-mask``; SAM 2.1
-trained with 1 / 20), trained on clips of the demo corpus's synthetic scenes (exact masks,
+(``ModelSpec(multimask_tracking=False)``: no multimask outputs and no stability-based token switch;
+``--multimask`` keeps sam2's three), SAM 2's loss with dice weight 5 and focal weight 0
+(``--loss-dice`` / ``--loss-mask``; SAM 2.1 trained with 1 / 20): ``FinetuneConfig``'s defaults from
+random weights (``FinetuneConfig.resolved``), the ones ``sam2_finetune`` uses; a cosine learning-rate
+decay over the budget (``--schedule``), trained on clips of the demo corpus's synthetic scenes (exact masks,
 :mod:`sav_assets.lib.train.synthetic`) for at most ``--seconds`` (900 = 15 minutes) of training; then
 both models (the random-weight parent and the fine-tuned one) evaluated side by side on held-out
 scenes (other seeds, never trained on) with the SA-V val protocol (first-frame mask prompt, our J&F
@@ -38,6 +39,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--size", type=int, default=128, help="input size (multiple of 32, >= 64)")
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--schedule", default="cosine", choices=["cosine", "constant"], help="learning-rate schedule")
+    ap.add_argument("--min-lr", type=float, default=0.05, help="cosine: final lr as a fraction of --lr")
+    ap.add_argument("--val-seed", type=int, default=0, help="seed set of the held-out validation scenes")
     ap.add_argument("--train-encoder", action="store_true", help="train the image encoder too (no cache)")
     ap.add_argument("--frames", type=int, default=6, help="annotated frames per training clip")
     ap.add_argument("--objects", type=int, default=3, help="objects per training clip")
@@ -47,10 +51,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1, help="torch threads on the CPU")
     ap.add_argument("--configs", default="tiny", help="comma-separated SAM 2.1 sizes (GPU: tiny,large)")
-    ap.add_argument("--loss-mask", type=float, default=0.0, help="focal-loss weight (SAM 2.1 training: 20)")
-    ap.add_argument("--loss-dice", type=float, default=5.0, help="dice-loss weight (SAM 2.1 training: 1)")
+    ap.add_argument("--loss-mask", type=float, default=None,
+                    help="focal-loss weight (default: FinetuneConfig's from random weights, 0; SAM 2.1 trained with 20)")
+    ap.add_argument("--loss-dice", type=float, default=None,
+                    help="dice-loss weight (default: FinetuneConfig's from random weights, 5; SAM 2.1: 1)")
     ap.add_argument("--multimask", action="store_true",
-                    help="keep sam2's 3 multimask outputs for tracking (default: one mask, in training AND evaluation)")
+                    help="track with sam2's 3 multimask outputs (default from random weights: one mask per object, "
+                         "in training AND in both evaluations)")
     ap.add_argument("--png", default=str(Path(tempfile.gettempdir()) / "bench_finetune_loss.png"),
                     help="loss-curve PNG ('' = none)")
     return ap.parse_args(argv)
@@ -64,7 +71,6 @@ def main(argv: list[str] | None = None) -> int:
     from sav_assets.lib.store.lake import Lake
     from sav_assets.lib.train.evaluate import evaluate_models
     from sav_assets.lib.train.finetune import FinetuneConfig, finetune, loss_plot_png
-    from sav_assets.lib.train.forward import single_mask_tracking
     from sav_assets.lib.train.synthetic import demo_clips, demo_episodes
 
     a = parse_args(argv)
@@ -73,17 +79,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# bench_finetune: {machine()}; device {a.device}, input {a.size}px, {a.threads} thread(s), "
           f"{time.strftime('%Y-%m-%d %H:%M')}", flush=True)
     cfg = FinetuneConfig(steps=a.steps, max_seconds=a.seconds, lr=a.lr, warmup_steps=a.warmup,
+                         lr_schedule=a.schedule, min_lr_ratio=a.min_lr,
                          freeze_image_encoder=not a.train_encoder, point_prob=a.point_prob, save_every=0,
-                         loss_mask=a.loss_mask, loss_dice=a.loss_dice)
+                         loss_mask=a.loss_mask, loss_dice=a.loss_dice, multimask_tracking=True if a.multimask else None)
     clips = demo_clips(n_videos=a.videos, clip_frames=a.frames, max_objects=a.objects)
-    episodes = demo_episodes(n_videos=a.val, n_frames=96)
+    episodes = demo_episodes(n_videos=a.val, n_frames=96, seed=a.val_seed)
     rows, result, curve = [], None, None
     for name in a.configs.split(","):
-        spec = ModelSpec(config=name, image_size=a.size, device=a.device)
-        parent, model = load_model(spec), load_model(spec)
-        if not a.multimask:
-            for m in (parent, model):
-                single_mask_tracking(m.model)
+        tracking = cfg.resolved(random_parent=True).multimask_tracking   # the parent has random weights
+        spec = ModelSpec(config=name, image_size=a.size, device=a.device, multimask_tracking=tracking)
+        parent, model = load_model(spec), load_model(spec)   # both evaluated with the tracking trained
         with tempfile.TemporaryDirectory() as tmp, PeakRSS() as rss:
             def progress(step, steps, loss, sps):
                 if step % 25 == 0 or step == 1:

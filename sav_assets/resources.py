@@ -10,8 +10,9 @@ a run: the schedule's cron (``ingest_cron``: ``SAV_INGEST_CRON``) and the SAM 2 
     SAV_DATA_ROOT, AWS_ENDPOINT_URL     LakeResource
     SAV_SOURCE_URI, SAV_PROMPTS_URI     SourceResource
     SAV_SAM2_CONFIG, SAV_SAM2_CHECKPOINT, SAV_SAM2_CHECKPOINT_SHA256, SAV_DEVICE, SAV_SAM2_IMAGE_SIZE,
-    SAV_CHECKPOINT_CACHE                SAM2Resource (a model promoted in the lake's models table
-                                        takes the place of SAV_SAM2_CONFIG/_CHECKPOINT/_IMAGE_SIZE)
+    SAV_CHECKPOINT_CACHE, SAV_SAM2_TRACKING
+                                        SAM2Resource (a model promoted in the lake's models table
+                                        takes the place of SAV_SAM2_CONFIG/_CHECKPOINT/_IMAGE_SIZE/_TRACKING)
     SAV_INGEST_CRON                     ingest_cron()
     SAV_RAY_ADDRESS, SAV_SHARED_FS, SAV_RAY_MAX_RETRIES, RAY_AUTH_MODE
                                         cluster_settings() (read by a step when it runs)
@@ -150,6 +151,9 @@ class SAM2Resource(dg.ConfigurableResource):
                                       "$SAV_SAM2_IMAGE_SIZE, else the model's")
     checkpoint_cache: str | None = Field(default=None, description="where s3:// checkpoints are cached; "
                                             "unset: $SAV_CHECKPOINT_CACHE, else ~/.cache/sav-assets/checkpoints")
+    tracking: str | None = Field(default=None, description="multimask (sam2's default) | single: ONE mask per "
+                                 "object on propagated frames, for a checkpoint fine-tuned that way; unset: "
+                                 "$SAV_SAM2_TRACKING, else multimask (a promoted model: the way it was trained)")
     bf16: bool = Field(default=ModelSpec.bf16, description="bfloat16 autocast (CUDA only)")
     compile: bool = Field(default=ModelSpec.compile, description="torch.compile the image encoder (CUDA only)")
     use_registry: bool = Field(default=True, description="label with the promoted model of the lake's models "
@@ -164,11 +168,10 @@ class SAM2Resource(dg.ConfigurableResource):
         size = self.image_size or _env(None, "SAV_SAM2_IMAGE_SIZE")
         promoted = self.promoted_model()
         if promoted is not None:   # the models table's promoted checkpoint, pinned by its SHA-256
-            return ModelSpec(
-                config=promoted["model_config"], checkpoint=promoted["checkpoint_uri"],
-                checkpoint_sha256=promoted["sha256"], device=_env(self.device, "SAV_DEVICE", ModelSpec.device),
-                image_size=promoted["image_size"], bf16=self.bf16, compile=self.compile,
-                cache_dir=_env(self.checkpoint_cache, "SAV_CHECKPOINT_CACHE"))
+            from sav_assets.lib.train.registry import model_spec
+
+            return model_spec(promoted, device=_env(self.device, "SAV_DEVICE", ModelSpec.device), bf16=self.bf16,
+                              compile=self.compile, cache_dir=_env(self.checkpoint_cache, "SAV_CHECKPOINT_CACHE"))
         return ModelSpec(
             config=_env(self.config, "SAV_SAM2_CONFIG", ModelSpec.config),
             checkpoint=_env(self.checkpoint, "SAV_SAM2_CHECKPOINT"),
@@ -176,7 +179,14 @@ class SAM2Resource(dg.ConfigurableResource):
             device=_env(self.device, "SAV_DEVICE", ModelSpec.device),
             image_size=int(size) if size else None, bf16=self.bf16, compile=self.compile,
             cache_dir=_env(self.checkpoint_cache, "SAV_CHECKPOINT_CACHE"),
+            multimask_tracking=self._multimask_tracking(),
         )
+
+    def _multimask_tracking(self) -> bool:
+        value = (_env(self.tracking, "SAV_SAM2_TRACKING", "multimask") or "multimask").strip().lower()
+        if value not in ("multimask", "single"):
+            raise ValueError(f"SAV_SAM2_TRACKING / sam2.tracking must be 'multimask' or 'single', got {value!r}")
+        return value == "multimask"
 
     def promoted_model(self) -> dict | None:
         """The models-table row of the promoted model (lib/train/registry.py), or None."""

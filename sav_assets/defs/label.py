@@ -75,10 +75,12 @@ class LabelingConfig(dg.Config):
 
 def labels_code_version(spec: ModelSpec) -> str:
     """A digest of what makes the labels: the model (config, checkpoint and its pin, input size,
-    precision, seed) and the labeling defaults. Built from the resource's env-resolved spec, without
+    precision, seed, single-mask tracking) and the labeling defaults. Built from the resource's env-resolved spec, without
     loading torch or SAM 2; a checkpoint replaced under the same path is noticed only through
     SAV_SAM2_CHECKPOINT_SHA256."""
     model = {k: v for k, v in dataclasses.asdict(spec).items() if k not in ("device", "compile", "cache_dir")}
+    if model.get("multimask_tracking", True):   # sam2's default: the versions written before the field existed
+        model.pop("multimask_tracking", None)
     return sha256_json({"labeler": LABELER_VERSION, "model": model,
                         "defaults": dataclasses.asdict(LabelerConfig())})[:16]
 

@@ -32,15 +32,22 @@ class FinetuneRunConfig(dg.Config):
     """SAM 2 fine-tuning: steps, optimizer, prompts, and the clips drawn from the shards."""
 
     steps: int = lib_field(C, "steps", "optimizer steps")
-    lr: float = lib_field(C, "lr", "AdamW learning rate")
+    lr: float = lib_field(C, "lr", "AdamW peak learning rate")
     warmup_steps: int = lib_field(C, "warmup_steps", "linear warmup steps")
+    lr_schedule: str = lib_field(C, "lr_schedule", "cosine (decays over the steps or max_seconds) | constant")
+    min_lr_ratio: float = lib_field(C, "min_lr_ratio", "cosine: final learning rate as a fraction of lr")
     weight_decay: float = lib_field(C, "weight_decay", "AdamW weight decay")
     grad_clip: float = lib_field(C, "grad_clip", "max gradient norm")
     grad_accum: int = lib_field(C, "grad_accum", "clips per optimizer step")
     point_prob: float = lib_field(C, "point_prob", "first frame prompted by a click instead of the mask")
     freeze_image_encoder: bool = lib_field(C, "freeze_image_encoder", "train only memory/prompt/decoder parts")
-    loss_mask: float = lib_field(C, "loss_mask", "focal loss weight")
-    loss_dice: float = lib_field(C, "loss_dice", "dice loss weight")
+    loss_mask: float | None = lib_field(C, "loss_mask", "focal loss weight; unset: 20 (SAM 2.1) from a "
+                                        "checkpoint, 0 from random weights")
+    loss_dice: float | None = lib_field(C, "loss_dice", "dice loss weight; unset: 1 (SAM 2.1) from a "
+                                        "checkpoint, 5 from random weights")
+    multimask_tracking: bool | None = lib_field(C, "multimask_tracking", "propagate with 3 candidate masks "
+                                                "(true) or one (false); unset: true from a checkpoint, "
+                                                "false from random weights. Recorded in the models table")
     loss_iou: float = lib_field(C, "loss_iou", "IoU prediction loss weight")
     loss_class: float = lib_field(C, "loss_class", "object score loss weight")
     save_every: int = lib_field(C, "save_every", "steps between resumable states")
@@ -97,8 +104,9 @@ def sam2_finetune(context: dg.AssetExecutionContext, config: FinetuneRunConfig, 
     res = finetune(loaded, clips, cfg, lk, data_version, progress)
     row = registry.register(lk, sha256=res.sha256, checkpoint_uri=res.checkpoint_uri,
                             parent_sha256=loaded.checkpoint_sha256, model_config=loaded.spec.config,
-                            image_size=loaded.image_size, data_version=data_version, config_hash=cfg.digest(),
-                            run_key=key, steps=res.steps, metrics=describe_result(res))
+                            image_size=loaded.image_size, data_version=data_version, config_hash=res.config_hash,
+                            run_key=key, steps=res.steps, metrics=describe_result(res),
+                            multimask_tracking=res.multimask_tracking)
     refresh_views(context, lk)
     png = base64.b64encode(loss_plot_png(res.losses)).decode()
     return dg.MaterializeResult(metadata={
@@ -107,6 +115,7 @@ def sam2_finetune(context: dg.AssetExecutionContext, config: FinetuneRunConfig, 
         "final_loss": round(sum(res.losses[-10:]) / max(1, len(res.losses[-10:])), 4),
         "peak_host_mb": round(res.peak_host_mb, 1), "peak_gpu_mb": round(res.peak_gpu_mb, 1),
         "data_version": data_version, "shards": len(urls),
+        "tracking": "multimask" if res.multimask_tracking else "single mask",
         "loss_curve": dg.MetadataValue.md(f"![loss](data:image/png;base64,{png})"),
     })
 
@@ -141,7 +150,7 @@ def _local_layout(lk, split: str, tmp: str) -> Path:
                       "the current labeling model and each new candidate, side by side; optional promotion.")
 def model_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig, lake: LakeResource,
                      sam2: SAM2Resource) -> dg.MaterializeResult:
-    from sav_assets.lib.label.model import ModelSpec, load_model
+    from sav_assets.lib.label.model import load_model
     from sav_assets.lib.train import registry
     from sav_assets.lib.train.evaluate import compare_label_sets, evaluate_models, load_layout_episodes
 
@@ -150,9 +159,8 @@ def model_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig
     models = {"current": load_model(spec)}
     cands = [r for r in registry.list_models(lk) if not r["promoted"]][: config.candidates]
     for r in cands:
-        models[r["sha256"][:12]] = load_model(ModelSpec(config=r["model_config"], checkpoint=r["checkpoint_uri"],
-                                                        checkpoint_sha256=r["sha256"], device=spec.device,
-                                                        image_size=r["image_size"]))
+        models[r["sha256"][:12]] = load_model(registry.model_spec(r, device=spec.device, bf16=spec.bf16,
+                                                                  cache_dir=spec.cache_dir))
     with tempfile.TemporaryDirectory() as tmp:
         episodes = load_layout_episodes(_local_layout(lk, config.split, tmp), config.split, config.max_videos)
     if not episodes:

@@ -67,6 +67,8 @@ def test_finetune_evaluate_promote_relabel(lake):
     row = registry.get_model(t.lake, sha)
     assert row["checkpoint_uri"].endswith(f"models/checkpoints/{sha}.pt") and row["parent_sha256"] is None
     assert row["promoted"] is False and row["steps"] == 2
+    # from random weights the run trains ONE mask per object (FinetuneConfig.resolved) and records it
+    assert row["multimask_tracking"] is False and md["tracking"] == "single mask"
     again = _call(t, sam2_finetune, FT)
     assert again["skipped"] is True and again["sha256"] == sha
 
@@ -77,7 +79,12 @@ def test_finetune_evaluate_promote_relabel(lake):
     assert t.sam2.spec().checkpoint_sha256 == sha
     assert labels_code_version(t.sam2.spec()) != version_before      # the UI shows masklets stale
 
+    assert t.sam2.spec().multimask_tracking is False    # the labeler tracks the way the model was trained
+
     t.sam2 = SAM2Resource(image_size=128, device="cpu", registry_root=str(t.root))   # a fresh load
+    tracker = t.sam2.load().model
+    assert tracker.multimask_output_for_tracking is False
+    assert tracker.sam_mask_decoder.dynamic_multimask_via_stability is False
     after = _call(t, masklets, LABEL)
     assert after["videos_labeled"] == 1 and after["videos_skipped_already_labeled"] == 0
     runs = {r["video_id"]: r for r in _runs(t) if r["status"] == "labeled"}

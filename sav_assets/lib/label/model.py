@@ -53,6 +53,15 @@ _PREDICTOR_POSTPROCESSING = [
 ]
 
 
+# What single-mask tracking changes, as the equivalent hydra settings (hashed into config_sha256; the
+# predictor's post-processing above would override the second one, so set_tracking sets both on the
+# built model).
+_SINGLE_MASK_TRACKING = [
+    "++model.multimask_output_for_tracking=false",
+    "++model.sam_mask_decoder_extra_args.dynamic_multimask_via_stability=false",
+]
+
+
 class CheckpointRefused(Exception):
     """The checkpoint was not loaded: pin mismatch, pickled code, unreadable file or wrong keys."""
 
@@ -67,6 +76,7 @@ class ModelSpec:
     bf16: bool = True                    # bfloat16 autocast (CUDA only)
     compile: bool = False                # torch.compile the image encoder (CUDA only)
     seed: int = 0                        # RNG seed for random-weight initialisation
+    multimask_tracking: bool = True      # False: ONE mask per object on propagated frames (set_tracking)
     cache_dir: str | None = None         # where s3:// checkpoints are cached (default ~/.cache/sav-assets)
 
 
@@ -271,6 +281,19 @@ def save_checkpoint(model, path: str | os.PathLike) -> str:
 # model
 
 
+def set_tracking(model, multimask: bool) -> Any:
+    """How propagated frames are decoded: ``multimask=True`` is sam2's default (three candidate masks,
+    the best predicted IoU kept, and a switch to another token when the single one is unstable);
+    ``False`` outputs ONE mask per object (``multimask_output_for_tracking`` and the mask decoder's
+    ``dynamic_multimask_via_stability`` off), the very mask SAM 2's loss supervises in a model trained
+    that way. Attributes of the model object, not of the checkpoint: :class:`ModelSpec` carries the
+    choice (and the ``models`` table records the one a checkpoint was trained with)."""
+    m = getattr(model, "model", model)   # accept a LoadedModel too
+    m.multimask_output_for_tracking = bool(multimask)
+    m.sam_mask_decoder.dynamic_multimask_via_stability = bool(multimask)
+    return model
+
+
 def load_model(spec: ModelSpec | None = None) -> LoadedModel:
     """Build the SAM 2 video predictor from its hydra config and load (or refuse) the checkpoint."""
     spec = spec or ModelSpec()
@@ -281,7 +304,8 @@ def load_model(spec: ModelSpec | None = None) -> LoadedModel:
     cfg_bytes = _config_file(config_path).read_bytes()
     overrides = image_size_overrides(spec.image_size)
     device = _resolve_device(spec.device)
-    config_sha = sha256_bytes(cfg_bytes + b"\0" + json.dumps(overrides + _PREDICTOR_POSTPROCESSING).encode())
+    hashed = overrides + _PREDICTOR_POSTPROCESSING + ([] if spec.multimask_tracking else _SINGLE_MASK_TRACKING)
+    config_sha = sha256_bytes(cfg_bytes + b"\0" + json.dumps(hashed).encode())
 
     # checkpoint first: refuse before spending time on the model
     ckpt_path = ckpt_sha = None
@@ -308,6 +332,8 @@ def load_model(spec: ModelSpec | None = None) -> LoadedModel:
             "produces is meaningless. Set a checkpoint (SAV_SAM2_CHECKPOINT) for real labels.", model_name,
         )
     model = model.to(device).eval()
+    if not spec.multimask_tracking:
+        set_tracking(model, multimask=False)
     if device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True

@@ -282,6 +282,7 @@ MODELS = pa.schema([
     ("config_hash", pa.string()),         # FinetuneConfig.digest()
     ("run_key", pa.string()),             # parent + config + data: a re-run with the same inputs is skipped
     ("steps", pa.int32()),
+    ("multimask_tracking", pa.bool_()),   # how it was trained to track (ModelSpec.multimask_tracking); null: true
     ("metrics_json", pa.string()),        # loss curve summary, steps/s, peak memory, evaluation
     ("promoted", pa.bool_()),
     ("promoted_at", TS),

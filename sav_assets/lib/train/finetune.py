@@ -8,10 +8,13 @@ configured checkpoint, or random weights) on clips of frames ``[T,3,S,S]`` and m
 * forward: :func:`sav_assets.lib.train.forward.clip_forward` (first frame prompted by its mask or a
   click, the rest propagated from memory);
 * loss: sam2's ``training/loss_fns.py`` ``MultiStepMultiMasksAndIous`` (focal + dice on the best of the
-  multimask outputs, IoU prediction, object score), with SAM 2.1's training weights (20 / 1 / 1 / 1);
+  multimask outputs, IoU prediction, object score); from a checkpoint with SAM 2.1's training weights
+  (20 / 1 / 1 / 1) and multimask tracking, from random weights dice-weighted with ONE mask per object
+  (:meth:`FinetuneConfig.resolved`; the result records the tracking the labeler must use);
+* learning rate: linear warmup, then a cosine decay paced by the step cap or the wall-clock budget;
 * with ``freeze_image_encoder`` the encoder's outputs are cached per distinct frame
   (:class:`~sav_assets.lib.train.forward.EncoderCache`): clips reuse a fixed set of frames;
-* AdamW with gradient clipping; on CUDA bf16 autocast and ``grad_accum`` clips per optimizer step;
+* AdamW with gradient clipping, linear warmup then a cosine decay (:func:`learning_rate`); on CUDA bf16 autocast and ``grad_accum`` clips per optimizer step;
 * ``progress(step, steps, loss, steps_per_s)`` after every optimizer step.
 
 Where things go (all through the :class:`~sav_assets.lib.store.lake.Lake`, local or S3):
@@ -37,7 +40,7 @@ import resource
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -53,25 +56,44 @@ class FinetuneConfig:
     """What a fine-tuning run does; every default written here once (defs/training.py reads them)."""
 
     steps: int = 300                   # optimizer steps
-    lr: float = 3e-4                   # AdamW learning rate (constant after warmup)
+    lr: float = 3e-4                   # AdamW peak learning rate (after warmup)
     warmup_steps: int = 10             # linear warmup
+    lr_schedule: str = "cosine"        # cosine (decays to min_lr_ratio * lr over the run) | constant
+    min_lr_ratio: float = 0.05         # the cosine schedule's final learning rate, as a fraction of lr
     weight_decay: float = 0.01
     grad_clip: float = 0.1             # max gradient norm (SAM 2's training setting)
     grad_accum: int = 1                # clips per optimizer step (CUDA and CPU alike)
     point_prob: float = 0.5            # first frame prompted by one click instead of the mask
     freeze_image_encoder: bool = False  # train only the memory, prompt and mask-decoder parts
-    loss_mask: float = 20.0            # focal weight (SAM 2.1 training)
-    loss_dice: float = 1.0
+    # None = by parent (resolved()): from a checkpoint SAM 2.1's training (focal 20, dice 1, multimask
+    # tracking); from random weights FROM_SCRATCH (focal 0, dice 5, ONE mask per object), see resolved()
+    loss_mask: float | None = None     # focal weight
+    loss_dice: float | None = None     # dice weight
+    multimask_tracking: bool | None = None  # propagated frames decoded with 3 masks (True) or 1 (False)
     loss_iou: float = 1.0
     loss_class: float = 1.0            # object-score weight
     save_every: int = 25               # steps between resumable states
     max_seconds: float | None = None   # wall-clock budget: stop early (the row records the steps done)
     seed: int = 0
 
+    def resolved(self, random_parent: bool) -> FinetuneConfig:
+        """The config with every by-parent field (None) filled: :data:`SAM21_TRAINING` when the parent is
+        a checkpoint, :data:`FROM_SCRATCH` when it has random weights. From random weights SAM 2.1's
+        focal weight 20 holds the loss at a plateau of near-empty, class-level masks and J&F does not
+        move (docs/benchmarks.md, probes A/B), and its best-of-3 multimask loss lets one output per
+        object class satisfy it while the IoU head selects another (probe G vs E)."""
+        preset = FROM_SCRATCH if random_parent else SAM21_TRAINING
+        return replace(self, **{k: v for k, v in preset.items() if getattr(self, k) is None})
+
     def digest(self) -> str:
-        """Hash of the fields that change the result (not the budget or the save cadence)."""
-        d = {k: v for k, v in asdict(self).items() if k not in ("save_every", "max_seconds")}
+        """Hash of the fields that change the result (not the save cadence; the wall-clock budget is in
+        it: it bounds the steps and paces the cosine schedule)."""
+        d = {k: v for k, v in asdict(self).items() if k != "save_every"}
         return sha256_json({"trainer": TRAINER_VERSION, **d})[:16]
+
+
+SAM21_TRAINING = {"loss_mask": 20.0, "loss_dice": 1.0, "multimask_tracking": True}
+FROM_SCRATCH = {"loss_mask": 0.0, "loss_dice": 5.0, "multimask_tracking": False}
 
 
 @dataclass
@@ -86,17 +108,20 @@ class FinetuneResult:
     checkpoint_uri: str | None = None
     sha256: str | None = None
     resumed_from: int = 0
+    multimask_tracking: bool = True    # how the model was trained to track: label and evaluate it the same way
+    config_hash: str = ""              # the resolved config's digest
 
 
 def run_key(loaded: Any, cfg: FinetuneConfig, data_version: str) -> str:
-    """The identity of a run: parent model, model config, training config and data version."""
+    """The identity of a run: parent model, model config, training config (resolved for the parent) and
+    data version."""
     parent = loaded.checkpoint_sha256 or f"random:{getattr(loaded.spec, 'seed', 0)}"
     return sha256_json({"parent": parent, "config_sha256": loaded.config_sha256, "image_size": loaded.image_size,
-                        "train": cfg.digest(), "data": data_version})[:32]
+                        "train": cfg.resolved(loaded.random_weights).digest(), "data": data_version})[:32]
 
 
 def loss_function(cfg: FinetuneConfig):
-    """SAM 2's training loss (sam2 package, ``training/loss_fns.py``) with the config's weights."""
+    """SAM 2's training loss (sam2 package, ``training/loss_fns.py``) with the (resolved) config's weights."""
     from training.loss_fns import MultiStepMultiMasksAndIous
 
     return MultiStepMultiMasksAndIous(
@@ -127,6 +152,25 @@ def _save_state(lake: Lake, key: str, model, opt, step: int, losses: list[float]
     torch.save({"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                 "optim": opt.state_dict(), "step": step, "losses": list(losses)}, buf)
     lake.put_bytes(_state_rel(key), buf.getvalue())
+
+
+def learning_rate(cfg: FinetuneConfig, step: int, elapsed: float) -> float:
+    """The learning rate of optimizer step ``step`` (0-based): linear warmup, then constant or a cosine
+    decay over the run's progress, the larger of ``step / steps`` and ``elapsed / max_seconds`` (a
+    run with a wall-clock budget decays within it, however many steps it gets; a resumed run counts
+    its time from the resume)."""
+    import math
+
+    if cfg.lr_schedule not in ("cosine", "constant"):
+        raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {cfg.lr_schedule!r}")
+    lr = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+    if cfg.lr_schedule == "constant":
+        return lr
+    done = step / max(1, cfg.steps)
+    if cfg.max_seconds:
+        done = max(done, elapsed / cfg.max_seconds)
+    done = min(1.0, done)
+    return lr * (cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * done)))
 
 
 def _cycle(clips: Callable[[int], Iterable[Any]]) -> Iterator[Any]:
@@ -170,9 +214,12 @@ def finetune(loaded: Any, clips: Callable[[int], Iterable[Any]], cfg: FinetuneCo
     checkpoint into the lake; resumes from ``models/runs/<run_key>/state.pt`` when it exists."""
     import torch
 
+    from sav_assets.lib.label.model import set_tracking
     from sav_assets.lib.train.forward import EncoderCache, clip_forward, prepare_clip
 
+    cfg = cfg.resolved(loaded.random_weights)
     key = run_key(loaded, cfg, data_version)
+    set_tracking(loaded.model, cfg.multimask_tracking)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     model, params, opt = _setup(loaded, cfg)
@@ -191,8 +238,9 @@ def finetune(loaded: Any, clips: Callable[[int], Iterable[Any]], cfg: FinetuneCo
     cache = EncoderCache() if cfg.freeze_image_encoder else None
     t0 = time.time()
     while step < cfg.steps and (cfg.max_seconds is None or time.time() - t0 < cfg.max_seconds):
+        lr = learning_rate(cfg, step, time.time() - t0)
         for g in opt.param_groups:
-            g["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+            g["lr"] = lr
         opt.zero_grad(set_to_none=True)
         total = 0.0
         for _ in range(max(1, cfg.grad_accum)):
@@ -219,7 +267,8 @@ def finetune(loaded: Any, clips: Callable[[int], Iterable[Any]], cfg: FinetuneCo
         run_key=key, steps=step, losses=losses, seconds=secs,
         steps_per_s=(step - resumed_from) / secs if secs > 0 else 0.0, peak_host_mb=_peak_host_mb(),
         peak_gpu_mb=torch.cuda.max_memory_allocated() / 2**20 if cuda else 0.0,
-        checkpoint_uri=uri, sha256=sha, resumed_from=resumed_from)
+        checkpoint_uri=uri, sha256=sha, resumed_from=resumed_from, multimask_tracking=cfg.multimask_tracking,
+        config_hash=cfg.digest())
 
 
 def _f32(v):

@@ -103,16 +103,6 @@ def image_features(model: Any, frames, cache: EncoderCache | None = None) -> dic
     return out
 
 
-def single_mask_tracking(model: Any) -> Any:
-    """Track with ONE mask per object (``multimask_output_for_tracking=False``, and no stability-based
-    switch to another token at inference), so the mask SAM 2's loss supervises on propagated frames is
-    the very one the evaluation outputs. Set on the model object (not in the checkpoint): a model
-    trained this way must be evaluated / labeled with it set too."""
-    model.multimask_output_for_tracking = False
-    model.sam_mask_decoder.dynamic_multimask_via_stability = False
-    return model
-
-
 def _first_click(mask0, rng: np.random.Generator):
     """One positive click per object, uniformly inside its frame-0 mask (the mask's centre pixel
     grid when it is empty): SAM 2's point_inputs dict."""

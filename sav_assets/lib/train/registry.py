@@ -55,12 +55,14 @@ def _write(lake: Lake, row: dict) -> None:
 
 def register(lake: Lake, *, sha256: str, checkpoint_uri: str, parent_sha256: str | None, model_config: str,
              image_size: int, data_version: str, config_hash: str, run_key: str, steps: int,
-             metrics: dict) -> dict:
-    """Add (or update, keeping its promotion) the row of a checkpoint."""
+             metrics: dict, multimask_tracking: bool = True) -> dict:
+    """Add (or update, keeping its promotion) the row of a checkpoint; ``multimask_tracking``: how it
+    was trained to track, so it labels and is evaluated the same way (:func:`model_spec`)."""
     old = next((r for r in list_models(lake) if r["sha256"] == sha256), None)
     row = {"sha256": sha256, "checkpoint_uri": checkpoint_uri, "parent_sha256": parent_sha256,
            "model_config": model_config, "image_size": int(image_size), "data_version": data_version,
            "config_hash": config_hash, "run_key": run_key, "steps": int(steps),
+           "multimask_tracking": bool(multimask_tracking),
            "metrics_json": json.dumps(metrics, sort_keys=True, default=str),
            "promoted": bool(old and old["promoted"]), "promoted_at": old["promoted_at"] if old else None,
            "created_at": old["created_at"] if old else _now()}
@@ -93,6 +95,16 @@ def current_labeling_model(lake: Lake) -> dict | None:
     """The promoted model (latest promotion), or None: labeling uses the configured checkpoint."""
     rows = [r for r in list_models(lake) if r["promoted"]]
     return max(rows, key=lambda r: r["promoted_at"]) if rows else None
+
+
+def model_spec(row: dict, **kw):
+    """The :class:`~sav_assets.lib.label.model.ModelSpec` that loads a registered model as it was trained:
+    its config, input size and tracking, its checkpoint pinned by its SHA-256; ``kw``: the rest
+    (device, precision, cache)."""
+    from sav_assets.lib.label.model import ModelSpec
+
+    return ModelSpec(config=row["model_config"], checkpoint=row["checkpoint_uri"], checkpoint_sha256=row["sha256"],
+                     image_size=row["image_size"], multimask_tracking=row.get("multimask_tracking") is not False, **kw)
 
 
 @dataclass

@@ -12,7 +12,7 @@ from sav_assets.lib.label.model import CheckpointRefused, ModelSpec, load_model
 from sav_assets.lib.store.lake import Lake
 from sav_assets.lib.train import registry
 from sav_assets.lib.train.evaluate import Episode, evaluate_models
-from sav_assets.lib.train.finetune import FinetuneConfig, finetune, run_key
+from sav_assets.lib.train.finetune import FinetuneConfig, finetune, learning_rate, run_key
 from sav_assets.lib.train.synthetic import demo_clips
 
 SIZE = 128
@@ -145,20 +145,62 @@ def test_validation_episodes_are_held_out_and_promptable():
 
 
 def test_single_mask_tracking_supervises_the_mask_that_is_output():
-    """bench_finetune's default: one mask per propagated frame in training AND evaluation, so the loss
+    """The default from random weights: one mask per propagated frame in training AND evaluation, so the loss
     sees exactly the mask the evaluator scores (sam2's default keeps 3 and outputs the best-IoU one)."""
     import torch
 
-    from sav_assets.lib.train.forward import clip_forward, prepare_clip, single_mask_tracking
+    from sav_assets.lib.train.forward import clip_forward, prepare_clip
 
     torch.set_num_threads(1)
-    loaded = load_model(ModelSpec(config="tiny", image_size=64, device="cpu"))
+    multi_model = load_model(ModelSpec(config="tiny", image_size=64, device="cpu"))
+    one_model = load_model(ModelSpec(config="tiny", image_size=64, device="cpu", multimask_tracking=False))
+    assert one_model.config_sha256 != multi_model.config_sha256      # label keys tell the two apart
     clip = next(iter(demo_clips(n_videos=1, clip_frames=3, max_objects=2, size=(64, 48))(0)))
     frames, masks = prepare_clip(clip.frames, clip.masks, 64, "cpu")
     with torch.no_grad():
-        multi = clip_forward(loaded.model, frames, masks)
-        single_mask_tracking(loaded.model)
-        one = clip_forward(loaded.model, frames, masks)
+        multi = clip_forward(multi_model.model, frames, masks)
+        one = clip_forward(one_model.model, frames, masks)
     assert multi[1]["multistep_pred_multimasks_high_res"][0].shape[1] == 3
     assert one[1]["multistep_pred_multimasks_high_res"][0].shape[1] == 1
     torch.testing.assert_close(one[1]["pred_masks_high_res"], one[1]["multistep_pred_multimasks_high_res"][0])
+
+
+def test_loss_weights_and_tracking_follow_the_parent(trained):
+    """Unset loss weights / tracking resolve by parent: SAM 2.1's training from a checkpoint, the
+    dice-weighted single-mask setting from random weights; explicit values win; the run records it."""
+    _, _, cfg, res = trained
+    scratch, ckpt = cfg.resolved(random_parent=True), cfg.resolved(random_parent=False)
+    assert (scratch.loss_mask, scratch.loss_dice, scratch.multimask_tracking) == (0.0, 5.0, False)
+    assert (ckpt.loss_mask, ckpt.loss_dice, ckpt.multimask_tracking) == (20.0, 1.0, True)
+    mine = FinetuneConfig(loss_mask=2.0, multimask_tracking=True).resolved(random_parent=True)
+    assert (mine.loss_mask, mine.loss_dice, mine.multimask_tracking) == (2.0, 5.0, True)
+    assert res.multimask_tracking is False and res.config_hash == scratch.digest() != ckpt.digest()
+    assert res.run_key == run_key(_model(), cfg, "fixed-clip")     # the caller's key is the trainer's
+
+
+def test_registered_model_loads_with_the_tracking_it_was_trained_with(trained):
+    lake, _, cfg, res = trained
+    kw = dict(checkpoint_uri=res.checkpoint_uri, parent_sha256=None, model_config="tiny", image_size=SIZE,
+              data_version="fixed-clip", config_hash=res.config_hash, steps=res.steps, metrics={})
+    row = registry.register(lake, sha256=res.sha256, run_key=res.run_key, multimask_tracking=False, **kw)
+    spec = registry.model_spec(row, device="cpu")
+    assert spec.multimask_tracking is False and spec.checkpoint_sha256 == res.sha256
+    m = load_model(spec).model
+    assert m.multimask_output_for_tracking is False and m.sam_mask_decoder.dynamic_multimask_via_stability is False
+    legacy = {**row, "multimask_tracking": None}        # a row written before the column: sam2's default
+    assert registry.model_spec(legacy).multimask_tracking is True
+
+
+def test_cosine_learning_rate_paced_by_steps_or_budget():
+    cfg = FinetuneConfig(steps=100, lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
+    assert learning_rate(cfg, 0, 0.0) == pytest.approx(0.1)                 # warmup
+    assert learning_rate(cfg, 9, 0.0) == pytest.approx(1.0 * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * 0.09))))
+    assert learning_rate(cfg, 50, 0.0) == pytest.approx(0.55)               # half way: the mean of lr and min
+    assert learning_rate(cfg, 100, 0.0) == pytest.approx(0.1)
+    timed = FinetuneConfig(steps=10_000, lr=1.0, warmup_steps=1, min_lr_ratio=0.0, max_seconds=60.0)
+    assert learning_rate(timed, 5, 30.0) == pytest.approx(0.5)              # the budget paces it
+    assert learning_rate(timed, 5, 90.0) == pytest.approx(0.0)
+    flat = FinetuneConfig(steps=100, lr=1.0, warmup_steps=1, lr_schedule="constant")
+    assert learning_rate(flat, 99, 1e9) == 1.0
+    with pytest.raises(ValueError, match="lr_schedule"):
+        learning_rate(FinetuneConfig(lr_schedule="step"), 0, 0.0)
