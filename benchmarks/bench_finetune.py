@@ -58,6 +58,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--multimask", action="store_true",
                     help="track with sam2's 3 multimask outputs (default from random weights: one mask per object, "
                          "in training AND in both evaluations)")
+    ap.add_argument("--out", default="", help="keep the training lake here (its models/checkpoints/<sha256>.pt "
+                    "is what benchmarks/bench_reseed.py --checkpoint takes); default: a temporary folder")
     ap.add_argument("--png", default=str(Path(tempfile.gettempdir()) / "bench_finetune_loss.png"),
                     help="loss-curve PNG ('' = none)")
     return ap.parse_args(argv)
@@ -93,7 +95,10 @@ def main(argv: list[str] | None = None) -> int:
             def progress(step, steps, loss, sps):
                 if step % 25 == 0 or step == 1:
                     print(f"step {step:5d} loss {loss:8.4f} {sps:.3f} steps/s", flush=True)
-            res = finetune(model, clips, cfg, Lake(tmp), data_version="demo-synthetic", progress=progress)
+            res = finetune(model, clips, cfg, Lake(a.out or tmp), data_version="demo-synthetic", progress=progress)
+        if a.out:
+            print(f"checkpoint ({name}): {res.checkpoint_uri} sha256 {res.sha256} "
+                  f"tracking {'multimask' if res.multimask_tracking else 'single'}", flush=True)
         ma = [round(float(np.mean(res.losses[max(0, i - 25):i])), 3) for i in range(25, len(res.losses) + 1, 25)]
         print(f"loss, mean of each 25 steps ({name}): {ma}", flush=True)
         rows.append({"model": model.model_name, "steps": res.steps, "seconds": round(res.seconds, 1),
