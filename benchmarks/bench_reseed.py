@@ -21,7 +21,9 @@ the flags. If with them neither model finds any late object (``--relaxed auto``,
 ``stability_score_thresh`` 0: every generated mask may seed, which is also what ``bench_labeling.py``
 uses with random weights), reported in its own section. The last line is
 ``late object found: before <k>/<n> after <k>/<n>`` (n = late-entering objects over the videos) of the
-last setting run (the relaxed one when it ran; the line above it names the setting).
+last setting run (the relaxed one when it ran; the line above it names the setting). When neither model
+finds a late object, the generator's masks on one frame where every object is visible (thresholds 0)
+are listed per model with their predicted IoU and stability: why no seed passed the thresholds.
 
     python benchmarks/bench_reseed.py                                       # random weights only
     python benchmarks/bench_reseed.py --checkpoint LAKE/models/checkpoints/<sha>.pt --sha256 <sha>
@@ -149,9 +151,12 @@ def _setting(title: str, cfg, models: dict, videos, a) -> dict[str, tuple[int, i
     return {name: _print_model(name, _run(m, videos, cfg, a.found_jf)) for name, m in models.items()}
 
 
-def _seed_scores(models: dict, video: dict, cfg) -> None:
+def _seed_scores(models: dict, video: dict, cfg, top: int = 6) -> None:
     """Why seeds pass or not: the generator's masks on the first annotated frame where every object is
-    visible, thresholds 0, with their predicted IoU and stability, per model."""
+    visible, thresholds 0, per model: how many, how many pass the thresholds, and the ``top`` largest
+    of those above the labeler's minimum seed area with their predicted IoU and stability."""
+    import math
+
     from sav_assets.lib.label.seeding import make_generator
     from sav_assets.lib.sav.fields import annotation_grid
     from sav_assets.lib.sav.jf import db_eval_iou
@@ -160,18 +165,24 @@ def _seed_scores(models: dict, video: dict, cfg) -> None:
     gt = video["gt"]
     a = next(t for t in range(len(gt[0])) if all(g[t].any() for g in gt.values()))
     frame = read_frames(video["path"], [annotation_grid(video["row"]["video_frame_count"], 24.0)[a]])[0]
+    min_area = max(1, math.ceil(cfg.min_area_frac * frame.shape[0] * frame.shape[1]))
+    print(f"Generator masks on {video['row']['video_id']} annotated frame {a} (every object visible), thresholds 0, "
+          f"{cfg.points_per_side}x{cfg.points_per_side} points, after box NMS; below, the {top} largest per model:\n")
     rows = []
     for name, m in models.items():
-        for ann in make_generator(m, replace(cfg, pred_iou_thresh=0.0, stability_score_thresh=0.0)).generate(frame):
-            seg = ann["segmentation"]
+        anns = make_generator(m, replace(cfg, pred_iou_thresh=0.0, stability_score_thresh=0.0)).generate(frame)
+        big = [x for x in anns if int(x["segmentation"].sum()) >= min_area]
+        passing = sum(x["predicted_iou"] > cfg.pred_iou_thresh and x["stability_score"] >= cfg.stability_score_thresh
+                      for x in big)
+        print(f"- {name}: {len(anns)} generator masks, {len(big)} of at least {min_area} px, {passing} of them "
+              f"passing pred_iou_thresh {cfg.pred_iou_thresh} and stability_score_thresh {cfg.stability_score_thresh}")
+        for x in sorted(big, key=lambda x: -int(x["segmentation"].sum()))[:top]:
+            seg = x["segmentation"]
             best = max(gt, key=lambda o: db_eval_iou(gt[o][a], seg))
-            rows.append({"model": name, "area fraction": f"{seg.mean():.3f}", "predicted IoU": f"{ann['predicted_iou']:.3f}",
-                         "stability": f"{ann['stability_score']:.3f}",
-                         "passes thresholds": ann["predicted_iou"] > cfg.pred_iou_thresh
-                         and ann["stability_score"] >= cfg.stability_score_thresh,
+            rows.append({"model": name, "area fraction": f"{seg.mean():.3f}", "predicted IoU": f"{x['predicted_iou']:.3f}",
+                         "stability": f"{x['stability_score']:.3f}",
                          "best object (IoU)": f"{best} {OBJECTS[best]} ({db_eval_iou(gt[best][a], seg):.2f})"})
-    print(f"Generator masks on {video['row']['video_id']} annotated frame {a} (every object visible), thresholds 0, "
-          f"{cfg.points_per_side}x{cfg.points_per_side} points (after box NMS):\n")
+    print()
     print_table(rows)
 
 
@@ -213,14 +224,13 @@ def main(argv=None) -> int:
         title = "labeler defaults" if all(v is None for v in given) else "labeler defaults with the given flags"
         res = _setting(title, cfg, models, videos, a)
         none_found = not any(k for k, _ in res.values())
+        if none_found:
+            print(f"With these settings neither model found a late object: {_line(res)}.\n")
+            _seed_scores(models, videos[0], cfg)
         if a.relaxed == "always" or (a.relaxed == "auto" and none_found):
-            if none_found:
-                print(f"With these settings neither model found a late object: {_line(res)}.\n")
-                _seed_scores(models, videos[0], cfg)
             print(f"{_line(res)}  [settings above]\n")
-            relaxed = replace(cfg, **RELAXED)
             title = "RELAXED: generator thresholds 0 (pred_iou_thresh=0, stability_score_thresh=0), all else as above"
-            res = _setting(title, relaxed, models, videos, a)
+            res = _setting(title, replace(cfg, **RELAXED), models, videos, a)
     print(f"peak RSS {rss.peak_mb:.0f} MB")
     print(f"settings of the last line: {'relaxed' if title.startswith('RELAXED') else 'as configured above'}")
     print(_line(res))
