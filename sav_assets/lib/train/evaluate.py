@@ -10,7 +10,9 @@ their first appearance, exactly as ``sav_evaluator.py``).
 Besides J, F and J&F, each model gets a **temporal stability** figure: per object and pair of
 consecutive annotated frames, the IoU of the two predicted masks is compared with the IoU of the two
 ground-truth masks; stability is ``1 - mean |IoU_pred - IoU_gt|`` (1: the prediction changes from
-frame to frame exactly as much as the object does; flicker and drift lower it). Each video gets a plot
+frame to frame exactly as much as the object does; flicker and drift lower it), and an **objects
+apart** figure (:func:`objects_apart`: 0 when every tracked object gets one and the same mask, as a
+foreground segmenter that ignores its memory would give, 1 for disjoint masks). Each video gets a plot
 of per-frame J&F (mean over its objects, :func:`sav_assets.lib.sav.jf.db_eval_iou` and
 ``db_eval_boundary``) with one line per model.
 
@@ -84,6 +86,17 @@ def stability(gt: np.ndarray, pred: np.ndarray) -> float:
     return 1.0 - float(np.mean(diffs)) if diffs else 1.0
 
 
+def objects_apart(pred: np.ndarray) -> float | None:
+    """How differently a model segments the objects it tracks: ``1 - mean IoU`` between the predicted
+    masks of two different objects on the same propagated frame (frames after the prompt frame, pairs
+    where either mask is non-empty). 1: disjoint masks per object; 0: one and the same mask for every
+    object (a foreground segmenter that ignores its memory). None with fewer than two objects."""
+    t_len, n = pred.shape[:2]
+    ious = [float(db_eval_iou(pred[t, i], pred[t, j])) for t in range(1, t_len) for i in range(n)
+            for j in range(i + 1, n) if pred[t, i].any() or pred[t, j].any()]
+    return 1.0 - float(np.mean(ious)) if ious else None
+
+
 def per_frame_jf(gt: np.ndarray, pred: np.ndarray) -> list[float]:
     """Mean over objects of (J + F) / 2 on each frame."""
     return [float(np.mean([(db_eval_iou(gt[t, j], pred[t, j]) + db_eval_boundary(gt[t, j], pred[t, j])) / 2
@@ -92,7 +105,7 @@ def per_frame_jf(gt: np.ndarray, pred: np.ndarray) -> list[float]:
 
 def evaluate_models(models: dict[str, Any], episodes: list[Episode], plots: bool = True) -> dict:
     """Every model on every episode. Returns ``{"models": {name: {"J", "F", "J&F", "stability",
-    "videos": {vid: J&F}}}, "rows": [...] (one per model, for a table), "per_video": [...] (one row per
+    "objects_apart" (:func:`objects_apart`), "videos": {vid: J&F}}}, "rows": [...] (one per model, for a table), "per_video": [...] (one row per
     video, a J&F column per model), "plots": {vid: png bytes}}``."""
     results: dict[str, dict] = {}
     curves: dict[str, dict[str, list[float]]] = {}
@@ -102,17 +115,22 @@ def evaluate_models(models: dict[str, Any], episodes: list[Episode], plots: bool
             _write_layout(gt_root, ep, ep.masks)
         for name, loaded in models.items():
             pred_root = Path(tmp) / f"pred_{len(results)}"
-            stab, curves[name] = [], {}
+            stab, apart, curves[name] = [], [], {}
             for ep in episodes:
                 pred = predict_episode(loaded, ep)
                 _write_layout(pred_root, ep, pred)
                 stab.append(stability(ep.masks, pred))
+                apart.append(objects_apart(pred))
                 curves[name][ep.video_id] = per_frame_jf(ep.masks, pred)
             res = evaluate_layout(gt_root, pred_root, [ep.video_id for ep in episodes])
+            apart = [a for a in apart if a is not None]
             results[name] = {"J": res["J"], "F": res["F"], "J&F": res["J&F"], "stability": float(np.mean(stab)),
+                             "objects_apart": float(np.mean(apart)) if apart else None,
                              "videos": {v: r["J&F"] for v, r in res["videos"].items()}}
     rows = [{"model": n, "J&F": round(r["J&F"], 4), "J": round(r["J"], 4), "F": round(r["F"], 4),
-             "stability": round(r["stability"], 4)} for n, r in results.items()]
+             "stability": round(r["stability"], 4),
+             "objects apart": None if r["objects_apart"] is None else round(r["objects_apart"], 4)}
+            for n, r in results.items()]
     per_video = [{"video_id": ep.video_id, **{n: round(results[n]["videos"].get(ep.video_id, float("nan")), 4)
                                               for n in results}} for ep in episodes]
     out = {"models": results, "rows": rows, "per_video": per_video, "plots": {}}

@@ -204,3 +204,15 @@ def test_cosine_learning_rate_paced_by_steps_or_budget():
     assert learning_rate(flat, 99, 1e9) == 1.0
     with pytest.raises(ValueError, match="lr_schedule"):
         learning_rate(FinetuneConfig(lr_schedule="step"), 0, 0.0)
+
+
+def test_objects_apart_tells_a_tracker_from_a_foreground_segmenter():
+    from sav_assets.lib.train.evaluate import objects_apart
+
+    pred = np.zeros((3, 2, 10, 10), bool)
+    pred[:, 0, :5], pred[:, 1, 5:] = True, True            # two disjoint objects
+    assert objects_apart(pred) == 1.0
+    same = pred.copy()
+    same[1:, 1] = same[1:, 0]                               # propagated frames: one mask for both
+    assert objects_apart(same) == 0.0                       # frame 0 (the prompt) is not counted
+    assert objects_apart(pred[:, :1]) is None
