@@ -8,7 +8,9 @@ per distinct frame), tracking with ONE mask per object in training and in both e
 ``--multimask`` keeps sam2's three), SAM 2's loss with dice weight 5 and focal weight 0
 (``--loss-dice`` / ``--loss-mask``; SAM 2.1 trained with 1 / 20): ``FinetuneConfig``'s defaults from
 random weights (``FinetuneConfig.resolved``), the ones ``sam2_finetune`` uses; a cosine learning-rate
-decay over the budget (``--schedule``), trained on clips of the demo corpus's synthetic scenes (exact masks,
+decay over the budget (``--schedule``); early stopping: every ``--eval-every`` steps J&F on ``--dev``
+dev scenes (a third seed set, neither trained on nor validated on; scoring time counts in the
+budget) and the best state is the checkpoint, trained on clips of the demo corpus's synthetic scenes (exact masks,
 :mod:`sav_assets.lib.train.synthetic`) for at most ``--seconds`` (900 = 15 minutes) of training; then
 both models (the random-weight parent and the fine-tuned one) evaluated side by side on held-out
 scenes (other seeds, never trained on) with the SA-V val protocol (first-frame mask prompt, our J&F
@@ -42,6 +44,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--schedule", default="cosine", choices=["cosine", "constant"], help="learning-rate schedule")
     ap.add_argument("--min-lr", type=float, default=0.05, help="cosine: final lr as a fraction of --lr")
     ap.add_argument("--val-seed", type=int, default=0, help="seed set of the held-out validation scenes")
+    ap.add_argument("--eval-every", type=int, default=50,
+                    help="early stopping: steps between J&F scorings on the dev scenes, the best state is kept (0: off)")
+    ap.add_argument("--dev", type=int, default=2, help="dev scenes for early stopping (seed set --dev-seed)")
+    ap.add_argument("--dev-seed", type=int, default=7, help="seed set of the dev scenes (never trained on, not val)")
     ap.add_argument("--train-encoder", action="store_true", help="train the image encoder too (no cache)")
     ap.add_argument("--frames", type=int, default=6, help="annotated frames per training clip")
     ap.add_argument("--objects", type=int, default=3, help="objects per training clip")
@@ -71,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from sav_assets.lib.label.model import ModelSpec, load_model
     from sav_assets.lib.store.lake import Lake
-    from sav_assets.lib.train.evaluate import evaluate_models
+    from sav_assets.lib.train.evaluate import evaluate_models, jf_scorer
     from sav_assets.lib.train.finetune import FinetuneConfig, finetune, loss_plot_png
     from sav_assets.lib.train.synthetic import demo_clips, demo_episodes
 
@@ -81,11 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# bench_finetune: {machine()}; device {a.device}, input {a.size}px, {a.threads} thread(s), "
           f"{time.strftime('%Y-%m-%d %H:%M')}", flush=True)
     cfg = FinetuneConfig(steps=a.steps, max_seconds=a.seconds, lr=a.lr, warmup_steps=a.warmup,
-                         lr_schedule=a.schedule, min_lr_ratio=a.min_lr,
+                         lr_schedule=a.schedule, min_lr_ratio=a.min_lr, eval_every=a.eval_every,
                          freeze_image_encoder=not a.train_encoder, point_prob=a.point_prob, save_every=0,
                          loss_mask=a.loss_mask, loss_dice=a.loss_dice, multimask_tracking=True if a.multimask else None)
     clips = demo_clips(n_videos=a.videos, clip_frames=a.frames, max_objects=a.objects)
     episodes = demo_episodes(n_videos=a.val, n_frames=96, seed=a.val_seed)
+    dev = jf_scorer(demo_episodes(n_videos=a.dev, n_frames=48, seed=a.dev_seed)) if a.eval_every else None
     rows, result, curve = [], None, None
     for name in a.configs.split(","):
         tracking = cfg.resolved(random_parent=True).multimask_tracking   # the parent has random weights
@@ -95,13 +102,17 @@ def main(argv: list[str] | None = None) -> int:
             def progress(step, steps, loss, sps):
                 if step % 25 == 0 or step == 1:
                     print(f"step {step:5d} loss {loss:8.4f} {sps:.3f} steps/s", flush=True)
-            res = finetune(model, clips, cfg, Lake(a.out or tmp), data_version="demo-synthetic", progress=progress)
+            res = finetune(model, clips, cfg, Lake(a.out or tmp), data_version="demo-synthetic", progress=progress,
+                           evaluate=dev)
         if a.out:
             print(f"checkpoint ({name}): {res.checkpoint_uri} sha256 {res.sha256} "
                   f"tracking {'multimask' if res.multimask_tracking else 'single'}", flush=True)
         ma = [round(float(np.mean(res.losses[max(0, i - 25):i])), 3) for i in range(25, len(res.losses) + 1, 25)]
         print(f"loss, mean of each 25 steps ({name}): {ma}", flush=True)
-        rows.append({"model": model.model_name, "steps": res.steps, "seconds": round(res.seconds, 1),
+        if res.dev_scores:
+            print(f"dev J&F by step ({name}): {[(st, round(j, 4)) for st, j in res.dev_scores]}; "
+                  f"checkpoint = step {res.best_step}", flush=True)
+        rows.append({"model": model.model_name, "steps": res.steps, "best step": res.best_step, "seconds": round(res.seconds, 1),
                      "steps/s": round(res.steps_per_s, 4), "peak RSS MB": round(rss.peak_mb, 1),
                      "peak GPU MB": round(res.peak_gpu_mb, 1),
                      "loss first 25": round(float(np.mean(res.losses[:25])), 4),

@@ -51,6 +51,9 @@ class FinetuneRunConfig(dg.Config):
     loss_iou: float = lib_field(C, "loss_iou", "IoU prediction loss weight")
     loss_class: float = lib_field(C, "loss_class", "object score loss weight")
     save_every: int = lib_field(C, "save_every", "steps between resumable states")
+    eval_every: int = lib_field(C, "eval_every", "early stopping: steps between J&F scorings on the val layout "
+                                "(eval_layout), the best state becomes the checkpoint; model_evaluation's "
+                                "figures on the same videos are then optimistic. 0: off")
     max_seconds: float | None = lib_field(C, "max_seconds", "wall-clock budget; unset: none")
     seed: int = lib_field(C, "seed", "random seed")
     clip_min_frames: int = lib_field(SamplerConfig, "min_frames", "shortest clip (annotated frames)")
@@ -59,6 +62,19 @@ class FinetuneRunConfig(dg.Config):
 
     def finetune_config(self) -> FinetuneConfig:
         return to_lib(FinetuneConfig, self)
+
+
+def _dev_scorer(lk, eval_every: int):
+    """Early stopping's scorer: J&F on the val layout's videos (None when ``eval_every`` is 0)."""
+    from sav_assets.lib.train.evaluate import jf_scorer, load_layout_episodes
+
+    if not eval_every:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        dev = load_layout_episodes(_local_layout(lk, "val", tmp), "val")
+    if not dev:
+        raise dg.Failure("sam2_finetune: eval_every needs the val layout's videos (materialize eval_layout first)")
+    return jf_scorer(dev)
 
 
 def _shard_manifests(lk) -> dict[str, bytes]:
@@ -101,7 +117,7 @@ def sam2_finetune(context: dg.AssetExecutionContext, config: FinetuneRunConfig, 
         if step % 10 == 0 or step == steps:
             context.log.info(f"step {step}/{steps} loss {loss:.4f} ({sps:.3f} steps/s)")
 
-    res = finetune(loaded, clips, cfg, lk, data_version, progress)
+    res = finetune(loaded, clips, cfg, lk, data_version, progress, evaluate=_dev_scorer(lk, cfg.eval_every))
     row = registry.register(lk, sha256=res.sha256, checkpoint_uri=res.checkpoint_uri,
                             parent_sha256=loaded.checkpoint_sha256, model_config=loaded.spec.config,
                             image_size=loaded.image_size, data_version=data_version, config_hash=res.config_hash,
@@ -116,6 +132,9 @@ def sam2_finetune(context: dg.AssetExecutionContext, config: FinetuneRunConfig, 
         "peak_host_mb": round(res.peak_host_mb, 1), "peak_gpu_mb": round(res.peak_gpu_mb, 1),
         "data_version": data_version, "shards": len(urls),
         "tracking": "multimask" if res.multimask_tracking else "single mask",
+        "best_step": res.best_step if res.best_step is not None else res.steps,
+        "dev_jf": dg.MetadataValue.md(markdown_table([{"step": st, "val J&F": round(j, 4)} for st, j in res.dev_scores])
+                                      if res.dev_scores else "early stopping off (eval_every 0)"),
         "loss_curve": dg.MetadataValue.md(f"![loss](data:image/png;base64,{png})"),
     })
 

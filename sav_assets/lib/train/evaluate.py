@@ -30,6 +30,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,6 +139,14 @@ def evaluate_models(models: dict[str, Any], episodes: list[Episode], plots: bool
         out["plots"] = {ep.video_id: plot_video(ep.video_id, {n: c[ep.video_id] for n, c in curves.items()})
                         for ep in episodes}
     return out
+
+
+def jf_scorer(episodes: list[Episode]) -> Callable[[Any], float]:
+    """``score(loaded)``: a model's J&F on ``episodes`` (the ``evaluate`` of
+    :func:`sav_assets.lib.train.finetune.finetune`'s early stopping)."""
+    def score(loaded: Any) -> float:
+        return evaluate_models({"dev": loaded}, episodes, plots=False)["models"]["dev"]["J&F"]
+    return score
 
 
 def plot_video(video_id: str, curves: dict[str, list[float]]) -> bytes:

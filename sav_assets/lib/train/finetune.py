@@ -12,6 +12,8 @@ configured checkpoint, or random weights) on clips of frames ``[T,3,S,S]`` and m
   (20 / 1 / 1 / 1) and multimask tracking, from random weights dice-weighted with ONE mask per object
   (:meth:`FinetuneConfig.resolved`; the result records the tracking the labeler must use);
 * learning rate: linear warmup, then a cosine decay paced by the step cap or the wall-clock budget;
+* early stopping (``eval_every`` and an ``evaluate`` callable): the checkpoint is the state that scored
+  best on a dev set during the run;
 * with ``freeze_image_encoder`` the encoder's outputs are cached per distinct frame
   (:class:`~sav_assets.lib.train.forward.EncoderCache`): clips reuse a fixed set of frames;
 * AdamW with gradient clipping, linear warmup then a cosine decay (:func:`learning_rate`); on CUDA bf16 autocast and ``grad_accum`` clips per optimizer step;
@@ -73,6 +75,8 @@ class FinetuneConfig:
     loss_iou: float = 1.0
     loss_class: float = 1.0            # object-score weight
     save_every: int = 25               # steps between resumable states
+    eval_every: int = 0                # steps between scorings on a dev set (finetune's ``evaluate``); the
+    #                                    checkpoint written is the best-scoring state (early stopping); 0: off
     max_seconds: float | None = None   # wall-clock budget: stop early (the row records the steps done)
     seed: int = 0
 
@@ -110,6 +114,8 @@ class FinetuneResult:
     resumed_from: int = 0
     multimask_tracking: bool = True    # how the model was trained to track: label and evaluate it the same way
     config_hash: str = ""              # the resolved config's digest
+    dev_scores: list[tuple[int, float]] = field(default_factory=list)  # (step, dev score) with eval_every
+    best_step: int | None = None       # the step whose state became the checkpoint (eval_every); None: the last
 
 
 def run_key(loaded: Any, cfg: FinetuneConfig, data_version: str) -> str:
@@ -208,10 +214,42 @@ def _setup(loaded: Any, cfg: FinetuneConfig):
     return model, params, opt
 
 
+class _BestState:
+    """Early stopping: the model's state with the best dev score so far (in memory, on the host)."""
+
+    def __init__(self, evaluate: Callable[[Any], float] | None, every: int):
+        self.evaluate, self.every = evaluate, int(every)
+        if self.every and evaluate is None:
+            raise ValueError("eval_every > 0 needs an evaluate callable (a dev set to score the model on)")
+        self.scores: list[tuple[int, float]] = []
+        self.best: tuple[float, int, dict] | None = None
+
+    def check(self, loaded: Any, step: int, final: bool = False) -> None:
+        if not self.every or (step % self.every and not final) or (self.scores and self.scores[-1][0] == step):
+            return
+        score = float(self.evaluate(loaded))
+        loaded.model.train()
+        self.scores.append((step, score))
+        if self.best is None or score > self.best[0]:
+            self.best = (score, step, {k: v.detach().to("cpu", copy=True) for k, v in loaded.model.state_dict().items()})
+
+    def restore(self, model) -> int | None:
+        """Load the best state into ``model``; its step (None without early stopping)."""
+        if self.best is None:
+            return None
+        model.load_state_dict(self.best[2])
+        return self.best[1]
+
+
 def finetune(loaded: Any, clips: Callable[[int], Iterable[Any]], cfg: FinetuneConfig, lake: Lake,
-             data_version: str, progress: Callable[[int, int, float, float], None] | None = None) -> FinetuneResult:
+             data_version: str, progress: Callable[[int, int, float, float], None] | None = None,
+             evaluate: Callable[[Any], float] | None = None) -> FinetuneResult:
     """Train ``loaded`` (a :class:`~sav_assets.lib.label.model.LoadedModel`) in place and write the
-    checkpoint into the lake; resumes from ``models/runs/<run_key>/state.pt`` when it exists."""
+    checkpoint into the lake; resumes from ``models/runs/<run_key>/state.pt`` when it exists. With
+    ``cfg.eval_every``, ``evaluate(loaded)`` (higher is better, e.g. J&F on dev videos the run does not
+    train on) scores the model every so many steps and at the end, and the best-scoring state is the
+    checkpoint (early stopping; the scoring time counts in ``max_seconds``; a resumed run scores from
+    the resume on)."""
     import torch
 
     from sav_assets.lib.label.model import set_tracking
@@ -236,6 +274,7 @@ def finetune(loaded: Any, clips: Callable[[int], Iterable[Any]], cfg: FinetuneCo
         torch.cuda.reset_peak_memory_stats()
     data = _cycle(clips)
     cache = EncoderCache() if cfg.freeze_image_encoder else None
+    best = _BestState(evaluate, cfg.eval_every)
     t0 = time.time()
     while step < cfg.steps and (cfg.max_seconds is None or time.time() - t0 < cfg.max_seconds):
         lr = learning_rate(cfg, step, time.time() - t0)
@@ -259,16 +298,19 @@ def finetune(loaded: Any, clips: Callable[[int], Iterable[Any]], cfg: FinetuneCo
             progress(step, cfg.steps, total, (step - resumed_from) / max(1e-9, time.time() - t0))
         if cfg.save_every and step % cfg.save_every == 0 and step < cfg.steps:
             _save_state(lake, key, model, opt, step, losses)
+        best.check(loaded, step)
+    best.check(loaded, step, final=True)
     secs = time.time() - t0
+    _save_state(lake, key, model, opt, step, losses)
+    best_step = best.restore(model)
     model.eval()
     uri, sha = write_checkpoint(lake, model)
-    _save_state(lake, key, model, opt, step, losses)
     return FinetuneResult(
         run_key=key, steps=step, losses=losses, seconds=secs,
         steps_per_s=(step - resumed_from) / secs if secs > 0 else 0.0, peak_host_mb=_peak_host_mb(),
         peak_gpu_mb=torch.cuda.max_memory_allocated() / 2**20 if cuda else 0.0,
         checkpoint_uri=uri, sha256=sha, resumed_from=resumed_from, multimask_tracking=cfg.multimask_tracking,
-        config_hash=cfg.digest())
+        config_hash=cfg.digest(), dev_scores=best.scores, best_step=best_step)
 
 
 def _f32(v):

@@ -216,3 +216,27 @@ def test_objects_apart_tells_a_tracker_from_a_foreground_segmenter():
     same[1:, 1] = same[1:, 0]                               # propagated frames: one mask for both
     assert objects_apart(same) == 0.0                       # frame 0 (the prompt) is not counted
     assert objects_apart(pred[:, :1]) is None
+
+
+def test_early_stopping_writes_the_best_scoring_state(tmp_path):
+    """With eval_every the checkpoint is the state that scored best on the dev set, not the last one."""
+    import torch
+
+    torch.set_num_threads(2)
+    clip = next(iter(demo_clips(n_videos=1, clip_frames=3, max_objects=2)(0)))
+    cfg = FinetuneConfig(steps=6, lr=1e-3, warmup_steps=1, point_prob=0.0, freeze_image_encoder=True, save_every=0,
+                         eval_every=2)
+    seen, scores = [], iter([0.1, 0.9, 0.2])
+
+    def dev_score(loaded):          # a dev set whose 2nd scoring (step 4) is the best
+        seen.append({k: v.detach().clone() for k, v in loaded.model.state_dict().items()})
+        return next(scores)
+
+    res = finetune(_model(), lambda epoch: [clip], cfg, Lake(tmp_path), "fixed-clip", evaluate=dev_score)
+    assert res.dev_scores == [(2, 0.1), (4, 0.9), (6, 0.2)] and res.best_step == 4 and res.steps == 6
+    back = load_model(ModelSpec(config="tiny", image_size=SIZE, device="cpu", checkpoint=res.checkpoint_uri))
+    sd = back.model.state_dict()
+    assert all(torch.equal(seen[1][k], sd[k]) for k in sd)
+    assert not all(torch.equal(seen[2][k], sd[k]) for k in sd)
+    with pytest.raises(ValueError, match="evaluate"):
+        finetune(_model(), lambda epoch: [clip], cfg, Lake(tmp_path / "b"), "fixed-clip")
