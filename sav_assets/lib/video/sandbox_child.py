@@ -62,6 +62,16 @@ def _split(item) -> tuple:
 
 
 def _peak_rss_mb() -> float:
+    """This process's own peak RSS: ``VmHWM`` of its address space. Not ``ru_maxrss``: Linux keeps, across
+    ``exec``, the RSS high-water mark of the process that forked (or vforked) us, so a large caller's
+    peak would be reported as the decoder's. ``ru_maxrss`` only where /proc is missing."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

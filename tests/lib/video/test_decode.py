@@ -69,6 +69,21 @@ def test_stopping_early_kills_the_decoder(gops):
     assert not _decoders()
 
 
+def test_decoder_peak_memory_is_the_decoders_own_not_its_parents(make_video):
+    """The decoder child's peak RSS must not include the calling process's: Linux carries the RSS
+    high-water mark of the process that forks/vforks a child across its exec (``ru_maxrss``), so a
+    large caller (a pytest run after the SAM 2 tests, a labeling worker) made a small decode report
+    the caller's peak (3468 MB in a CI run where the decode itself took ~360 MB)."""
+    path = str(make_video(None, seconds=0.5, fps=24, width=320, height=240, seed=3))
+    ballast = np.ones(1_500_000_000, np.uint8)      # this process now peaks at >= 1.5 GB of RSS
+    try:
+        stats: dict = {}
+        list(iter_frame_chunks(path, list(range(8)), 8, isolate=True, stats=stats))
+    finally:
+        del ballast
+    assert 0 < stats["decoder_peak_mb"] < 1000
+
+
 def test_1080p_16_frame_chunks_fit_the_default_memory_limit(make_video):
     """The labeler's default (16-frame chunks) on 1080p decodes under the decoder's memory limit;
     a limit far below it is a decoder crash, not a dead interpreter."""
