@@ -183,7 +183,7 @@ class SAM2Resource(dg.ConfigurableResource):
         )
 
     def _multimask_tracking(self) -> bool:
-        value = (_env(self.tracking, "SAV_SAM2_TRACKING", "multimask") or "multimask").strip().lower()
+        value = _env(self.tracking, "SAV_SAM2_TRACKING", "multimask").strip().lower()
         if value not in ("multimask", "single"):
             raise ValueError(f"SAV_SAM2_TRACKING / sam2.tracking must be 'multimask' or 'single', got {value!r}")
         return value == "multimask"

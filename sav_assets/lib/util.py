@@ -138,6 +138,22 @@ def first_line(text: object, limit: int = 300) -> str:
     return (s[0] if s else "")[:limit]
 
 
+def peak_rss_mb() -> float:
+    """This process's own peak RSS in MB: ``VmHWM`` of its address space. Not ``ru_maxrss``: Linux keeps,
+    across ``exec``, the RSS high-water mark of the process that forked (or vforked) it, so a small child
+    of a large caller would report the caller's peak. ``ru_maxrss`` only where /proc is missing."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 class UnionFind:
     """Disjoint sets of string ids; the smallest id of a set is its root, so representatives are
     deterministic whatever order the links come in."""

@@ -122,7 +122,8 @@ def evaluate_models(models: dict[str, Any], episodes: list[Episode], plots: bool
                 _write_layout(pred_root, ep, pred)
                 stab.append(stability(ep.masks, pred))
                 apart.append(objects_apart(pred))
-                curves[name][ep.video_id] = per_frame_jf(ep.masks, pred)
+                if plots:            # the per-frame curves only feed the plots
+                    curves[name][ep.video_id] = per_frame_jf(ep.masks, pred)
             res = evaluate_layout(gt_root, pred_root, [ep.video_id for ep in episodes])
             apart = [a for a in apart if a is not None]
             results[name] = {"J": res["J"], "F": res["F"], "J&F": res["J&F"], "stability": float(np.mean(stab)),

@@ -11,12 +11,13 @@ configured checkpoint, or random weights) on clips of frames ``[T,3,S,S]`` and m
   multimask outputs, IoU prediction, object score); from a checkpoint with SAM 2.1's training weights
   (20 / 1 / 1 / 1) and multimask tracking, from random weights dice-weighted with ONE mask per object
   (:meth:`FinetuneConfig.resolved`; the result records the tracking the labeler must use);
-* learning rate: linear warmup, then a cosine decay paced by the step cap or the wall-clock budget;
+* learning rate: linear warmup, then a cosine decay paced by the step cap or the wall-clock budget
+  (:func:`learning_rate`);
 * early stopping (``eval_every`` and an ``evaluate`` callable): the checkpoint is the state that scored
   best on a dev set during the run;
 * with ``freeze_image_encoder`` the encoder's outputs are cached per distinct frame
   (:class:`~sav_assets.lib.train.forward.EncoderCache`): clips reuse a fixed set of frames;
-* AdamW with gradient clipping, linear warmup then a cosine decay (:func:`learning_rate`); on CUDA bf16 autocast and ``grad_accum`` clips per optimizer step;
+* AdamW with gradient clipping; on CUDA bf16 autocast and ``grad_accum`` clips per optimizer step;
 * ``progress(step, steps, loss, steps_per_s)`` after every optimizer step.
 
 Where things go (all through the :class:`~sav_assets.lib.store.lake.Lake`, local or S3):
@@ -38,7 +39,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import resource
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from sav_assets.lib.store.lake import Lake
-from sav_assets.lib.util import sha256_json
+from sav_assets.lib.util import peak_rss_mb, sha256_json
 
 TRAINER_VERSION = "1"
 
@@ -198,10 +198,6 @@ def _clip_tensors(clip: Any) -> tuple[Any, Any]:
     return clip.frames, clip.masks
 
 
-def _peak_host_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 def _setup(loaded: Any, cfg: FinetuneConfig):
     import torch
 
@@ -307,7 +303,7 @@ def finetune(loaded: Any, clips: Callable[[int], Iterable[Any]], cfg: FinetuneCo
     uri, sha = write_checkpoint(lake, model)
     return FinetuneResult(
         run_key=key, steps=step, losses=losses, seconds=secs,
-        steps_per_s=(step - resumed_from) / secs if secs > 0 else 0.0, peak_host_mb=_peak_host_mb(),
+        steps_per_s=(step - resumed_from) / secs if secs > 0 else 0.0, peak_host_mb=peak_rss_mb(),
         peak_gpu_mb=torch.cuda.max_memory_allocated() / 2**20 if cuda else 0.0,
         checkpoint_uri=uri, sha256=sha, resumed_from=resumed_from, multimask_tracking=cfg.multimask_tracking,
         config_hash=cfg.digest(), dev_scores=best.scores, best_step=best_step)

@@ -32,6 +32,7 @@ import os
 import signal
 import sys
 
+from sav_assets.lib.util import peak_rss_mb
 from sav_assets.lib.video.errors import VideoError
 
 MAGIC = b"SAVISO2\n"
@@ -59,22 +60,6 @@ def _split(item) -> tuple:
     if isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], dict):
         return item
     return item, {}
-
-
-def _peak_rss_mb() -> float:
-    """This process's own peak RSS: ``VmHWM`` of its address space. Not ``ru_maxrss``: Linux keeps, across
-    ``exec``, the RSS high-water mark of the process that forked (or vforked) us, so a large caller's
-    peak would be reported as the decoder's. ``ru_maxrss`` only where /proc is missing."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def _error_head(e: BaseException) -> dict:
@@ -151,7 +136,7 @@ def serve(request: dict, out) -> None:
             value, arrays = _split(result)
         result = None
         write_message(out, {"ok": True, "done": stream, "end": True, "value": value,
-                            "peak_rss_mb": _peak_rss_mb()}, arrays)
+                            "peak_rss_mb": peak_rss_mb()}, arrays)
     except BaseException as e:  # noqa: BLE001 - report everything, including MemoryError
         write_message(out, _error_head(e))
 
