@@ -199,10 +199,10 @@ def _click_ious(models: dict, videos: list[dict]) -> None:
     from sav_assets.lib.video.decode import read_frames
 
     rows = []
+    frames_of = [read_frames(v["path"], annotation_grid(v["row"]["video_frame_count"], 24.0)) for v in videos]
     for name, m in models.items():
         pred, ious = image_predictor(m), {k: [] for k in range(len(OBJECTS))}
-        for v in videos:
-            frames = read_frames(v["path"], annotation_grid(v["row"]["video_frame_count"], 24.0))
+        for v, frames in zip(videos, frames_of, strict=True):
             for t, frame in enumerate(frames):
                 pred.set_image(frame)
                 for k, g in v["gt"].items():
